@@ -1,0 +1,206 @@
+import Foundation
+import Tensor
+
+/// A 2-D convolution with named `weight` [out, in, kH, kW] and optional `bias` [out].
+///
+/// Stateless in use: `callAsFunction` computes the output, `backward` takes the forward's input
+/// back from the caller, so one layer can be applied several times in a step (the model keeps
+/// the activations its backward needs).
+public final class Conv2d: Module {
+    public let geometry: ConvGeometry
+    public let weight: Parameter
+    public let bias: Parameter?
+
+    public init(_ name: String, _ geometry: ConvGeometry, bias: Bool) {
+        self.geometry = geometry
+        weight = Parameter(joinName(name, "weight"), shape: [geometry.outChannels, geometry.inChannels, geometry.kernelH, geometry.kernelW])
+        self.bias = bias ? Parameter(joinName(name, "bias"), shape: [geometry.outChannels]) : nil
+    }
+
+    public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+    public var stateEntries: [StateEntry] { parameters.map { StateEntry($0.name, .float($0.value)) } }
+
+    /// The output shape for an input shape (throws if the input is too small).
+    public func outputShape(_ input: [Int]) throws -> [Int] {
+        guard input.count == 4 else { throw TensorError.shapeMismatch(op: "conv2d", detail: "input is \(shapeString(input)), expected rank 4") }
+        let (oh, ow) = geometry.outputSize(h: input[2], w: input[3])
+        guard oh > 0, ow > 0 else { throw TensorError.invalidArgument(op: "conv2d", detail: "input \(shapeString(input)) too small for \(geometry)") }
+        return [input[0], geometry.outChannels, oh, ow]
+    }
+
+    /// out = conv(x)
+    public func callAsFunction(_ x: Tensor, workspace: Workspace) throws -> Tensor {
+        let out = Tensor(shape: try outputShape(x.shape))
+        try conv2dForward(out: out, input: x, weight: weight.value, bias: bias?.value, geometry: geometry, workspace: workspace)
+        return out
+    }
+
+    /// Accumulates the parameter gradients for (x → dy) and returns dx (nil unless `inputGradient`).
+    public func backward(_ dy: Tensor, input x: Tensor, workspace: Workspace, inputGradient: Bool = true) throws -> Tensor? {
+        let dx = inputGradient ? Tensor(shape: x.shape) : nil
+        try conv2dBackward(dInput: dx, dWeight: weight.grad, dBias: bias?.grad, dOut: dy, input: x, weight: weight.value,
+                           geometry: geometry, workspace: workspace)
+        weight.hasGradient = true; bias?.hasGradient = true
+        return dx
+    }
+}
+
+/// A 2-D transposed convolution with named `weight` [in, out, kH, kW] (PyTorch layout) and optional `bias` [out].
+public final class ConvTranspose2d: Module {
+    public let geometry: ConvGeometry
+    public let outputPadding: (Int, Int)
+    public let weight: Parameter
+    public let bias: Parameter?
+
+    public init(_ name: String, _ geometry: ConvGeometry, outputPadding: (Int, Int) = (0, 0), bias: Bool) {
+        self.geometry = geometry
+        self.outputPadding = outputPadding
+        weight = Parameter(joinName(name, "weight"), shape: [geometry.inChannels, geometry.outChannels, geometry.kernelH, geometry.kernelW])
+        self.bias = bias ? Parameter(joinName(name, "bias"), shape: [geometry.outChannels]) : nil
+    }
+
+    public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+    public var stateEntries: [StateEntry] { parameters.map { StateEntry($0.name, .float($0.value)) } }
+
+    public func callAsFunction(_ x: Tensor, workspace: Workspace) throws -> Tensor {
+        try x.expectRank(4, "conv_transpose2d", "input")
+        let (oh, ow) = geometry.transposedOutputSize(h: x.shape[2], w: x.shape[3], outputPadding: outputPadding)
+        guard oh > 0, ow > 0 else { throw TensorError.invalidArgument(op: "conv_transpose2d", detail: "input \(shapeString(x.shape)) gives an empty output") }
+        let out = Tensor(shape: [x.shape[0], geometry.outChannels, oh, ow])
+        try convTranspose2dForward(out: out, input: x, weight: weight.value, bias: bias?.value, geometry: geometry,
+                                   outputPadding: outputPadding, workspace: workspace)
+        return out
+    }
+
+    public func backward(_ dy: Tensor, input x: Tensor, workspace: Workspace, inputGradient: Bool = true) throws -> Tensor? {
+        let dx = inputGradient ? Tensor(shape: x.shape) : nil
+        try convTranspose2dBackward(dInput: dx, dWeight: weight.grad, dBias: bias?.grad, dOut: dy, input: x, weight: weight.value,
+                                    geometry: geometry, outputPadding: outputPadding, workspace: workspace)
+        weight.hasGradient = true; bias?.hasGradient = true
+        return dx
+    }
+}
+
+/// A fully connected layer with named `weight` [out, in] and optional `bias` [out].
+public final class Linear: Module {
+    public let inFeatures: Int, outFeatures: Int
+    public let weight: Parameter
+    public let bias: Parameter?
+
+    public init(_ name: String, _ inFeatures: Int, _ outFeatures: Int, bias: Bool = true) {
+        self.inFeatures = inFeatures; self.outFeatures = outFeatures
+        weight = Parameter(joinName(name, "weight"), shape: [outFeatures, inFeatures])
+        self.bias = bias ? Parameter(joinName(name, "bias"), shape: [outFeatures]) : nil
+    }
+
+    public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+    public var stateEntries: [StateEntry] { parameters.map { StateEntry($0.name, .float($0.value)) } }
+
+    /// out [n, out] = x [n, in] · Wᵀ + b. A 4-D input [n, c, h, w] is flattened to [n, c·h·w].
+    public func callAsFunction(_ x: Tensor) throws -> Tensor {
+        let flat = x.shape.count == 2 ? x : try x.reshaped([x.shape.first ?? 0, x.count / max(x.shape.first ?? 1, 1)])
+        let out = Tensor(shape: [flat.shape[0], outFeatures])
+        try linearForward(out: out, input: flat, weight: weight.value, bias: bias?.value)
+        return out
+    }
+
+    /// Accumulates the parameter gradients; returns dx in the input's own shape.
+    public func backward(_ dy: Tensor, input x: Tensor, inputGradient: Bool = true) throws -> Tensor? {
+        let flat = x.shape.count == 2 ? x : try x.reshaped([x.shape.first ?? 0, x.count / max(x.shape.first ?? 1, 1)])
+        let dx = inputGradient ? Tensor(shape: flat.shape) : nil
+        try linearBackward(dInput: dx, dWeight: weight.grad, dBias: bias?.grad, dOut: dy, input: flat, weight: weight.value)
+        weight.hasGradient = true; bias?.hasGradient = true
+        return try dx?.reshaped(x.shape)
+    }
+}
+
+/// BatchNorm2d with named `weight` (γ), `bias` (β), `running_mean`, `running_var`,
+/// `num_batches_tracked`; momentum 0.1, eps 1e-5 as PyTorch's defaults.
+public final class BatchNorm2d: Module {
+    public let channels: Int
+    public let weight: Parameter
+    public let bias: Parameter
+    public let runningMean: Tensor
+    public let runningVar: Tensor
+    public let numBatchesTracked = CounterBuffer()
+    public var momentum: Float = 0.1
+    public var eps: Float = 1e-5
+    public let name: String
+
+    public init(_ name: String, _ channels: Int) {
+        self.name = name
+        self.channels = channels
+        weight = Parameter(joinName(name, "weight"), Tensor(shape: [channels], repeating: 1))
+        bias = Parameter(joinName(name, "bias"), shape: [channels])
+        runningMean = Tensor(shape: [channels])
+        runningVar = Tensor(shape: [channels], repeating: 1)
+    }
+
+    public var parameters: [Parameter] { [weight, bias] }
+    public var stateEntries: [StateEntry] {
+        [StateEntry(weight.name, .float(weight.value)), StateEntry(bias.name, .float(bias.value)),
+         StateEntry(joinName(name, "running_mean"), .float(runningMean)), StateEntry(joinName(name, "running_var"), .float(runningVar)),
+         StateEntry(joinName(name, "num_batches_tracked"), .int64(numBatchesTracked))]
+    }
+
+    /// Normalises x with the batch statistics (training; updates the running ones) or the running
+    /// statistics (eval). Returns the output and what backward needs.
+    public func callAsFunction(_ x: Tensor, training: Bool) throws -> (Tensor, BatchNormSaved) {
+        let out = Tensor(shape: x.shape)
+        let saved = try batchNorm2dForward(out: out, input: x, gamma: weight.value, beta: bias.value, runningMean: runningMean,
+                                           runningVar: runningVar, training: training, momentum: momentum, eps: eps)
+        if training { numBatchesTracked.value += 1 }
+        return (out, saved)
+    }
+
+    public func backward(_ dy: Tensor, input x: Tensor, saved: BatchNormSaved, inputGradient: Bool = true) throws -> Tensor? {
+        let dx = inputGradient ? Tensor(shape: x.shape) : nil
+        try batchNorm2dBackward(dInput: dx, dGamma: weight.grad, dBeta: bias.grad, dOut: dy, input: x, gamma: weight.value, saved: saved)
+        weight.hasGradient = true; bias.hasGradient = true
+        return dx
+    }
+}
+
+/// Max pooling (PyTorch's MaxPool2d with floor mode); returns the argmax indices for backward.
+public struct MaxPool2d {
+    public var kernel: Int, stride: Int, padding: Int
+    public init(kernel: Int, stride: Int, padding: Int) { self.kernel = kernel; self.stride = stride; self.padding = padding }
+
+    public func callAsFunction(_ x: Tensor) throws -> (Tensor, [Int32]) {
+        try x.expectRank(4, "max_pool2d", "input")
+        let oh = (x.shape[2] + 2 * padding - kernel) / stride + 1, ow = (x.shape[3] + 2 * padding - kernel) / stride + 1
+        guard oh > 0, ow > 0 else { throw TensorError.invalidArgument(op: "max_pool2d", detail: "input \(shapeString(x.shape)) too small") }
+        let out = Tensor(shape: [x.shape[0], x.shape[1], oh, ow])
+        var idx = [Int32](repeating: 0, count: out.count)
+        try idx.withUnsafeMutableBufferPointer {
+            try maxPool2dForward(out: out, indices: $0.baseAddress!, input: x, kernel: kernel, stride: stride, padding: padding)
+        }
+        return (out, idx)
+    }
+
+    public func backward(_ dy: Tensor, inputShape: [Int], indices: [Int32]) throws -> Tensor {
+        let dx = Tensor(shape: inputShape)
+        guard indices.count == dy.count else { throw TensorError.shapeMismatch(op: "max_pool2d backward", detail: "\(indices.count) indices for dOut \(shapeString(dy.shape))") }
+        try indices.withUnsafeBufferPointer { try maxPool2dBackward(dInput: dx, dOut: dy, indices: $0.baseAddress!) }
+        return dx
+    }
+}
+
+/// y = max(x, 0) as a new tensor.
+public func relu(_ x: Tensor) -> Tensor {
+    let y = Tensor(shape: x.shape)
+    try! reluForward(out: y, input: x)
+    return y
+}
+
+/// In-place ReLU.
+public func reluInPlace(_ x: Tensor) {
+    try! reluForward(out: x, input: x)
+}
+
+/// dx = dy where y > 0 (a new tensor).
+public func reluGradient(_ dy: Tensor, output y: Tensor) throws -> Tensor {
+    let dx = Tensor(shape: y.shape)
+    try reluBackward(dInput: dx, dOut: dy, output: y)
+    return dx
+}

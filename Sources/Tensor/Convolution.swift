@@ -1,0 +1,300 @@
+/// The geometry of a 2-D convolution (and of its transpose): channels, kernel, stride, padding,
+/// dilation. For a transposed convolution `inChannels` is the channel count of its input (the
+/// small image) and `outChannels` that of its output (the large image).
+public struct ConvGeometry: Hashable, Sendable, CustomStringConvertible {
+    public var inChannels: Int
+    public var outChannels: Int
+    public var kernelH: Int, kernelW: Int
+    public var strideH: Int, strideW: Int
+    public var padH: Int, padW: Int
+    public var dilationH: Int, dilationW: Int
+
+    public init(inChannels: Int, outChannels: Int, kernel: (Int, Int), stride: (Int, Int) = (1, 1),
+                padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1)) {
+        self.inChannels = inChannels; self.outChannels = outChannels
+        kernelH = kernel.0; kernelW = kernel.1
+        strideH = stride.0; strideW = stride.1
+        padH = padding.0; padW = padding.1
+        dilationH = dilation.0; dilationW = dilation.1
+    }
+
+    /// Square kernel, stride, padding and dilation.
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1) {
+        self.init(inChannels: inChannels, outChannels: outChannels, kernel: (kernel, kernel),
+                  stride: (stride, stride), padding: (padding, padding), dilation: (dilation, dilation))
+    }
+
+    /// Rows of the im2col matrix: inChannels·kH·kW.
+    public var patchSize: Int { inChannels * kernelH * kernelW }
+
+    /// The output size of the convolution on an h×w input (may be ≤ 0 for a too-small input).
+    public func outputSize(h: Int, w: Int) -> (h: Int, w: Int) {
+        ((h + 2 * padH - dilationH * (kernelH - 1) - 1) / strideH + 1,
+         (w + 2 * padW - dilationW * (kernelW - 1) - 1) / strideW + 1)
+    }
+
+    /// The output size of the transposed convolution on an h×w input.
+    public func transposedOutputSize(h: Int, w: Int, outputPadding: (Int, Int) = (0, 0)) -> (h: Int, w: Int) {
+        ((h - 1) * strideH - 2 * padH + dilationH * (kernelH - 1) + outputPadding.0 + 1,
+         (w - 1) * strideW - 2 * padW + dilationW * (kernelW - 1) + outputPadding.1 + 1)
+    }
+
+    var isPointwise: Bool {
+        kernelH == 1 && kernelW == 1 && strideH == 1 && strideW == 1 && padH == 0 && padW == 0
+    }
+
+    func validate(_ op: String) throws {
+        guard inChannels > 0, outChannels > 0, kernelH > 0, kernelW > 0, strideH > 0, strideW > 0,
+              padH >= 0, padW >= 0, dilationH > 0, dilationW > 0 else {
+            throw TensorError.invalidArgument(op: op, detail: "bad geometry \(self)")
+        }
+    }
+
+    public var description: String {
+        "\(inChannels)→\(outChannels) k\(kernelH)×\(kernelW) s\(strideH)×\(strideW) p\(padH)×\(padW) d\(dilationH)×\(dilationW)"
+    }
+}
+
+// MARK: - im2col / col2im
+
+/// Unfolds a [channels, h, w] image into the [channels·kH·kW, oh·ow] patch matrix of `g`'s
+/// convolution (zeros where a tap falls in the padding).
+func im2col(_ x: UnsafePointer<Float>, channels: Int, h: Int, w: Int, g: ConvGeometry,
+            oh: Int, ow: Int, col: UnsafeMutablePointer<Float>) {
+    let kh = g.kernelH, kw = g.kernelW, sh = g.strideH, sw = g.strideW
+    let ph = g.padH, pw = g.padW, dh = g.dilationH, dw = g.dilationW
+    let plane = oh * ow
+    parallelFor(channels, minChunk: 4) { c in
+        let xc = x + c * h * w
+        for ky in 0..<kh {
+            for kx in 0..<kw {
+                let dst = col + ((c * kh + ky) * kw + kx) * plane
+                let x0 = kx * dw - pw
+                // Valid output columns: 0 ≤ ox·sw + x0 < w.
+                let oxLo = x0 >= 0 ? 0 : min(ow, (-x0 + sw - 1) / sw)
+                let oxHi = max(oxLo, min(ow, w - x0 > 0 ? (w - x0 + sw - 1) / sw : 0))
+                for oy in 0..<oh {
+                    let iy = oy * sh - ph + ky * dh
+                    let d = dst + oy * ow
+                    if iy < 0 || iy >= h {
+                        d.update(repeating: 0, count: ow)
+                        continue
+                    }
+                    let src = xc + iy * w + x0
+                    if oxLo > 0 { d.update(repeating: 0, count: oxLo) }
+                    if sw == 1 {
+                        (d + oxLo).update(from: src + oxLo, count: oxHi - oxLo)
+                    } else {
+                        var ox = oxLo
+                        while ox < oxHi { d[ox] = src[ox * sw]; ox += 1 }
+                    }
+                    if oxHi < ow { (d + oxHi).update(repeating: 0, count: ow - oxHi) }
+                }
+            }
+        }
+    }
+}
+
+/// Folds a [channels·kH·kW, oh·ow] patch matrix back onto a [channels, h, w] image, adding
+/// (`+=`) every tap to the pixel it came from (the adjoint of `im2col`).
+func col2im(_ col: UnsafePointer<Float>, channels: Int, h: Int, w: Int, g: ConvGeometry,
+            oh: Int, ow: Int, x: UnsafeMutablePointer<Float>) {
+    let kh = g.kernelH, kw = g.kernelW, sh = g.strideH, sw = g.strideW
+    let ph = g.padH, pw = g.padW, dh = g.dilationH, dw = g.dilationW
+    let plane = oh * ow
+    parallelFor(channels, minChunk: 4) { c in
+        let xc = x + c * h * w
+        for ky in 0..<kh {
+            for kx in 0..<kw {
+                let src = col + ((c * kh + ky) * kw + kx) * plane
+                let x0 = kx * dw - pw
+                let oxLo = x0 >= 0 ? 0 : min(ow, (-x0 + sw - 1) / sw)
+                let oxHi = max(oxLo, min(ow, w - x0 > 0 ? (w - x0 + sw - 1) / sw : 0))
+                for oy in 0..<oh {
+                    let iy = oy * sh - ph + ky * dh
+                    if iy < 0 || iy >= h { continue }
+                    let s = src + oy * ow
+                    let d = xc + iy * w + x0
+                    if sw == 1 {
+                        var ox = oxLo
+                        while ox < oxHi { d[ox] += s[ox]; ox += 1 }
+                    } else {
+                        var ox = oxLo
+                        while ox < oxHi { d[ox * sw] += s[ox]; ox += 1 }
+                    }
+                }
+            }
+        }
+    }
+}
+
+@inline(__always)
+func addBias(_ out: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>, channels: Int, plane: Int) {
+    for c in 0..<channels {
+        let b = bias[c], o = out + c * plane
+        for i in 0..<plane { o[i] += b }
+    }
+}
+
+@inline(__always)
+func accumulateBiasGradient(_ dBias: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, channels: Int, plane: Int) {
+    for c in 0..<channels {
+        let o = dOut + c * plane
+        var s: Float = 0
+        for i in 0..<plane { s += o[i] }
+        dBias[c] += s
+    }
+}
+
+// MARK: - conv2d
+
+/// Checks the tensors of a convolution and returns (n, h, w, oh, ow).
+func checkConv(_ op: String, input: Tensor, weight: Tensor, bias: Tensor?, out: Tensor?, g: ConvGeometry) throws -> (Int, Int, Int, Int, Int) {
+    try g.validate(op)
+    try input.expectRank(4, op, "input")
+    guard input.shape[1] == g.inChannels else {
+        throw TensorError.shapeMismatch(op: op, detail: "input is \(shapeString(input.shape)), geometry expects \(g.inChannels) channels")
+    }
+    try weight.expectShape([g.outChannels, g.inChannels, g.kernelH, g.kernelW], op, "weight")
+    if let bias { try bias.expectShape([g.outChannels], op, "bias") }
+    let n = input.shape[0], h = input.shape[2], w = input.shape[3]
+    let (oh, ow) = g.outputSize(h: h, w: w)
+    guard oh > 0, ow > 0 else {
+        throw TensorError.invalidArgument(op: op, detail: "input \(shapeString(input.shape)) is too small for \(g)")
+    }
+    if let out { try out.expectShape([n, g.outChannels, oh, ow], op, "out") }
+    return (n, h, w, oh, ow)
+}
+
+/// out[n, co, y, x] = Σ input[n, ci, y·s−p+ky·d, x·s−p+kx·d] · weight[co, ci, ky, kx] + bias[co]
+/// - Precondition: input is [n, g.inChannels, h, w]; weight [g.outChannels, g.inChannels, kH, kW];
+///   out is [n, g.outChannels, oh, ow] with (oh, ow) = `g.outputSize(h:w:)`.
+/// - Throws: `TensorError` naming the shapes when they do not fit.
+public func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?, geometry g: ConvGeometry, workspace: Workspace) throws {
+    let (n, h, w, oh, ow) = try checkConv("conv2d", input: input, weight: weight, bias: bias, out: out, g: g)
+    let k = g.patchSize, plane = oh * ow, cout = g.outChannels
+    let col = g.isPointwise ? nil : workspace.buffer(0, count: k * plane)
+    for b in 0..<n {
+        let x = input.data + b * g.inChannels * h * w
+        let y = out.data + b * cout * plane
+        var src = UnsafePointer(x)
+        if let col {
+            im2col(x, channels: g.inChannels, h: h, w: w, g: g, oh: oh, ow: ow, col: col)
+            src = UnsafePointer(col)
+        }
+        sgemm(m: cout, n: plane, k: k, a: weight.data, lda: k, b: src, ldb: plane, c: y, ldc: plane)
+        if let bias { addBias(y, bias: bias.data, channels: cout, plane: plane) }
+    }
+}
+
+/// The gradients of `conv2dForward`, accumulated (`+=`) into whichever of dInput, dWeight, dBias
+/// is given. The patch matrix is recomputed from `input`, not stored.
+/// - Precondition: dOut has the forward output's shape; the gradients have their tensor's shape.
+public func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dOut: Tensor, input: Tensor, weight: Tensor,
+                           geometry g: ConvGeometry, workspace: Workspace) throws {
+    let (n, h, w, oh, ow) = try checkConv("conv2d backward", input: input, weight: weight, bias: dBias, out: dOut, g: g)
+    if let dInput { try dInput.expectShape(input.shape, "conv2d backward", "dInput") }
+    if let dWeight { try dWeight.expectShape(weight.shape, "conv2d backward", "dWeight") }
+    let k = g.patchSize, plane = oh * ow, cout = g.outChannels, cin = g.inChannels
+    let pointwise = g.isPointwise
+    for b in 0..<n {
+        let x = input.data + b * cin * h * w
+        let dy = dOut.data + b * cout * plane
+        if let dWeight {
+            var src = UnsafePointer(x)
+            if !pointwise {
+                let col = workspace.buffer(0, count: k * plane)
+                im2col(x, channels: cin, h: h, w: w, g: g, oh: oh, ow: ow, col: col)
+                src = UnsafePointer(col)
+            }
+            sgemm(transB: true, m: cout, n: k, k: plane, a: dy, lda: plane, b: src, ldb: plane, beta: 1, c: dWeight.data, ldc: k)
+        }
+        if let dInput {
+            let dx = dInput.data + b * cin * h * w
+            if pointwise {
+                sgemm(transA: true, m: k, n: plane, k: cout, a: weight.data, lda: k, b: dy, ldb: plane, beta: 1, c: dx, ldc: plane)
+            } else {
+                let dcol = workspace.buffer(1, count: k * plane)
+                sgemm(transA: true, m: k, n: plane, k: cout, a: weight.data, lda: k, b: dy, ldb: plane, c: dcol, ldc: plane)
+                col2im(dcol, channels: cin, h: h, w: w, g: g, oh: oh, ow: ow, x: dx)
+            }
+        }
+        if let dBias { accumulateBiasGradient(dBias.data, dOut: dy, channels: cout, plane: plane) }
+    }
+}
+
+// MARK: - conv_transpose2d
+
+func checkConvTranspose(_ op: String, input: Tensor, weight: Tensor, bias: Tensor?, out: Tensor?, g: ConvGeometry,
+                        outputPadding: (Int, Int)) throws -> (Int, Int, Int, Int, Int) {
+    try g.validate(op)
+    try input.expectRank(4, op, "input")
+    guard input.shape[1] == g.inChannels else {
+        throw TensorError.shapeMismatch(op: op, detail: "input is \(shapeString(input.shape)), geometry expects \(g.inChannels) channels")
+    }
+    guard outputPadding.0 >= 0, outputPadding.1 >= 0,
+          outputPadding.0 < max(g.strideH, g.dilationH), outputPadding.1 < max(g.strideW, g.dilationW) else {
+        throw TensorError.invalidArgument(op: op, detail: "output padding \(outputPadding) must be smaller than stride or dilation")
+    }
+    try weight.expectShape([g.inChannels, g.outChannels, g.kernelH, g.kernelW], op, "weight")
+    if let bias { try bias.expectShape([g.outChannels], op, "bias") }
+    let n = input.shape[0], h = input.shape[2], w = input.shape[3]
+    let (oh, ow) = g.transposedOutputSize(h: h, w: w, outputPadding: outputPadding)
+    guard oh > 0, ow > 0, h > 0, w > 0 else {
+        throw TensorError.invalidArgument(op: op, detail: "input \(shapeString(input.shape)) gives an empty output for \(g)")
+    }
+    if let out { try out.expectShape([n, g.outChannels, oh, ow], op, "out") }
+    return (n, h, w, oh, ow)
+}
+
+/// The transposed convolution (the adjoint of conv2d's input map):
+/// out[n, co, y·s−p+ky·d, x·s−p+kx·d] += Σ_ci input[n, ci, y, x] · weight[ci, co, ky, kx]; out += bias[co].
+/// - Precondition: input is [n, g.inChannels, h, w]; weight [g.inChannels, g.outChannels, kH, kW]
+///   (PyTorch's ConvTranspose2d layout); out is [n, g.outChannels, oh, ow] with (oh, ow) =
+///   `g.transposedOutputSize(h:w:outputPadding:)`.
+public func convTranspose2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?, geometry g: ConvGeometry,
+                                   outputPadding: (Int, Int) = (0, 0), workspace: Workspace) throws {
+    let (n, h, w, oh, ow) = try checkConvTranspose("conv_transpose2d", input: input, weight: weight, bias: bias, out: out,
+                                                    g: g, outputPadding: outputPadding)
+    let cin = g.inChannels, cout = g.outChannels, kk = g.kernelH * g.kernelW, plane = h * w
+    // The conv view: a convolution from the big image (cout channels) to the small one.
+    let view = ConvGeometry(inChannels: cout, outChannels: cin, kernel: (g.kernelH, g.kernelW), stride: (g.strideH, g.strideW),
+                            padding: (g.padH, g.padW), dilation: (g.dilationH, g.dilationW))
+    let cols = workspace.buffer(0, count: cout * kk * plane)
+    for b in 0..<n {
+        let x = input.data + b * cin * plane
+        let y = out.data + b * cout * oh * ow
+        sgemm(transA: true, m: cout * kk, n: plane, k: cin, a: weight.data, lda: cout * kk, b: x, ldb: plane, c: cols, ldc: plane)
+        y.update(repeating: 0, count: cout * oh * ow)
+        col2im(cols, channels: cout, h: oh, w: ow, g: view, oh: h, ow: w, x: y)
+        if let bias { addBias(y, bias: bias.data, channels: cout, plane: oh * ow) }
+    }
+}
+
+/// The gradients of `convTranspose2dForward`, accumulated into whichever of dInput, dWeight, dBias is given.
+public func convTranspose2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dOut: Tensor, input: Tensor, weight: Tensor,
+                                    geometry g: ConvGeometry, outputPadding: (Int, Int) = (0, 0), workspace: Workspace) throws {
+    let (n, h, w, oh, ow) = try checkConvTranspose("conv_transpose2d backward", input: input, weight: weight, bias: dBias, out: dOut,
+                                                    g: g, outputPadding: outputPadding)
+    if let dInput { try dInput.expectShape(input.shape, "conv_transpose2d backward", "dInput") }
+    if let dWeight { try dWeight.expectShape(weight.shape, "conv_transpose2d backward", "dWeight") }
+    let cin = g.inChannels, cout = g.outChannels, kk = g.kernelH * g.kernelW, plane = h * w
+    let view = ConvGeometry(inChannels: cout, outChannels: cin, kernel: (g.kernelH, g.kernelW), stride: (g.strideH, g.strideW),
+                            padding: (g.padH, g.padW), dilation: (g.dilationH, g.dilationW))
+    for b in 0..<n {
+        let dy = dOut.data + b * cout * oh * ow
+        if dInput != nil || dWeight != nil {
+            let col = workspace.buffer(0, count: cout * kk * plane)
+            im2col(dy, channels: cout, h: oh, w: ow, g: view, oh: h, ow: w, col: col)
+            if let dInput {
+                sgemm(m: cin, n: plane, k: cout * kk, a: weight.data, lda: cout * kk, b: col, ldb: plane,
+                      beta: 1, c: dInput.data + b * cin * plane, ldc: plane)
+            }
+            if let dWeight {
+                sgemm(transB: true, m: cin, n: cout * kk, k: plane, a: input.data + b * cin * plane, lda: plane, b: col, ldb: plane,
+                      beta: 1, c: dWeight.data, ldc: cout * kk)
+            }
+        }
+        if let dBias { accumulateBiasGradient(dBias.data, dOut: dy, channels: cout, plane: oh * ow) }
+    }
+}

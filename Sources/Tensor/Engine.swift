@@ -1,0 +1,83 @@
+import CBLAS
+import Dispatch
+import Foundation
+
+/// Process-wide engine settings: the thread count shared by OpenBLAS and the Swift parallel loops.
+public enum Engine {
+    nonisolated(unsafe) private static var _threads: Int = {
+        if let s = ProcessInfo.processInfo.environment["AFFINITY_THREADS"], let n = Int(s), n > 0 { return n }
+        return ProcessInfo.processInfo.activeProcessorCount
+    }()
+    nonisolated(unsafe) private static var configured = false
+
+    /// The number of threads used by GEMMs and parallel loops (default: the active cores, or
+    /// `AFFINITY_THREADS`).
+    public static var threads: Int {
+        get { configureOnce(); return _threads }
+        set { _threads = max(1, newValue); openblas_set_num_threads(Int32(_threads)); configured = true }
+    }
+
+    @inline(__always) static func configureOnce() {
+        if !configured {
+            configured = true
+            openblas_set_num_threads(Int32(_threads))
+        }
+    }
+}
+
+/// Runs `body(i)` for i in 0..<n, split into contiguous chunks over `Engine.threads` threads.
+/// Small loops (`n · costPerItem` below a threshold) run inline.
+@inline(__always)
+public func parallelFor(_ n: Int, minChunk: Int = 1, _ body: (Int) -> Void) {
+    let t = Engine.threads
+    if t <= 1 || n < 2 * minChunk {
+        for i in 0..<n { body(i) }
+        return
+    }
+    let chunks = min(t, (n + minChunk - 1) / minChunk)
+    withoutActuallyEscaping(body) { body in
+        DispatchQueue.concurrentPerform(iterations: chunks) { c in
+            let lo = n * c / chunks, hi = n * (c + 1) / chunks
+            for i in lo..<hi { body(i) }
+        }
+    }
+}
+
+/// Row-major single-precision GEMM through `cblas_sgemm`:
+/// C[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C.
+/// `lda`, `ldb`, `ldc` are the row strides of A, B, C as stored.
+@inline(__always)
+public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+                  alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+                  b: UnsafePointer<Float>, ldb: Int,
+                  beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    if m == 0 || n == 0 { return }
+    if k == 0 {
+        if beta == 0 { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
+        else if beta != 1 { for i in 0..<m { for j in 0..<n { c[i * ldc + j] *= beta } } }
+        return
+    }
+    Engine.configureOnce()
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+/// Reusable scratch memory for im2col and friends, grown on demand and never shrunk
+/// (one per model instance; not thread-safe).
+public final class Workspace: @unchecked Sendable {
+    private var slots: [TensorStorage?] = [nil, nil, nil, nil]
+
+    public init() {}
+
+    /// A buffer of at least `count` floats in slot `slot` (contents undefined).
+    public func buffer(_ slot: Int, count: Int) -> UnsafeMutablePointer<Float> {
+        if slot >= slots.count { slots += Array(repeating: nil, count: slot + 1 - slots.count) }
+        if let s = slots[slot], s.capacity >= count { return s.pointer }
+        let s = TensorStorage(capacity: max(count, 1))
+        slots[slot] = s
+        return s.pointer
+    }
+
+    /// Total floats held.
+    public var capacity: Int { slots.reduce(0) { $0 + ($1?.capacity ?? 0) } }
+}

@@ -1,0 +1,366 @@
+import Foundation
+
+// MARK: - linear
+
+/// out[n, o] = Σ_i input[n, i] · weight[o, i] + bias[o]
+/// - Precondition: input is [n, in]; weight [out, in]; bias [out]; out [n, out].
+public func linearForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?) throws {
+    let op = "linear"
+    try input.expectRank(2, op, "input"); try weight.expectRank(2, op, "weight")
+    let n = input.shape[0], fin = input.shape[1], fout = weight.shape[0]
+    guard weight.shape[1] == fin else {
+        throw TensorError.shapeMismatch(op: op, detail: "input is \(shapeString(input.shape)), weight is \(shapeString(weight.shape))")
+    }
+    if let bias { try bias.expectShape([fout], op, "bias") }
+    try out.expectShape([n, fout], op, "out")
+    sgemm(transB: true, m: n, n: fout, k: fin, a: input.data, lda: fin, b: weight.data, ldb: fin, c: out.data, ldc: fout)
+    if let bias {
+        for r in 0..<n {
+            let o = out.data + r * fout
+            for j in 0..<fout { o[j] += bias.data[j] }
+        }
+    }
+}
+
+/// Gradients of `linearForward`, accumulated into whichever of dInput, dWeight, dBias is given.
+public func linearBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dOut: Tensor, input: Tensor, weight: Tensor) throws {
+    let op = "linear backward"
+    try input.expectRank(2, op, "input"); try weight.expectRank(2, op, "weight")
+    let n = input.shape[0], fin = input.shape[1], fout = weight.shape[0]
+    guard weight.shape[1] == fin else {
+        throw TensorError.shapeMismatch(op: op, detail: "input is \(shapeString(input.shape)), weight is \(shapeString(weight.shape))")
+    }
+    try dOut.expectShape([n, fout], op, "dOut")
+    if let dInput {
+        try dInput.expectShape(input.shape, op, "dInput")
+        sgemm(m: n, n: fin, k: fout, a: dOut.data, lda: fout, b: weight.data, ldb: fin, beta: 1, c: dInput.data, ldc: fin)
+    }
+    if let dWeight {
+        try dWeight.expectShape(weight.shape, op, "dWeight")
+        sgemm(transA: true, m: fout, n: fin, k: n, a: dOut.data, lda: fout, b: input.data, ldb: fin, beta: 1, c: dWeight.data, ldc: fin)
+    }
+    if let dBias {
+        try dBias.expectShape([fout], op, "dBias")
+        for r in 0..<n {
+            let g = dOut.data + r * fout
+            for j in 0..<fout { dBias.data[j] += g[j] }
+        }
+    }
+}
+
+// MARK: - batch_norm2d
+
+/// What the training-mode forward of batch norm keeps for its backward.
+public struct BatchNormSaved {
+    /// Per-channel batch mean and 1/√(var + eps) (biased variance), or the running ones in eval mode.
+    public var mean: [Float]
+    public var invStd: [Float]
+    public var training: Bool
+}
+
+/// Batch normalisation over N×H×W per channel.
+/// Training: normalises with the batch mean and biased variance, then updates
+/// running_mean ← (1−m)·running_mean + m·mean and running_var ← (1−m)·running_var + m·var·n/(n−1)
+/// (the unbiased variance). Eval: normalises with the running statistics.
+/// out = gamma · (x − mean)/√(var + eps) + beta.
+/// - Precondition: input and out are [n, c, h, w]; gamma, beta, runningMean, runningVar are [c].
+public func batchNorm2dForward(out: Tensor, input: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
+                               training: Bool, momentum: Float = 0.1, eps: Float = 1e-5) throws -> BatchNormSaved {
+    let op = "batch_norm2d"
+    try input.expectRank(4, op, "input")
+    let n = input.shape[0], c = input.shape[1], plane = input.shape[2] * input.shape[3]
+    try out.expectShape(input.shape, op, "out")
+    for (t, name) in [(gamma, "weight"), (beta, "bias"), (runningMean, "running_mean"), (runningVar, "running_var")] {
+        try t.expectShape([c], op, name)
+    }
+    let count = n * plane
+    if training && count <= 1 {
+        throw TensorError.invalidArgument(op: op, detail: "training mode needs more than one value per channel, got input \(shapeString(input.shape))")
+    }
+    var mean = [Float](repeating: 0, count: c), invStd = [Float](repeating: 0, count: c)
+    let x = input.data, y = out.data
+    mean.withUnsafeMutableBufferPointer { meanP in
+        invStd.withUnsafeMutableBufferPointer { invP in
+            let meanB = meanP.baseAddress!, invB = invP.baseAddress!
+            parallelFor(c, minChunk: 4) { ch in
+                var m: Float, v: Float
+                if training {
+                    var s = 0.0
+                    for b in 0..<n {
+                        let xr = x + (b * c + ch) * plane
+                        var ps: Float = 0
+                        for i in 0..<plane { ps += xr[i] }
+                        s += Double(ps)
+                    }
+                    let md = s / Double(count)
+                    var ss = 0.0
+                    for b in 0..<n {
+                        let xr = x + (b * c + ch) * plane
+                        let mf = Float(md)
+                        var ps: Float = 0
+                        for i in 0..<plane { let d = xr[i] - mf; ps += d * d }
+                        ss += Double(ps)
+                    }
+                    let vd = ss / Double(count)
+                    m = Float(md); v = Float(vd)
+                    runningMean.data[ch] = (1 - momentum) * runningMean.data[ch] + momentum * m
+                    runningVar.data[ch] = (1 - momentum) * runningVar.data[ch] + momentum * Float(vd * Double(count) / Double(count - 1))
+                } else {
+                    m = runningMean.data[ch]; v = runningVar.data[ch]
+                }
+                let inv = 1 / (v + eps).squareRoot()
+                meanB[ch] = m; invB[ch] = inv
+                let a = gamma.data[ch] * inv, sh = beta.data[ch] - m * a
+                for b in 0..<n {
+                    let xr = x + (b * c + ch) * plane, yr = y + (b * c + ch) * plane
+                    for i in 0..<plane { yr[i] = a * xr[i] + sh }
+                }
+            }
+        }
+    }
+    return BatchNormSaved(mean: mean, invStd: invStd, training: training)
+}
+
+/// Gradients of `batchNorm2dForward` (through the batch statistics in training mode), accumulated.
+public func batchNorm2dBackward(dInput: Tensor?, dGamma: Tensor?, dBeta: Tensor?, dOut: Tensor, input: Tensor, gamma: Tensor,
+                                saved: BatchNormSaved) throws {
+    let op = "batch_norm2d backward"
+    try input.expectRank(4, op, "input")
+    try dOut.expectShape(input.shape, op, "dOut")
+    let n = input.shape[0], c = input.shape[1], plane = input.shape[2] * input.shape[3]
+    try gamma.expectShape([c], op, "weight")
+    if let dInput { try dInput.expectShape(input.shape, op, "dInput") }
+    if let dGamma { try dGamma.expectShape([c], op, "dWeight") }
+    if let dBeta { try dBeta.expectShape([c], op, "dBias") }
+    guard saved.mean.count == c else { throw TensorError.shapeMismatch(op: op, detail: "saved statistics for \(saved.mean.count) channels, input has \(c)") }
+    let count = Float(n * plane)
+    let x = input.data, dy = dOut.data
+    parallelFor(c, minChunk: 4) { ch in
+        let m = saved.mean[ch], inv = saved.invStd[ch]
+        var sdy = 0.0, sdyx = 0.0
+        for b in 0..<n {
+            let xr = x + (b * c + ch) * plane, gr = dy + (b * c + ch) * plane
+            var a: Float = 0, bb: Float = 0
+            for i in 0..<plane { a += gr[i]; bb += gr[i] * (xr[i] - m) }
+            sdy += Double(a); sdyx += Double(bb)
+        }
+        let sumDy = Float(sdy), sumDyXhat = Float(sdyx) * inv
+        dGamma?.data[ch] += sumDyXhat
+        dBeta?.data[ch] += sumDy
+        guard let dInput else { return }
+        let g = gamma.data[ch] * inv
+        if saved.training {
+            let k1 = sumDy / count, k2 = sumDyXhat / count
+            for b in 0..<n {
+                let xr = x + (b * c + ch) * plane, gr = dy + (b * c + ch) * plane, dr = dInput.data + (b * c + ch) * plane
+                for i in 0..<plane {
+                    let xhat = (xr[i] - m) * inv
+                    dr[i] += g * (gr[i] - k1 - xhat * k2)
+                }
+            }
+        } else {
+            for b in 0..<n {
+                let gr = dy + (b * c + ch) * plane, dr = dInput.data + (b * c + ch) * plane
+                for i in 0..<plane { dr[i] += g * gr[i] }
+            }
+        }
+    }
+}
+
+// MARK: - relu, add, sigmoid
+
+/// out = max(input, 0). `out` may be `input` (in place).
+public func reluForward(out: Tensor, input: Tensor) throws {
+    try out.expectShape(input.shape, "relu", "out")
+    let x = input.data, y = out.data
+    for i in 0..<input.count { let v = x[i]; y[i] = v > 0 ? v : 0 }
+}
+
+/// dInput += dOut where the forward output was positive (PyTorch's rule: the gradient at 0 is 0).
+public func reluBackward(dInput: Tensor, dOut: Tensor, output: Tensor) throws {
+    try dOut.expectShape(output.shape, "relu backward", "dOut")
+    try dInput.expectShape(output.shape, "relu backward", "dInput")
+    let y = output.data, g = dOut.data, d = dInput.data
+    for i in 0..<output.count where y[i] > 0 { d[i] += g[i] }
+}
+
+/// out = a + b (same shapes; no broadcasting). `out` may alias either input.
+public func addForward(out: Tensor, _ a: Tensor, _ b: Tensor) throws {
+    try b.expectShape(a.shape, "add", "b")
+    try out.expectShape(a.shape, "add", "out")
+    let x = a.data, y = b.data, o = out.data
+    for i in 0..<a.count { o[i] = x[i] + y[i] }
+}
+
+/// dA += dOut and dB += dOut.
+public func addBackward(dA: Tensor?, dB: Tensor?, dOut: Tensor) throws {
+    for (t, name) in [(dA, "dA"), (dB, "dB")] {
+        guard let t else { continue }
+        try t.expectShape(dOut.shape, "add backward", name)
+        let d = t.data, g = dOut.data
+        for i in 0..<t.count { d[i] += g[i] }
+    }
+}
+
+/// The logistic function, computed stably for large |x|.
+@inline(__always) public func sigmoid(_ x: Float) -> Float {
+    x >= 0 ? 1 / (1 + expf(-x)) : { let e = expf(x); return e / (1 + e) }()
+}
+
+/// out = 1/(1 + e^(−input)).
+public func sigmoidForward(out: Tensor, input: Tensor) throws {
+    try out.expectShape(input.shape, "sigmoid", "out")
+    for i in 0..<input.count { out.data[i] = sigmoid(input.data[i]) }
+}
+
+/// dInput += dOut · y · (1 − y), with y the forward output.
+public func sigmoidBackward(dInput: Tensor, dOut: Tensor, output: Tensor) throws {
+    try dOut.expectShape(output.shape, "sigmoid backward", "dOut")
+    try dInput.expectShape(output.shape, "sigmoid backward", "dInput")
+    for i in 0..<output.count { let y = output.data[i]; dInput.data[i] += dOut.data[i] * y * (1 - y) }
+}
+
+// MARK: - softmax (over the last dimension)
+
+/// out[r, :] = softmax(input[r, :]) over the last dimension.
+public func softmaxForward(out: Tensor, input: Tensor) throws {
+    try out.expectShape(input.shape, "softmax", "out")
+    guard let cols = input.shape.last, cols > 0 else { throw TensorError.invalidArgument(op: "softmax", detail: "input \(shapeString(input.shape)) has no last dimension") }
+    let rows = input.count / cols
+    for r in 0..<rows {
+        let x = input.data + r * cols, y = out.data + r * cols
+        var m = -Float.infinity
+        for j in 0..<cols { m = max(m, x[j]) }
+        var s: Float = 0
+        for j in 0..<cols { let e = expf(x[j] - m); y[j] = e; s += e }
+        let inv = 1 / s
+        for j in 0..<cols { y[j] *= inv }
+    }
+}
+
+/// dInput[r, :] += y ⊙ (dOut − ⟨dOut, y⟩), with y the forward output.
+public func softmaxBackward(dInput: Tensor, dOut: Tensor, output: Tensor) throws {
+    try dOut.expectShape(output.shape, "softmax backward", "dOut")
+    try dInput.expectShape(output.shape, "softmax backward", "dInput")
+    guard let cols = output.shape.last, cols > 0 else { return }
+    for r in 0..<(output.count / cols) {
+        let y = output.data + r * cols, g = dOut.data + r * cols, d = dInput.data + r * cols
+        var dot: Float = 0
+        for j in 0..<cols { dot += g[j] * y[j] }
+        for j in 0..<cols { d[j] += y[j] * (g[j] - dot) }
+    }
+}
+
+// MARK: - max_pool2d
+
+/// Max pooling with −∞ padding; `indices` receives the flat input-plane index of each maximum
+/// (the first one in scan order on ties, as PyTorch).
+/// - Precondition: input [n, c, h, w]; out and indices [n, c, oh, ow] with
+///   oh = (h + 2p − k)/s + 1 (floor mode).
+public func maxPool2dForward(out: Tensor, indices: UnsafeMutablePointer<Int32>, input: Tensor, kernel: Int, stride: Int, padding: Int) throws {
+    let op = "max_pool2d"
+    try input.expectRank(4, op, "input")
+    guard kernel > 0, stride > 0, padding >= 0, padding * 2 <= kernel else {
+        throw TensorError.invalidArgument(op: op, detail: "kernel \(kernel), stride \(stride), padding \(padding)")
+    }
+    let n = input.shape[0], c = input.shape[1], h = input.shape[2], w = input.shape[3]
+    let oh = (h + 2 * padding - kernel) / stride + 1, ow = (w + 2 * padding - kernel) / stride + 1
+    guard oh > 0, ow > 0 else { throw TensorError.invalidArgument(op: op, detail: "input \(shapeString(input.shape)) too small for kernel \(kernel)") }
+    try out.expectShape([n, c, oh, ow], op, "out")
+    parallelFor(n * c, minChunk: 8) { p in
+        let x = input.data + p * h * w, y = out.data + p * oh * ow, ix = indices + p * oh * ow
+        for oy in 0..<oh {
+            let y0 = oy * stride - padding, yLo = max(y0, 0), yHi = min(y0 + kernel, h)
+            for ox in 0..<ow {
+                let x0 = ox * stride - padding, xLo = max(x0, 0), xHi = min(x0 + kernel, w)
+                var best = -Float.infinity, bi: Int32 = Int32(yLo * w + xLo)
+                for yy in yLo..<yHi {
+                    for xx in xLo..<xHi {
+                        let v = x[yy * w + xx]
+                        if v > best || v.isNaN { best = v; bi = Int32(yy * w + xx) }
+                    }
+                }
+                y[oy * ow + ox] = best
+                ix[oy * ow + ox] = bi
+            }
+        }
+    }
+}
+
+/// dInput[argmax] += dOut for each pooled cell.
+public func maxPool2dBackward(dInput: Tensor, dOut: Tensor, indices: UnsafePointer<Int32>) throws {
+    try dInput.expectRank(4, "max_pool2d backward", "dInput"); try dOut.expectRank(4, "max_pool2d backward", "dOut")
+    guard dInput.shape[0] == dOut.shape[0], dInput.shape[1] == dOut.shape[1] else {
+        throw TensorError.shapeMismatch(op: "max_pool2d backward", detail: "dInput \(shapeString(dInput.shape)), dOut \(shapeString(dOut.shape))")
+    }
+    let planes = dOut.shape[0] * dOut.shape[1], ip = dInput.shape[2] * dInput.shape[3], op = dOut.shape[2] * dOut.shape[3]
+    parallelFor(planes, minChunk: 8) { p in
+        let d = dInput.data + p * ip, g = dOut.data + p * op, ix = indices + p * op
+        for i in 0..<op { d[Int(ix[i])] += g[i] }
+    }
+}
+
+// MARK: - bilinear resize (align_corners = false)
+
+/// Source coordinate and interpolation weights of one output index, as PyTorch's
+/// upsample_bilinear2d with align_corners = false computes them.
+@inline(__always)
+func bilinearTap(_ dst: Int, scale: Float, inSize: Int) -> (i0: Int, i1: Int, l0: Float, l1: Float) {
+    var src = scale * (Float(dst) + 0.5) - 0.5
+    if src < 0 { src = 0 }
+    let i0 = min(Int(src), inSize - 1)
+    let i1 = i0 + (i0 < inSize - 1 ? 1 : 0)
+    let l1 = src - Float(i0)
+    return (i0, i1, 1 - l1, l1)
+}
+
+/// Bilinear resize of every [h, w] plane to [oh, ow] (align_corners = false, no antialiasing).
+/// - Precondition: input [n, c, h, w]; out [n, c, oh, ow].
+public func bilinearResizeForward(out: Tensor, input: Tensor) throws {
+    try input.expectRank(4, "bilinear_resize", "input"); try out.expectRank(4, "bilinear_resize", "out")
+    guard out.shape[0] == input.shape[0], out.shape[1] == input.shape[1], input.shape[2] > 0, input.shape[3] > 0 else {
+        throw TensorError.shapeMismatch(op: "bilinear_resize", detail: "input \(shapeString(input.shape)), out \(shapeString(out.shape))")
+    }
+    let h = input.shape[2], w = input.shape[3], oh = out.shape[2], ow = out.shape[3]
+    bilinearResize(input.data, planes: input.shape[0] * input.shape[1], h: h, w: w, out: out.data, oh: oh, ow: ow)
+}
+
+/// Bilinear resize of `planes` [h, w] planes into [oh, ow] planes (align_corners = false).
+public func bilinearResize(_ x: UnsafePointer<Float>, planes: Int, h: Int, w: Int, out: UnsafeMutablePointer<Float>, oh: Int, ow: Int) {
+    let sy = Float(h) / Float(oh), sx = Float(w) / Float(ow)
+    let xt = (0..<ow).map { bilinearTap($0, scale: sx, inSize: w) }
+    let yt = (0..<oh).map { bilinearTap($0, scale: sy, inSize: h) }
+    parallelFor(planes, minChunk: 1) { p in
+        let src = x + p * h * w, dst = out + p * oh * ow
+        for oy in 0..<oh {
+            let t = yt[oy], r0 = src + t.i0 * w, r1 = src + t.i1 * w, d = dst + oy * ow
+            for ox in 0..<ow {
+                let u = xt[ox]
+                d[ox] = t.l0 * (u.l0 * r0[u.i0] + u.l1 * r0[u.i1]) + t.l1 * (u.l0 * r1[u.i0] + u.l1 * r1[u.i1])
+            }
+        }
+    }
+}
+
+/// Gradient of `bilinearResizeForward`, accumulated into dInput.
+public func bilinearResizeBackward(dInput: Tensor, dOut: Tensor) throws {
+    try dInput.expectRank(4, "bilinear_resize backward", "dInput"); try dOut.expectRank(4, "bilinear_resize backward", "dOut")
+    guard dOut.shape[0] == dInput.shape[0], dOut.shape[1] == dInput.shape[1] else {
+        throw TensorError.shapeMismatch(op: "bilinear_resize backward", detail: "dInput \(shapeString(dInput.shape)), dOut \(shapeString(dOut.shape))")
+    }
+    let h = dInput.shape[2], w = dInput.shape[3], oh = dOut.shape[2], ow = dOut.shape[3]
+    let sy = Float(h) / Float(oh), sx = Float(w) / Float(ow)
+    let xt = (0..<ow).map { bilinearTap($0, scale: sx, inSize: w) }
+    let yt = (0..<oh).map { bilinearTap($0, scale: sy, inSize: h) }
+    parallelFor(dInput.shape[0] * dInput.shape[1]) { p in
+        let d = dInput.data + p * h * w, g = dOut.data + p * oh * ow
+        for oy in 0..<oh {
+            let t = yt[oy], r0 = d + t.i0 * w, r1 = d + t.i1 * w, gr = g + oy * ow
+            for ox in 0..<ow {
+                let u = xt[ox], v = gr[ox]
+                r0[u.i0] += t.l0 * u.l0 * v; r0[u.i1] += t.l0 * u.l1 * v
+                r1[u.i0] += t.l1 * u.l0 * v; r1[u.i1] += t.l1 * u.l1 * v
+            }
+        }
+    }
+}
