@@ -36,11 +36,13 @@ public final class Conv2d: Module {
     }
 
     /// Accumulates the parameter gradients for (x → dy) and returns dx (nil unless `inputGradient`).
-    public func backward(_ dy: Tensor, input x: Tensor, workspace: Workspace, inputGradient: Bool = true) throws -> Tensor? {
+    /// With `parameterGradients: false` the layer is treated as frozen: only dx is computed.
+    public func backward(_ dy: Tensor, input x: Tensor, workspace: Workspace, inputGradient: Bool = true,
+                         parameterGradients: Bool = true) throws -> Tensor? {
         let dx = inputGradient ? Tensor(shape: x.shape) : nil
-        try conv2dBackward(dInput: dx, dWeight: weight.grad, dBias: bias?.grad, dOut: dy, input: x, weight: weight.value,
-                           geometry: geometry, workspace: workspace)
-        weight.hasGradient = true; bias?.hasGradient = true
+        try conv2dBackward(dInput: dx, dWeight: parameterGradients ? weight.grad : nil, dBias: parameterGradients ? bias?.grad : nil,
+                           dOut: dy, input: x, weight: weight.value, geometry: geometry, workspace: workspace)
+        if parameterGradients { weight.hasGradient = true; bias?.hasGradient = true }
         return dx
     }
 }
@@ -72,11 +74,13 @@ public final class ConvTranspose2d: Module {
         return out
     }
 
-    public func backward(_ dy: Tensor, input x: Tensor, workspace: Workspace, inputGradient: Bool = true) throws -> Tensor? {
+    /// Accumulates the parameter gradients and returns dx; `parameterGradients: false` treats the layer as frozen.
+    public func backward(_ dy: Tensor, input x: Tensor, workspace: Workspace, inputGradient: Bool = true,
+                         parameterGradients: Bool = true) throws -> Tensor? {
         let dx = inputGradient ? Tensor(shape: x.shape) : nil
-        try convTranspose2dBackward(dInput: dx, dWeight: weight.grad, dBias: bias?.grad, dOut: dy, input: x, weight: weight.value,
-                                    geometry: geometry, outputPadding: outputPadding, workspace: workspace)
-        weight.hasGradient = true; bias?.hasGradient = true
+        try convTranspose2dBackward(dInput: dx, dWeight: parameterGradients ? weight.grad : nil, dBias: parameterGradients ? bias?.grad : nil,
+                                    dOut: dy, input: x, weight: weight.value, geometry: geometry, outputPadding: outputPadding, workspace: workspace)
+        if parameterGradients { weight.hasGradient = true; bias?.hasGradient = true }
         return dx
     }
 }

@@ -295,13 +295,20 @@ public extension Module {
 
     /// Adds this module's state (parameters and buffers, F32 or F16; counters as I64) to a writer.
     func addState(to writer: inout SafeTensorsWriter, dtype: DType = .f32, aliases: [(alias: String, of: String)] = []) {
-        var byName: [String: Tensor] = [:]
+        var byName: [String: StateValue] = [:]
         for e in stateEntries {
             switch e.value {
-            case .float(let t): writer.add(e.name, t, as: dtype); byName[e.name] = t
+            case .float(let t): writer.add(e.name, t, as: dtype)
             case .int64(let c): writer.addInt64(e.name, [c.value])
             }
+            byName[e.name] = e.value
         }
-        for a in aliases { if let t = byName[a.of] { writer.add(a.alias, t, as: dtype) } }
+        for a in aliases {
+            switch byName[a.of] {
+            case .float(let t): writer.add(a.alias, t, as: dtype)
+            case .int64(let c): writer.addInt64(a.alias, [c.value])
+            case nil: break
+            }
+        }
     }
 }

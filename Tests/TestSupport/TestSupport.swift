@@ -145,3 +145,56 @@ public final class KernelFixtures: @unchecked Sendable {
     public func tensor(_ name: String) throws -> Tensor { try file.tensor(name) }
     public func has(_ name: String) -> Bool { file.entries[name] != nil }
 }
+
+/// The reference weights of the shared fixtures (`make_weights.py --keys keys_K128.json --seed 7`),
+/// generated once per machine with python3 + numpy into the temporary directory.
+public enum ReferenceWeights {
+    public enum Failure: Error, CustomStringConvertible {
+        case generatorFailed(String)
+        public var description: String { switch self { case .generatorFailed(let s): return "make_weights.py failed: \(s)" } }
+    }
+
+    private static let lock = NSLock()
+
+    /// The safetensors file with the original state-dict keys (C' = 128, seed 7).
+    public static func url(seed: Int = 7) throws -> URL {
+        lock.lock(); defer { lock.unlock() }
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("lesionaffinity-ref-K128-seed\(seed).safetensors")
+        if let f = try? SafeTensorsFile(contentsOf: out), f.entries.count >= 180 { return out }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        let tmp = out.path + ".tmp\(getpid())"
+        p.arguments = ["python3", TestPaths.reference("make_weights.py").path, "--keys", TestPaths.reference("keys_K128.json").path,
+                       "--seed", String(seed), "--out", tmp]
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else {
+            let msg = String(data: err.fileHandleForReading.readDataToEndOfFile(), encoding: .utf8) ?? ""
+            throw Failure.generatorFailed(msg)
+        }
+        guard rename(tmp, out.path) == 0 else { throw Failure.generatorFailed("rename failed") }
+        return out
+    }
+
+    /// The tensors the original model computed for `2_covid_000.png`.
+    public static let covidTensors: SafeTensorsFile = {
+        do { return try SafeTensorsFile(contentsOf: TestPaths.reference("tensors_2_covid_000.safetensors")) } catch {
+            fatalError("reference tensors unreadable: \(error)")
+        }
+    }()
+
+    /// `run_K128_seed7.json`, the original model's outputs on the six phantoms.
+    public static let run: [String: Any] = {
+        guard let d = try? Data(contentsOf: TestPaths.reference("run_K128_seed7.json")),
+              let j = try? JSONSerialization.jsonObject(with: d) as? [String: Any] else { fatalError("run_K128_seed7.json unreadable") }
+        return j
+    }()
+
+    /// The result entry of one image (by file name, e.g. "2_covid_000.png").
+    public static func result(_ image: String) -> [String: Any]? {
+        (run["results"] as? [[String: Any]])?.first { ($0["image"] as? String)?.hasSuffix(image) == true }
+    }
+}

@@ -1,0 +1,243 @@
+import Detection
+import Foundation
+import NN
+import Tensor
+
+/// A classification training sample: a normalised [1, 3, H, W] image and its class (0, 1, 2).
+public struct ClassificationSample {
+    public var image: Tensor
+    public var label: Int
+    public init(image: Tensor, label: Int) { self.image = image; self.label = label }
+}
+
+/// A segmentation training sample: a normalised image and its lesion instances (none for a negative).
+public struct SegmentationSample {
+    public var image: Tensor
+    public var targets: SegmentationTargets
+    public init(image: Tensor, targets: SegmentationTargets) { self.image = image; self.targets = targets }
+}
+
+/// Where the trainer reads its data from (a data set reader, phantoms in memory, …).
+public protocol TrainingData {
+    var classificationCount: Int { get }
+    var segmentationCount: Int { get }
+    func classificationSample(_ i: Int) throws -> ClassificationSample
+    func segmentationSample(_ i: Int) throws -> SegmentationSample
+}
+
+/// When the segmentation branches are copied into the classification ones (MODEL.md §8.2 step 4).
+public enum CopyRule: String, Codable, Sendable, CaseIterable {
+    /// Paper Algorithm 1 / the LSTM-Attention loop: L_SEG(t) < L_SEG of the previous segmentation step (initially 1000).
+    case previous
+    /// The SSM loop: L_SEG(t) < the best L_SEG so far (initially 10000).
+    case best
+}
+
+/// Everything the paper varies, and the seeds.
+public struct TrainingConfig: Codable, Sendable, Equatable {
+    public var affinities = 128
+    public var epochs = 100
+    public var learningRate: Float = 1e-5
+    public var weightDecay: Float = 1e-3
+    public var copyRule: CopyRule = .previous
+    /// Train `mask_predictor_s2.conv_reduce` with L_CLS (default: frozen at its initial values, Eq. 8).
+    public var trainConvReduce = false
+    /// Run the segmentation step (fine-tuning may switch it off).
+    public var segmentationStep = true
+    public var seed: UInt64 = 1
+    public init() {}
+}
+
+/// The state of a training run that a checkpoint must carry to resume exactly.
+public struct TrainerState: Codable, Sendable, Equatable {
+    public var epoch = 0
+    /// Iterations done in the current epoch.
+    public var iteration = 0
+    public var totalIterations = 0
+    /// The current epoch's order of classification samples.
+    public var order: [Int] = []
+    public var shuffleRNG: [UInt64]
+    public var segmentationPickRNG: [UInt64]
+    public var samplingRNG: [UInt64]
+    public var paddingRNG: [UInt64]
+    /// The copy rule's reference L_SEG.
+    public var copyReference: Double
+    public var copies = 0
+    /// Sums over the current epoch.
+    public var epochSegSum = 0.0, epochSegCount = 0, epochClsSum = 0.0
+    /// Mean L_Total, L_SEG and L_CLS of every finished epoch.
+    public var epochTotals: [Double] = []
+    public var epochSeg: [Double] = []
+    public var epochCls: [Double] = []
+    public var bestEpoch: Int? = nil
+}
+
+/// The losses of one Algorithm 1 iteration.
+public struct IterationResult: Sendable {
+    public var epoch: Int, iteration: Int
+    /// nil when the drawn segmentation sample had no lesion (the step is skipped).
+    public var segmentation: SegmentationLosses?
+    public var classification: Double
+    public var copied: Bool
+    public var total: Double { (segmentation?.total ?? 0) + classification }
+}
+
+/// Errors of training and checkpoints.
+public enum TrainingError: Error, CustomStringConvertible, Equatable {
+    case emptyData(String)
+    case badCheckpoint(String)
+
+    public var description: String {
+        switch self {
+        case .emptyData(let s): return "cannot train: \(s)"
+        case .badCheckpoint(let s): return "cannot resume: \(s)"
+        }
+    }
+}
+
+/// Algorithm 1 of the paper (MODEL.md §8): per iteration one segmentation step on a randomly drawn
+/// segmentation sample (skipped when it has no lesion) and one classification step on the next
+/// classification sample; one Adam over all parameters, each step updating only its subset.
+public final class OneShotTrainer {
+    public let model: AffinityModel
+    public let config: TrainingConfig
+    public let adam: Adam
+    public private(set) var state: TrainerState
+    public let data: TrainingData
+
+    public init(model: AffinityModel, data: TrainingData, config: TrainingConfig) throws {
+        guard data.classificationCount > 0 else { throw TrainingError.emptyData("the classification set is empty") }
+        guard !config.segmentationStep || data.segmentationCount > 0 else { throw TrainingError.emptyData("the segmentation set is empty") }
+        guard config.affinities == model.affinities else { throw TrainingError.emptyData("config has C' = \(config.affinities), model \(model.affinities)") }
+        self.model = model; self.data = data; self.config = config
+        adam = Adam(learningRate: config.learningRate, weightDecay: config.weightDecay)
+        let s = config.seed
+        state = TrainerState(shuffleRNG: SeededGenerator(seed: s &* 4 &+ 1).state, segmentationPickRNG: SeededGenerator(seed: s &* 4 &+ 2).state,
+                             samplingRNG: SeededGenerator(seed: s &* 4 &+ 3).state, paddingRNG: SeededGenerator(seed: s &* 4 &+ 4).state,
+                             copyReference: config.copyRule == .previous ? 1000 : 10000)
+    }
+
+    /// Θ1 ∪ Θ2: what the segmentation step updates.
+    public var segmentationParameters: [Parameter] { model.segmentation.parameters }
+    /// Θ1 ∪ Θ3: what the classification step updates.
+    public var classificationParameters: [Parameter] {
+        model.backbone.parameters + model.affinity.parameters + model.classifier.parameters
+            + (config.trainConvReduce ? model.maskPredictorS2.convReduce.parameters : [])
+    }
+
+    public var isFinished: Bool { state.epoch >= config.epochs }
+
+    /// Runs one iteration (starting a new epoch, with a new shuffle, when needed).
+    public func step() throws -> IterationResult {
+        if state.order.isEmpty || state.iteration >= state.order.count {
+            var r = SeededGenerator(state: state.shuffleRNG)!
+            state.order = r.permutation(data.classificationCount)
+            state.shuffleRNG = r.state
+            state.iteration = 0
+        }
+        var sampling = SeededGenerator(state: state.samplingRNG)!
+        var padding = SeededGenerator(state: state.paddingRNG)!
+        defer { state.samplingRNG = sampling.state; state.paddingRNG = padding.state }
+
+        // Segmentation step.
+        var seg: SegmentationLosses? = nil
+        var copied = false
+        if config.segmentationStep {
+            var pick = SeededGenerator(state: state.segmentationPickRNG)!
+            let j = Int(pick.next() % UInt64(data.segmentationCount))
+            state.segmentationPickRNG = pick.state
+            let s = try data.segmentationSample(j)
+            if !s.targets.boxes.isEmpty {
+                model.zeroGrad()
+                let l = try model.segmentation.segmentationForwardBackward(image: s.image, targets: s.targets, rng: &sampling)
+                if l.total < state.copyReference {
+                    try model.copySegmentationWeights()
+                    copied = true
+                    state.copies += 1
+                }
+                switch config.copyRule {
+                case .previous: state.copyReference = l.total
+                case .best: state.copyReference = min(state.copyReference, l.total)
+                }
+                adam.step(segmentationParameters)
+                seg = l
+                state.epochSegSum += l.total; state.epochSegCount += 1
+            }
+        }
+
+        // Classification step.
+        let c = try data.classificationSample(state.order[state.iteration])
+        model.zeroGrad()
+        let (cls, _) = try model.classificationForwardBackward(image: c.image, label: c.label, trainReduce: config.trainConvReduce, rng: &padding)
+        adam.step(classificationParameters)
+        state.epochClsSum += cls
+
+        let result = IterationResult(epoch: state.epoch, iteration: state.iteration, segmentation: seg, classification: cls, copied: copied)
+        state.iteration += 1
+        state.totalIterations += 1
+        if state.iteration >= state.order.count { finishEpoch() }
+        return result
+    }
+
+    private func finishEpoch() {
+        let n = Double(max(state.order.count, 1))
+        let segMean = state.epochSegCount > 0 ? state.epochSegSum / Double(state.epochSegCount) : 0
+        let clsMean = state.epochClsSum / n
+        state.epochSeg.append(segMean); state.epochCls.append(clsMean); state.epochTotals.append(segMean + clsMean)
+        if let b = state.bestEpoch, state.epochTotals[b] <= segMean + clsMean {} else { state.bestEpoch = state.epochTotals.count - 1 }
+        state.epoch += 1
+        state.iteration = 0
+        state.order = []
+        state.epochSegSum = 0; state.epochSegCount = 0; state.epochClsSum = 0
+    }
+
+    /// Whether the epoch that just ended is the best so far (lowest mean L_Total).
+    public var lastEpochIsBest: Bool { state.bestEpoch != nil && state.bestEpoch == state.epochTotals.count - 1 }
+
+    // MARK: - Checkpoints
+
+    /// Writes the model (original key layout, aliases included), Adam's moments and step counters,
+    /// and the trainer state, atomically.
+    public func saveCheckpoint(to url: URL, extraMetadata: [String: String] = [:]) throws {
+        var w = SafeTensorsWriter()
+        model.addState(to: &w, aliases: model.originalAliases)
+        let (moments, steps) = adam.stateTensors()
+        for (name, t) in moments { w.add("optimizer." + name, t) }
+        let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]
+        w.metadata = extraMetadata.merging([
+            "format": "lesionaffinity-checkpoint-1",
+            "affinity": String(model.affinities),
+            "anchor_sizes": model.segmentation.config.anchorSizes.map { String($0) }.joined(separator: ","),
+            "aspect_ratios": model.segmentation.config.aspectRatios.map { String($0) }.joined(separator: ","),
+            "epoch": String(state.epoch),
+            "trainer_state": String(data: try enc.encode(state), encoding: .utf8)!,
+            "training_config": String(data: try enc.encode(config), encoding: .utf8)!,
+            "optimizer_steps": String(data: try enc.encode(steps), encoding: .utf8)!,
+        ]) { a, _ in a }
+        try w.write(to: url)
+    }
+
+    /// Restores model weights, optimizer and trainer state from `saveCheckpoint`'s file.
+    /// - Throws: `TrainingError.badCheckpoint` or `CheckpointError` naming what is wrong.
+    public func resume(from url: URL) throws {
+        let f = try SafeTensorsFile(contentsOf: url)
+        guard let ts = f.metadata["trainer_state"], let st = try? JSONDecoder().decode(TrainerState.self, from: Data(ts.utf8)),
+              let ss = f.metadata["optimizer_steps"], let steps = try? JSONDecoder().decode([String: Int].self, from: Data(ss.utf8)) else {
+            throw TrainingError.badCheckpoint("\(url.lastPathComponent) has no trainer state (is it a model file rather than a training checkpoint?)")
+        }
+        if let cs = f.metadata["training_config"], let c = try? JSONDecoder().decode(TrainingConfig.self, from: Data(cs.utf8)), c.affinities != config.affinities {
+            throw TrainingError.badCheckpoint("checkpoint has C' = \(c.affinities), this run \(config.affinities)")
+        }
+        let aliases = Dictionary(uniqueKeysWithValues: model.originalAliases.map { ($0.alias, $0.of) })
+        let optimizerKeys = f.names.filter { $0.hasPrefix("optimizer.") }
+        try model.load(from: f, aliases: aliases.merging(optimizerKeys.map { ($0, $0) }) { a, _ in a })
+        var moments: [String: Tensor] = [:]
+        for k in optimizerKeys { moments[String(k.dropFirst("optimizer.".count))] = try f.tensor(k) }
+        try adam.restore(tensors: moments, steps: steps)
+        guard SeededGenerator(state: st.shuffleRNG) != nil, SeededGenerator(state: st.samplingRNG) != nil,
+              SeededGenerator(state: st.paddingRNG) != nil, SeededGenerator(state: st.segmentationPickRNG) != nil else {
+            throw TrainingError.badCheckpoint("random generator states are invalid")
+        }
+        state = st
+    }
+}

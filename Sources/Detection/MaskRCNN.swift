@@ -1,0 +1,388 @@
+import Foundation
+import NN
+import Tensor
+
+/// The constants of the detector (MODEL.md §4–5), defaults as the original model.
+public struct DetectionConfig: Sendable, Codable, Equatable {
+    public var anchorSizes: [Float] = [2, 4, 8, 16, 32]
+    public var aspectRatios: [Float] = [0.1, 0.25, 0.5, 1, 1.5, 2]
+    public var rpnPreNMSTopN = 400
+    public var rpnPostNMSTopN = 200
+    public var rpnNMSThreshold: Float = 0.75
+    public var rpnForegroundIoU: Float = 0.7
+    public var rpnBackgroundIoU: Float = 0.3
+    public var rpnBatchSize = 256
+    public var rpnPositiveFraction: Float = 0.75
+    public var roiForegroundIoU: Float = 0.75
+    public var roiBackgroundIoU: Float = 0.5
+    public var roiBatchSize = 256
+    public var roiPositiveFraction: Float = 0.75
+    public var boxScoreThreshold: Float = 0.05
+    public var boxNMSThreshold: Float = 0.5
+    public var detectionsPerImage = 100
+    public var representationSize = 128
+    public init() {}
+
+    public var anchorsPerLocation: Int { anchorSizes.count * aspectRatios.count }
+}
+
+/// One detected lesion: box in image pixels, softmax score, label (1), and the 28×28 mask probabilities.
+public struct Detection: Sendable {
+    public var box: Box
+    public var score: Float
+    public var label: Int
+    /// Sigmoid probabilities of the predicted class's mask logits, 28·28 row-major.
+    public var mask28: [Float]
+}
+
+/// The RPN's proposals for one image: clipped boxes in descending objectness order and their logits.
+public struct Proposals: Sendable {
+    public var boxes: [Box]
+    public var logits: [Float]
+}
+
+/// Ground truth of one segmentation sample (MODEL.md §1.2): lesion boxes and full-image masks.
+public struct SegmentationTargets: Sendable {
+    public var boxes: [Box]
+    /// One H×W 0/1 mask per box.
+    public var masks: [[UInt8]]
+    public var height: Int, width: Int
+
+    public init(boxes: [Box], masks: [[UInt8]], height: Int, width: Int) {
+        self.boxes = boxes; self.masks = masks; self.height = height; self.width = width
+    }
+
+    /// Targets from instances made by `lesionInstances`.
+    public init(instances: [LesionInstance], height: Int, width: Int) {
+        self.init(boxes: instances.map(\.box), masks: instances.map(\.mask), height: height, width: width)
+    }
+}
+
+/// The five terms of L_SEG (MODEL.md §5.2.2, §4.5).
+public struct SegmentationLosses: Sendable, Codable, Equatable {
+    public var classifier = 0.0, boxReg = 0.0, mask = 0.0, objectness = 0.0, rpnBoxReg = 0.0
+    public var total: Double { classifier + boxReg + mask + objectness + rpnBoxReg }
+    public init() {}
+}
+
+/// Errors of the detector's inputs.
+public enum DetectionError: Error, CustomStringConvertible, Equatable {
+    case invalidTargets(String)
+    case invalidImage(String)
+
+    public var description: String {
+        switch self {
+        case .invalidTargets(let s): return "invalid segmentation targets: \(s)"
+        case .invalidImage(let s): return "invalid image: \(s)"
+        }
+    }
+}
+
+/// The segmentation half of the One Shot Affinity Model: ResNet18-to-layer3 + FPN, RPN, and the
+/// segmentation RoI branches (`box_head`, `box_predictor`, `mask_head`, `mask_predictor`).
+public final class MaskRCNN: Module {
+    public let config: DetectionConfig
+    public let backbone = Backbone()
+    public let rpn: RPNHead
+    public let boxHead: BoxHead
+    public let boxPredictor: BoxPredictor
+    public let maskHead: MaskHead
+    public let maskPredictor: MaskPredictor
+    public let workspace = Workspace()
+    private var anchorCache: (h: Int, w: Int, sy: Int, sx: Int, anchors: [Box])?
+
+    public init(config: DetectionConfig = DetectionConfig()) {
+        self.config = config
+        rpn = RPNHead(anchorsPerLocation: config.anchorsPerLocation)
+        boxHead = BoxHead("roi_heads.box_head", representation: config.representationSize)
+        boxPredictor = BoxPredictor("roi_heads.box_predictor", inFeatures: config.representationSize)
+        maskHead = MaskHead("roi_heads.mask_head")
+        maskPredictor = MaskPredictor("roi_heads.mask_predictor")
+    }
+
+    /// The segmentation RoI branches (Θ2).
+    public var segmentationHeadParameters: [Parameter] {
+        boxHead.parameters + boxPredictor.parameters + maskHead.parameters + maskPredictor.parameters
+    }
+    public var parameters: [Parameter] { backbone.parameters + rpn.parameters + segmentationHeadParameters }
+    public var stateEntries: [StateEntry] {
+        backbone.stateEntries + rpn.stateEntries + boxHead.stateEntries + boxPredictor.stateEntries + maskHead.stateEntries + maskPredictor.stateEntries
+    }
+
+    /// From-scratch initialisation of MODEL.md §13.
+    public func initialize(rng: inout SeededGenerator) {
+        backbone.initialize(rng: &rng)
+        rpn.initialize(rng: &rng)
+        for l in [boxHead.fc6, boxHead.fc7, boxPredictor.clsScore, boxPredictor.bboxPred] { HeadInit.linear(l, rng: &rng) }
+        HeadInit.kaimingConv(maskHead.fcn1.weight, bias: maskHead.fcn1.bias, rng: &rng)
+        HeadInit.kaimingConv(maskPredictor.convMask.weight, bias: maskPredictor.convMask.bias, rng: &rng)
+        HeadInit.kaimingConv(maskPredictor.logits.weight, bias: maskPredictor.logits.bias, rng: &rng)
+    }
+
+    // MARK: - Anchors and proposals
+
+    /// The anchors of a feature map of h×w cells for an image of imageH×imageW (stride = image/feature).
+    public func anchors(featureHeight h: Int, featureWidth w: Int, imageHeight: Int, imageWidth: Int) -> [Box] {
+        let sy = imageHeight / h, sx = imageWidth / w
+        if let c = anchorCache, c.h == h, c.w == w, c.sy == sy, c.sx == sx { return c.anchors }
+        let a = Anchors.grid(featureHeight: h, featureWidth: w, strideY: sy, strideX: sx,
+                             base: Anchors.baseAnchors(sizes: config.anchorSizes, aspectRatios: config.aspectRatios))
+        anchorCache = (h, w, sy, sx, a)
+        return a
+    }
+
+    /// Objectness of anchor i = (y·W + x)·A + a.
+    @inline(__always)
+    static func flatIndex(_ i: Int, a A: Int, plane: Int) -> (a: Int, cell: Int) { (i % A, i / A) }
+
+    /// RPN proposals (MODEL.md §4.4): the top `preNMS` logits → decode → clip → NMS → first `postNMS`.
+    public func proposals(objectness: Tensor, deltas: Tensor, imageHeight: Int, imageWidth: Int) -> Proposals {
+        let A = config.anchorsPerLocation, h = objectness.shape[2], w = objectness.shape[3], plane = h * w
+        let anchors = self.anchors(featureHeight: h, featureWidth: w, imageHeight: imageHeight, imageWidth: imageWidth)
+        let n = A * plane
+        // Flattened logits in anchor order.
+        var logits = [Float](repeating: 0, count: n)
+        for a in 0..<A {
+            let src = objectness.data + a * plane
+            for c in 0..<plane { logits[c * A + a] = src[c] }
+        }
+        let k = min(config.rpnPreNMSTopN, n)
+        let top = topK(logits, k)
+        var boxes = [Box](), scores = [Float]()
+        boxes.reserveCapacity(k); scores.reserveCapacity(k)
+        for i in top {
+            let a = i % A, c = i / A
+            let d = (deltas.data[(a * 4) * plane + c], deltas.data[(a * 4 + 1) * plane + c],
+                     deltas.data[(a * 4 + 2) * plane + c], deltas.data[(a * 4 + 3) * plane + c])
+            boxes.append(BoxCoder.rpn.decode(d, reference: anchors[i]))
+            scores.append(logits[i])
+        }
+        clipBoxes(&boxes, width: imageWidth, height: imageHeight)
+        let keep = nms(boxes, scores: scores, iouThreshold: config.rpnNMSThreshold).prefix(config.rpnPostNMSTopN)
+        return Proposals(boxes: keep.map { boxes[$0] }, logits: keep.map { scores[$0] })
+    }
+
+    // MARK: - Inference
+
+    /// Everything an eval-mode forward of the segmentation half computes.
+    public struct Output {
+        public var features: Tensor
+        public var objectness: Tensor
+        public var deltas: Tensor
+        public var proposals: Proposals
+        /// Box-branch outputs for the proposals: logits [R, 2], deltas [R, 8].
+        public var classLogits: Tensor
+        public var boxRegression: Tensor
+        public var detections: [Detection]
+    }
+
+    /// Eval-mode forward (backbone BN with running statistics): features, proposals, box branch on
+    /// all proposals, post-processing and the mask branch on the detections.
+    /// - Precondition: image is [1, 3, H, W] with H and W multiples of 16 (see `ModelInput`).
+    public func inference(_ image: Tensor, withMasks: Bool = true) throws -> Output {
+        let (features, _) = try backbone.forward(image, training: false, workspace: workspace, keep: false)
+        return try inference(features: features, imageHeight: image.shape[2], imageWidth: image.shape[3], withMasks: withMasks)
+    }
+
+    /// The eval-mode heads on given features.
+    public func inference(features: Tensor, imageHeight: Int, imageWidth: Int, withMasks: Bool = true) throws -> Output {
+        let (obj, del, _) = try rpn.forward(features, workspace: workspace)
+        let props = proposals(objectness: obj, deltas: del, imageHeight: imageHeight, imageWidth: imageWidth)
+        let pooled = try roiAlignForward(features: features, boxes: props.boxes, outputSize: 7, spatialScale: 1.0 / 16, samplingRatio: 2)
+        let (rep, _) = try boxHead.forward(pooled)
+        let (logits, regression) = try boxPredictor.forward(rep)
+        var dets = postprocess(proposals: props.boxes, logits: logits, regression: regression, imageHeight: imageHeight, imageWidth: imageWidth)
+        if withMasks && !dets.isEmpty { try addMasks(&dets, features: features) }
+        return Output(features: features, objectness: obj, deltas: del, proposals: props, classLogits: logits, boxRegression: regression, detections: dets)
+    }
+
+    /// torchvision's postprocess_detections with this model's constants (§5.2.3).
+    public func postprocess(proposals: [Box], logits: Tensor, regression: Tensor, imageHeight: Int, imageWidth: Int) -> [Detection] {
+        let r = proposals.count, classes = logits.shape[1]
+        var boxes: [Box] = [], scores: [Float] = [], labels: [Int] = []
+        let probs = Tensor(shape: logits.shape)
+        try? softmaxForward(out: probs, input: logits)
+        for i in 0..<r {
+            for c in 1..<classes {
+                let d = regression.data + i * 4 * classes + 4 * c
+                var b = [BoxCoder.roi.decode((d[0], d[1], d[2], d[3]), reference: proposals[i])]
+                clipBoxes(&b, width: imageWidth, height: imageHeight)
+                let s = probs.data[i * classes + c]
+                if s > config.boxScoreThreshold { boxes.append(b[0]); scores.append(s); labels.append(c) }
+            }
+        }
+        let keep = batchedNMS(boxes, scores: scores, labels: labels, iouThreshold: config.boxNMSThreshold).prefix(config.detectionsPerImage)
+        return keep.map { Detection(box: boxes[$0], score: scores[$0], label: labels[$0], mask28: []) }
+    }
+
+    /// Runs the mask branch on the detections' boxes and stores their 28×28 probabilities.
+    public func addMasks(_ dets: inout [Detection], features: Tensor) throws {
+        let pooled = try roiAlignForward(features: features, boxes: dets.map(\.box), outputSize: 14, spatialScale: 1.0 / 16, samplingRatio: 2)
+        let h = try maskHead.forward(pooled, workspace: workspace)
+        let (logits, _) = try maskPredictor.forward(h, workspace: workspace)
+        let classes = logits.shape[1], plane = 28 * 28
+        for (i, var d) in dets.enumerated() {
+            let src = logits.data + (i * classes + d.label) * plane
+            d.mask28 = (0..<plane).map { sigmoid(src[$0]) }
+            dets[i] = d
+        }
+    }
+
+    // MARK: - Training
+
+    /// One segmentation step's forward and backward (MODEL.md §8.2): train-mode backbone, RPN and
+    /// segmentation RoI losses, gradients accumulated into every parameter of Θ1 ∪ Θ2.
+    /// - Throws: `DetectionError.invalidTargets` for an empty or inconsistent target set.
+    @discardableResult
+    public func segmentationForwardBackward(image: Tensor, targets: SegmentationTargets, rng: inout SeededGenerator) throws -> SegmentationLosses {
+        try segmentationForwardBackward(image: image, targets: targets, rng: &rng, fixedProposals: nil)
+    }
+
+    /// As above; `fixedProposals` replaces the RPN's proposals (for gradient checks, where the
+    /// loss must not move through the non-differentiable proposal selection).
+    public func segmentationForwardBackward(image: Tensor, targets: SegmentationTargets, rng: inout SeededGenerator,
+                                            fixedProposals: [Box]?) throws -> SegmentationLosses {
+        guard !targets.boxes.isEmpty else { throw DetectionError.invalidTargets("a segmentation step needs at least one lesion box") }
+        guard targets.masks.count == targets.boxes.count, targets.masks.allSatisfy({ $0.count == targets.height * targets.width }) else {
+            throw DetectionError.invalidTargets("\(targets.boxes.count) boxes, \(targets.masks.count) masks, masks must be \(targets.height)×\(targets.width)")
+        }
+        guard image.shape.count == 4, image.shape[2] == targets.height, image.shape[3] == targets.width else {
+            throw DetectionError.invalidTargets("image \(shapeString(image.shape)) and masks \(targets.height)×\(targets.width) differ in size")
+        }
+        for b in targets.boxes where !(b.x2 > b.x1 && b.y2 > b.y1) {
+            throw DetectionError.invalidTargets("degenerate box (\(b.x1), \(b.y1), \(b.x2), \(b.y2))")
+        }
+        let ws = workspace
+        let H = targets.height, W = targets.width
+        var losses = SegmentationLosses()
+        let (features, bsaved) = try backbone.forward(image, training: true, workspace: ws)
+        let dFeatures = Tensor(shape: features.shape)
+
+        // RPN.
+        let (obj, del, rsaved) = try rpn.forward(features, workspace: ws)
+        let props = fixedProposals.map { Proposals(boxes: $0, logits: []) } ?? proposals(objectness: obj, deltas: del, imageHeight: H, imageWidth: W)
+        let A = config.anchorsPerLocation, fh = obj.shape[2], fw = obj.shape[3], plane = fh * fw
+        let anchors = self.anchors(featureHeight: fh, featureWidth: fw, imageHeight: H, imageWidth: W)
+        let gt = targets.boxes
+        let iouA = boxIoU(gt, anchors)
+        let matchA = Matcher(high: config.rpnForegroundIoU, low: config.rpnBackgroundIoU, allowLowQualityMatches: true)(iou: iouA, gtCount: gt.count, predCount: anchors.count)
+        let labelsA = matchA.map { $0 >= 0 ? 1 : ($0 == Matcher.below ? 0 : -1) }
+        let (posA, negA) = sampleBalanced(labels: labelsA, batchSize: config.rpnBatchSize, positiveFraction: config.rpnPositiveFraction, rng: &rng)
+        let sampled = Float(posA.count + negA.count)
+        let dObj = Tensor(shape: obj.shape), dDel = Tensor(shape: del.shape)
+        if sampled > 0 {
+            var lossObj = 0.0
+            for (i, t) in posA.map({ ($0, Float(1)) }) + negA.map({ ($0, Float(0)) }) {
+                let a = i % A, c = i / A
+                let x = obj.data[a * plane + c]
+                lossObj += Double(max(x, 0) - x * t + log1pf(expf(-abs(x))))
+                dObj.data[a * plane + c] += (sigmoid(x) - t) / sampled
+            }
+            losses.objectness = lossObj / Double(sampled)
+            var lossBox = 0.0
+            for i in posA {
+                let a = i % A, c = i / A
+                let t = BoxCoder.rpn.encode(gt[matchA[i]], reference: anchors[i])
+                let tv = [t.0, t.1, t.2, t.3]
+                for k in 0..<4 {
+                    let j = (a * 4 + k) * plane + c
+                    let d = del.data[j] - tv[k]
+                    lossBox += Double(abs(d))
+                    if d != 0 { dDel.data[j] += (d > 0 ? 1 : -1) / sampled }
+                }
+            }
+            losses.rpnBoxReg = lossBox / Double(sampled)
+        }
+        let dFromRPN = try rpn.backward(dObjectness: dObj, dDeltas: dDel, saved: rsaved, workspace: ws)
+        try addForward(out: dFeatures, dFeatures, dFromRPN)
+
+        // RoI box branch: proposals + gt boxes, matched and sampled.
+        let roiBoxes = props.boxes + gt
+        let iouR = boxIoU(gt, roiBoxes)
+        let matchR = Matcher(high: config.roiForegroundIoU, low: config.roiBackgroundIoU, allowLowQualityMatches: false)(iou: iouR, gtCount: gt.count, predCount: roiBoxes.count)
+        let labelsR = matchR.map { $0 >= 0 ? 1 : ($0 == Matcher.below ? 0 : -1) }
+        let (posR, negR) = sampleBalanced(labels: labelsR, batchSize: config.roiBatchSize, positiveFraction: config.roiPositiveFraction, rng: &rng)
+        let sampledR = (posR + negR).sorted()
+        let R = sampledR.count
+        if R > 0 {
+            let boxes = sampledR.map { roiBoxes[$0] }
+            let pooled = try roiAlignForward(features: features, boxes: boxes, outputSize: 7, spatialScale: 1.0 / 16, samplingRatio: 2)
+            let (rep, hsaved) = try boxHead.forward(pooled)
+            let (logits, regression) = try boxPredictor.forward(rep)
+            let classes = logits.shape[1]
+            let cls = sampledR.map { labelsR[$0] > 0 ? 1 : 0 }
+            let dLogits = Tensor(shape: logits.shape), dReg = Tensor(shape: regression.shape)
+            losses.classifier = try crossEntropyLoss(logits: logits, targets: cls, grad: dLogits)
+            var lossBox = 0.0
+            for (r, idx) in sampledR.enumerated() where cls[r] > 0 {
+                let t = BoxCoder.roi.encode(gt[matchR[idx]], reference: roiBoxes[idx])
+                var tv: [Float] = [t.0, t.1, t.2, t.3]
+                let off = r * 4 * classes + 4 * cls[r]
+                lossBox += tv.withUnsafeMutableBufferPointer { tp in
+                    smoothL1(regression.data + off, tp.baseAddress!, count: 4, grad: dReg.data + off, scale: 1 / Float(R))
+                }
+            }
+            losses.boxReg = lossBox / Double(R)
+            let dRep = try boxPredictor.backward(dLogits: dLogits, dDeltas: dReg, input: rep)
+            let dPooled = try boxHead.backward(dRep, saved: hsaved)!
+            try roiAlignBackward(dFeatures: dFeatures, dOut: try dPooled.reshaped(pooled.shape), boxes: boxes, outputSize: 7, spatialScale: 1.0 / 16, samplingRatio: 2)
+
+            // Mask branch on the sampled positives.
+            let positives = sampledR.filter { labelsR[$0] > 0 }
+            if !positives.isEmpty {
+                let mboxes = positives.map { roiBoxes[$0] }
+                let mpooled = try roiAlignForward(features: features, boxes: mboxes, outputSize: 14, spatialScale: 1.0 / 16, samplingRatio: 2)
+                let mh = try maskHead.forward(mpooled, workspace: ws)
+                let (mlogits, up) = try maskPredictor.forward(mh, workspace: ws)
+                let mclasses = mlogits.shape[1], mplane = 28 * 28
+                let dM = Tensor(shape: mlogits.shape)
+                var lossMask = 0.0
+                let count = Float(positives.count * mplane)
+                for (p, idx) in positives.enumerated() {
+                    var target = targets.masks[matchR[idx]].withUnsafeBufferPointer {
+                        maskTarget(mask: $0.baseAddress!, height: H, width: W, box: roiBoxes[idx], size: 28)
+                    }
+                    let off = (p * mclasses + 1) * mplane
+                    lossMask += target.withUnsafeMutableBufferPointer { tp in
+                        Double(mplane) * bceWithLogits(mlogits.data + off, tp.baseAddress!, count: mplane, grad: dM.data + off, scale: Float(mplane) / count)
+                    }
+                }
+                losses.mask = lossMask / Double(count)
+                let dmh = try maskPredictor.backward(dM, input: mh, up: up, workspace: ws)
+                let dmp = try maskHead.backward(dmh, input: mpooled, output: mh, workspace: ws)
+                try roiAlignBackward(dFeatures: dFeatures, dOut: dmp, boxes: mboxes, outputSize: 14, spatialScale: 1.0 / 16, samplingRatio: 2)
+            } else {
+                // torchvision multiplies the (absent) mask logits by zero: the loss is 0 and no
+                // gradient reaches the mask branch, which still counts as "in the graph".
+                for p in maskHead.parameters + maskPredictor.parameters { p.hasGradient = true }
+            }
+        }
+        try backbone.backward(dFeatures, saved: bsaved!, workspace: ws)
+        _ = plane
+        return losses
+    }
+}
+
+/// Indices of the k largest values, in descending value order (ties: lower index first).
+public func topK(_ v: [Float], _ k: Int) -> [Int] {
+    guard k > 0 else { return [] }
+    if k >= v.count { return v.indices.sorted { v[$0] > v[$1] || (v[$0] == v[$1] && $0 < $1) } }
+    // Threshold by a partial selection, then sort the survivors.
+    var idx = Array(v.indices)
+    idx.withUnsafeMutableBufferPointer { p in
+        var lo = 0, hi = p.count - 1
+        let target = k - 1
+        func better(_ a: Int, _ b: Int) -> Bool { v[a] > v[b] || (v[a] == v[b] && a < b) }
+        while lo < hi {
+            let pivot = p[(lo + hi) / 2]
+            var i = lo, j = hi
+            while i <= j {
+                while better(p[i], pivot) { i += 1 }
+                while better(pivot, p[j]) { j -= 1 }
+                if i <= j { p.swapAt(i, j); i += 1; j -= 1 }
+            }
+            if target <= j { hi = j } else if target >= i { lo = i } else { break }
+        }
+    }
+    return Array(idx.prefix(k)).sorted { v[$0] > v[$1] || (v[$0] == v[$1] && $0 < $1) }
+}

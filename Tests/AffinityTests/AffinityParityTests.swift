@@ -1,0 +1,73 @@
+import Affinity
+import Detection
+import Foundation
+import NN
+import Tensor
+import Testing
+import TestSupport
+
+/// The classification path against the original PyTorch model on `2_covid_000.png`, with the
+/// reference weights (`make_weights.py --keys keys_K128.json --seed 7`, C' = 128) and the
+/// reference's normalised input. Expected values: ../shared/fixtures/reference.
+@Suite(.serialized) struct AffinityParityTests {
+    static let model: AffinityModel = {
+        let m = AffinityModel(affinities: 128)
+        do {
+            let f = try SafeTensorsFile(contentsOf: try ReferenceWeights.url())
+            try m.load(from: f, aliases: Dictionary(uniqueKeysWithValues: m.originalAliases.map { ($0.alias, $0.of) }))
+        } catch { fatalError("reference weights: \(error)") }
+        return m
+    }()
+    let ref = ReferenceWeights.covidTensors
+
+    func expectScaled(_ a: Tensor, _ name: String, _ tol: Float = 1e-3, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let e = try ref.tensor(name)
+        let c = compare(try a.reshaped(e.shape), e)
+        #expect(c.maxAbsError <= tol * c.maxExpectedMagnitude, "\(name): \(c)", sourceLocation: sourceLocation)
+    }
+
+    @Test func classificationPathMatchesLayerByLayer() throws {
+        let m = Self.model
+        let image = try ref.tensor("input_normalized").reshaped([1, 3, 512, 512])
+        var rng = SeededGenerator(seed: 0)
+        let (out, _) = try m.predict(image, withDetections: false, rng: &rng)
+        try expectScaled(out.classLogitsS2, "cls_class_logits")
+        try expectScaled(out.boxRegressionS2, "cls_box_regression")
+        let rb = try ref.tensor("roi_batch_scaled_boxes"), rs = try ref.tensor("roi_batch_scores")
+        #expect(out.roiBatch.boxes.count == 8)
+        for (i, b) in out.roiBatch.boxes.enumerated() {
+            let d = max(abs(b.x1 - rb[i, 0]), abs(b.y1 - rb[i, 1]), abs(b.x2 - rb[i, 2]), abs(b.y2 - rb[i, 3]))
+            #expect(d <= 0.05, "RoI \(i) differs by \(d) px")
+            #expect(abs(out.roiBatch.scores[i] - rs[i]) <= 1e-4, "RoI \(i) score \(out.roiBatch.scores[i]) vs \(rs[i])")
+        }
+        try expectScaled(out.maskPool, "mask_pool_s2")
+        try expectScaled(out.maskHead, "mask_head_s2")
+        try expectScaled(out.lesionMaskFeatures, "lesion_mask_features")
+        try expectScaled(out.affinity.sieveOut, "sieve_out_final")
+        try expectScaled(out.affinity.x1, "affinity_X1")
+        try expectScaled(out.affinity.x2, "affinity_X2")
+        try expectScaled(out.affinity.x3, "affinity_x3")
+        let fs = try ref.tensor("final_scores")
+        for k in 0..<3 { #expect(abs(out.logits[0, k] - fs[0, k]) <= 1e-3, "logit \(k): \(out.logits[0, k]) vs \(fs[0, k])") }
+        #expect(argmax(out.logits) == argmax(fs))
+    }
+
+    @Test func weightsRoundTripInTheOriginalLayout() throws {
+        let m = Self.model
+        var w = SafeTensorsWriter(metadata: ["affinity": "128"])
+        m.addState(to: &w, aliases: m.originalAliases)
+        let data = try w.serialized()
+        let f = try SafeTensorsFile(data: data)
+        // Every key of the original state dict is present, with its shape.
+        let keys = try JSONSerialization.jsonObject(with: Data(contentsOf: TestPaths.reference("keys_K128.json"))) as! [String: Any]
+        let entries = keys["entries"] as! [[String: Any]]
+        #expect(entries.count == 186)
+        for e in entries {
+            let k = e["key"] as! String
+            #expect(f.entries[k]?.shape == (e["shape"] as! [Int]), "\(k)")
+        }
+        #expect(f.entries.count == entries.count)
+    }
+
+    func argmax(_ t: Tensor) -> Int { (0..<t.count).max { t.data[$0] < t.data[$1] }! }
+}
