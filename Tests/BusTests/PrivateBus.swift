@@ -60,6 +60,11 @@ final class PrivateBus: @unchecked Sendable {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
+        // A killed daemon leaves its socket behind: remove it (unix:path=/tmp/dbus-…,guid=…).
+        if let path = address.split(separator: ",").first?.split(separator: "=", maxSplits: 1).last,
+           address.hasPrefix("unix:path=") {
+            try? FileManager.default.removeItem(atPath: String(path))
+        }
         try? FileManager.default.removeItem(at: directory)
     }
 
