@@ -19,6 +19,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "affinity-lab", targets: ["affinity-lab"]),
+        .executable(name: "affinityd", targets: ["affinityd"]),
         .library(name: "LesionAffinityModel", targets: ["Tensor", "NN", "Detection", "Affinity", "Evaluation", "Imaging"]),
     ],
     dependencies: [
@@ -39,11 +40,19 @@ let package = Package(
         .target(name: "Evaluation", dependencies: [], swiftSettings: kernelSettings),
         .target(name: "Imaging", dependencies: ["CPNG"], swiftSettings: kernelSettings),
         .target(name: "Bus", dependencies: ["CDBus"], swiftSettings: swiftSettings),
+        // The engine as a service, transport-free (model store, analyse queue, jobs).
+        .target(name: "Service", dependencies: ["Tensor", "NN", "Detection", "Affinity", "Evaluation", "Imaging"],
+                swiftSettings: swiftSettings),
+        // The daemon: Service wired to Bus.
+        .executableTarget(
+            name: "affinityd",
+            dependencies: ["Service", "Bus", "CSystemd", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings),
 
         .executableTarget(
             name: "affinity-lab",
             dependencies: [
-                "Tensor", "NN", "Detection", "Affinity", "Imaging", "Evaluation",
+                "Tensor", "NN", "Detection", "Affinity", "Imaging", "Evaluation", "Service",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
@@ -58,7 +67,11 @@ let package = Package(
         .testTarget(name: "AffinityTests", dependencies: ["Affinity", "Detection", "NN", "Tensor", "TestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging"], swiftSettings: swiftSettings),
-        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"], swiftSettings: swiftSettings),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"], exclude: ["Fixtures"], swiftSettings: swiftSettings),
         .testTarget(name: "BusTests", dependencies: ["Bus"], swiftSettings: swiftSettings),
+        .testTarget(name: "ServiceTests", dependencies: ["Service", "Affinity", "Detection", "NN", "Tensor", "Imaging", "Bus", "TestSupport"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "LabTests", dependencies: ["Affinity", "Imaging", "Evaluation", "Tensor", "NN", "TestSupport"],
+                    swiftSettings: swiftSettings),
     ]
 )

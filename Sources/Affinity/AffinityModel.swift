@@ -186,14 +186,16 @@ public final class AffinityModel: Module {
 
     /// The classification path on normalised features: proposals → box_head_s2/box_predictor_s2 →
     /// RoI batch → mask_head_s2/mask_predictor_s2 → affinity layer → classifier.
-    public func classify(features: Tensor, imageHeight: Int, imageWidth: Int, rng: inout SeededGenerator) throws -> (ClassificationOutput, ClassificationSaved) {
+    public func classify(features: Tensor, imageHeight: Int, imageWidth: Int, rng: inout SeededGenerator,
+                         fixedRoIBatch: RoIBatch? = nil) throws -> (ClassificationOutput, ClassificationSaved) {
         let ws = workspace
         let (obj, del, _) = try segmentation.rpn.forward(features, workspace: ws)
         let props = segmentation.proposals(objectness: obj, deltas: del, imageHeight: imageHeight, imageWidth: imageWidth)
         let pooled = try roiAlignForward(features: features, boxes: props.boxes, outputSize: 7, spatialScale: 1.0 / 16, samplingRatio: 2)
         let (rep, _) = try boxHeadS2.forward(pooled)
         let (logits2, reg2) = try boxPredictorS2.forward(rep)
-        let batch = try selectRoIBatch(proposals: props.boxes, logits: logits2, regression: reg2, imageHeight: imageHeight, imageWidth: imageWidth, rng: &rng)
+        let batch = try fixedRoIBatch
+            ?? selectRoIBatch(proposals: props.boxes, logits: logits2, regression: reg2, imageHeight: imageHeight, imageWidth: imageWidth, rng: &rng)
         let mpool = try roiAlignForward(features: features, boxes: batch.boxes, outputSize: 14, spatialScale: 1.0 / 16, samplingRatio: 2)
         let mh = try maskHeadS2.forward(mpool, workspace: ws)
         let (lmf, up) = try maskPredictorS2.forward(mh, workspace: ws)
@@ -234,13 +236,16 @@ public final class AffinityModel: Module {
     /// the classification path, L_CLS = mean of 3 BCE-with-logits terms against the one-hot label;
     /// gradients accumulated into the backbone (body + FPN), the affinity layer and the classifier
     /// (and `conv_reduce` if `trainReduce`). The classification RoI branches get no gradient.
+    /// `fixedRoIBatch` replaces the RoI batch selection (for gradient checks: the selection is not
+    /// differentiable, so the loss must not move through it).
     public func classificationForwardBackward(image: Tensor, label: Int, trainReduce: Bool = false,
-                                              rng: inout SeededGenerator) throws -> (loss: Double, logits: Tensor) {
+                                              rng: inout SeededGenerator, fixedRoIBatch: RoIBatch? = nil) throws -> (loss: Double, logits: Tensor) {
         try Self.checkImage(image)
         guard (0..<3).contains(label) else { throw AffinityError.invalidArgument("label \(label) is not 0, 1 or 2") }
         let ws = workspace
         let (features, bsaved) = try backbone.forward(image, training: false, workspace: ws, keep: true)
-        let (out, saved) = try classify(features: features, imageHeight: image.shape[2], imageWidth: image.shape[3], rng: &rng)
+        let (out, saved) = try classify(features: features, imageHeight: image.shape[2], imageWidth: image.shape[3], rng: &rng,
+                                        fixedRoIBatch: fixedRoIBatch)
         let target = Tensor(shape: [1, 3])
         target.data[label] = 1
         let dLogits = Tensor(shape: [1, 3])

@@ -1,0 +1,107 @@
+import Detection
+import Foundation
+import NN
+import Tensor
+
+/// Class names by index (MODEL.md §1.1).
+public let classNames = ["normal", "common pneumonia", "COVID-19"]
+
+/// The result of one full inference of the original test script, plus the segmentation output.
+public struct Prediction: Sendable {
+    /// The three raw logits (0 normal, 1 common pneumonia, 2 COVID-19).
+    public var logits: [Float]
+    public var classIndex: Int
+    public var className: String { classNames[classIndex] }
+    /// Softmax of the logits.
+    public var probabilities: [Float]
+    /// The B selected RoI boxes in rank order and their lesion scores.
+    public var roiBoxes: [Box]
+    public var roiScores: [Float]
+    /// Segmentation detections (score > 0.05, NMS 0.5, ≤ 100), each with its 28×28 mask probabilities.
+    public var detections: [Detection]
+    /// Pixels > 0.5 of each detection's pasted mask (same order as `detections`).
+    public var maskAreas: [Int]
+    /// The affinity matrix X2 [C', 256], for inspection.
+    public var affinityMatrix: Tensor
+    /// Seconds per stage.
+    public var timings: [String: Double]
+}
+
+/// Loads weights into an affinity model: our checkpoints, model files, or the original state dict
+/// (with its `sieve.1/.2` and `pars.*` duplicates); C' comes from the file's `affinity` metadata or
+/// from the shape of `affinity_layer.batch_to_feat_mat`.
+public enum ModelLoader {
+    /// The number of affinities a weights file was made for.
+    public static func affinities(of file: SafeTensorsFile) throws -> Int {
+        if let s = file.metadata["affinity"], let k = Int(s), k > 0 { return k }
+        if let e = file.entries["affinity_layer.batch_to_feat_mat"], e.shape.count == 2, e.shape[1] > 0 { return e.shape[1] }
+        throw CheckpointError.corrupt("the file names no affinity count and has no affinity_layer.batch_to_feat_mat")
+    }
+
+    /// A model with the file's weights. `affinities` overrides (and must agree with) the file.
+    /// - Throws: `CheckpointError` naming missing, unexpected or mis-shaped keys.
+    public static func load(_ file: SafeTensorsFile, affinities: Int? = nil, config: DetectionConfig = DetectionConfig()) throws -> AffinityModel {
+        let k = try affinities ?? Self.affinities(of: file)
+        guard k > 0 else { throw CheckpointError.corrupt("affinities must be positive, got \(k)") }
+        let model = AffinityModel(affinities: k, config: config)
+        var aliases = Dictionary(uniqueKeysWithValues: model.originalAliases.map { ($0.alias, $0.of) })
+        for name in file.names where name.hasPrefix("optimizer.") { aliases[name] = name }
+        try model.load(from: file, aliases: aliases)
+        return model
+    }
+
+    public static func load(contentsOf url: URL, affinities: Int? = nil) throws -> AffinityModel {
+        try load(try SafeTensorsFile(contentsOf: url), affinities: affinities)
+    }
+
+    /// Writes a model file (original key layout with its aliases, so PyTorch's `load_state_dict`
+    /// reads it) atomically. `dtype` .f16 halves the size.
+    public static func save(_ model: AffinityModel, to url: URL, dtype: DType = .f32, metadata: [String: String] = [:]) throws {
+        var w = SafeTensorsWriter(metadata: metadata.merging(["affinity": String(model.affinities), "format": "lesionaffinity-model-1"]) { a, _ in a })
+        model.addState(to: &w, dtype: dtype, aliases: model.originalAliases)
+        try w.write(to: url)
+    }
+}
+
+public extension AffinityModel {
+    /// The full inference on a normalised [1, 3, H, W] image (MODEL.md §9): class logits from the
+    /// classification path and the segmentation detections with pasted-mask areas.
+    /// `rng` drives the RoI-batch padding rule (only used when fewer than 8 RoIs survive).
+    func predictImage(_ image: Tensor, withDetections: Bool = true, rng: inout SeededGenerator) throws -> Prediction {
+        try Self.checkImage(image)
+        var timings: [String: Double] = [:]
+        func timed<T>(_ name: String, _ f: () throws -> T) rethrows -> T {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let r = try f()
+            timings[name, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            return r
+        }
+        let h = image.shape[2], w = image.shape[3]
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let (features, _) = try timed("backbone") { try backbone.forward(image, training: false, workspace: segmentation.workspace, keep: false) }
+        let (out, _) = try timed("classification") { try classify(features: features, imageHeight: h, imageWidth: w, rng: &rng) }
+        var dets: [Detection] = [], areas: [Int] = []
+        if withDetections {
+            dets = try timed("segmentation") { try segmentation.inference(features: features, imageHeight: h, imageWidth: w).detections }
+            areas = timed("paste_masks") {
+                dets.map { d in d.mask28.withUnsafeBufferPointer { pastedArea($0.baseAddress!, box: d.box, imageHeight: h, imageWidth: w) } }
+            }
+        }
+        timings["total"] = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        let logits = out.logits.array
+        let m = logits.max() ?? 0
+        let e = logits.map { expf($0 - m) }
+        let s = e.reduce(0, +)
+        let cls = logits.indices.max { logits[$0] < logits[$1] } ?? 0
+        return Prediction(logits: logits, classIndex: cls, probabilities: e.map { $0 / s }, roiBoxes: out.roiBatch.boxes,
+                          roiScores: out.roiBatch.scores, detections: dets, maskAreas: areas, affinityMatrix: out.affinity.x2, timings: timings)
+    }
+}
+
+/// The number of pixels > 0.5 of a 28×28 probability map pasted into an H×W image (§5.2.4).
+public func pastedArea(_ probs: UnsafePointer<Float>, box: Box, imageHeight: Int, imageWidth: Int) -> Int {
+    let p = pasteMask(probs, size: 28, box: box, imageHeight: imageHeight, imageWidth: imageWidth)
+    var n = 0
+    for v in p where v > 0.5 { n += 1 }
+    return n
+}

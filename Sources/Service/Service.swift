@@ -1,0 +1,1 @@
+// Service target: the engine as a service (model store, analyse queue, jobs).

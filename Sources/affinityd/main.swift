@@ -1,0 +1,2 @@
+// affinityd: the D-Bus daemon (being built).
+print("affinityd")

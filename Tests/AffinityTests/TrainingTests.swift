@@ -1,0 +1,185 @@
+import Affinity
+import Detection
+import Foundation
+import NN
+import Tensor
+import Testing
+import TestSupport
+
+/// Small synthetic data: 64×64 slices with elliptic bright "lesions" (count and brightness by class).
+final class TinyData: TrainingData {
+    let cls: [ClassificationSample]
+    let seg: [SegmentationSample]
+    init(size: Int = 64, classification: Int = 6, segmentation: Int = 4, seed: UInt64 = 1) {
+        var rng = SeededGenerator(seed: seed)
+        func sample(_ label: Int) -> (Tensor, SegmentationTargets) {
+            let img = Tensor(shape: [1, 3, size, size])
+            var boxes: [Box] = [], masks: [[UInt8]] = []
+            let n = label == 0 ? 0 : (label == 1 ? 1 : 3)
+            for _ in 0..<n {
+                let rx = Float(label == 1 ? 10 : 6) + 2 * rng.nextUnitFloat(), ry = Float(label == 1 ? 8 : 5) + 2 * rng.nextUnitFloat()
+                let cx = 14 + Float(size - 28) * rng.nextUnitFloat(), cy = 14 + Float(size - 28) * rng.nextUnitFloat()
+                var m = [UInt8](repeating: 0, count: size * size)
+                var x1 = size, y1 = size, x2 = 0, y2 = 0
+                for y in 0..<size { for x in 0..<size {
+                    let dx = (Float(x) - cx) / rx, dy = (Float(y) - cy) / ry
+                    if dx * dx + dy * dy <= 1 { m[y * size + x] = 1; x1 = min(x1, x); y1 = min(y1, y); x2 = max(x2, x); y2 = max(y2, y) }
+                } }
+                boxes.append(Box(Float(x1), Float(y1), Float(x2 + 1), Float(y2 + 1))); masks.append(m)
+            }
+            for y in 0..<size { for x in 0..<size {
+                var v = 0.3 * Float(rng.nextNormal())
+                for m in masks where m[y * size + x] == 1 { v += label == 1 ? 2.0 : 1.0 }
+                for c in 0..<3 { img[0, c, y, x] = v }
+            } }
+            return (img, SegmentationTargets(boxes: boxes, masks: masks, height: size, width: size))
+        }
+        cls = (0..<classification).map { i in ClassificationSample(image: sample(i % 3).0, label: i % 3) }
+        seg = (0..<segmentation).map { i in let (img, t) = sample(1 + i % 2); return SegmentationSample(image: img, targets: t) }
+    }
+    var classificationCount: Int { cls.count }
+    var segmentationCount: Int { seg.count }
+    func classificationSample(_ i: Int) throws -> ClassificationSample { cls[i] }
+    func segmentationSample(_ i: Int) throws -> SegmentationSample { seg[i] }
+}
+
+@Suite(.serialized) struct TrainingTests {
+    /// The paper's detector with fewer proposals and RoIs, so that a step takes a fraction of a second.
+    static var tinyDetection: DetectionConfig {
+        var c = DetectionConfig()
+        c.rpnPreNMSTopN = 100; c.rpnPostNMSTopN = 50; c.roiBatchSize = 32; c.rpnBatchSize = 64
+        return c
+    }
+
+    static func model(seed: UInt64, affinities: Int = 16) -> AffinityModel {
+        let m = AffinityModel(affinities: affinities, config: tinyDetection)
+        var rng = SeededGenerator(seed: seed)
+        m.initialize(rng: &rng)
+        return m
+    }
+
+    static func config(seed: UInt64 = 3) -> TrainingConfig {
+        var c = TrainingConfig()
+        c.affinities = 16; c.epochs = 100; c.learningRate = 1e-4; c.seed = seed
+        return c
+    }
+
+    @Test func clsGradientMatchesFiniteDifferences() throws {
+        let m = Self.model(seed: 5)
+        try m.copySegmentationWeights()
+        let data = TinyData(classification: 1, segmentation: 1)
+        let img = data.cls[0].image
+        var rng = SeededGenerator(seed: 1)
+        let (features, _) = try m.backbone.forward(img, training: false, workspace: Workspace(), keep: false)
+        let (out, _) = try m.classify(features: features, imageHeight: 64, imageWidth: 64, rng: &rng)
+        let batch = out.roiBatch
+        func loss() throws -> Double {
+            var r = SeededGenerator(seed: 1)
+            m.zeroGrad()
+            return try m.classificationForwardBackward(image: img, label: 2, rng: &r, fixedRoIBatch: batch).loss
+        }
+        let l0 = try loss()
+        let grads = Dictionary(uniqueKeysWithValues: m.parameters.map { ($0.name, $0.grad.clone()) })
+        // Through the classifier, the affinity layer, the mask-features branch, into the FPN and body.
+        let checkedParams = m.classifier.parameters + m.affinity.parameters + m.backbone.fpnLayer.parameters
+            + [m.backbone.blocks[5].conv2.weight, m.backbone.bn1.weight]
+        var worst = 0.0, worstName = "", checked = 0
+        for p in checkedParams {
+            let g = grads[p.name]!
+            let i = (0..<g.count).max { abs(g.data[$0]) < abs(g.data[$1]) }!
+            let v = p.value.data[i], h: Float = max(3e-3, abs(v) * 3e-2)
+            p.value.data[i] = v + h; let lp = try loss()
+            p.value.data[i] = v - h; let lm = try loss()
+            p.value.data[i] = v
+            let a = (lp - l0) / Double(h), b = (l0 - lm) / Double(h)
+            if abs(a - b) > 0.1 * max(abs(a), abs(b), 1e-4) { continue }
+            let num = (lp - lm) / (2 * Double(h)), ana = Double(g.data[i])
+            let err = abs(num - ana) / max(abs(num), abs(ana), 1e-4)
+            checked += 1
+            if err > worst { worst = err; worstName = "\(p.name)[\(i)]: numeric \(num), analytic \(ana)" }
+        }
+        #expect(checked >= 15)
+        #expect(worst < 0.1, "worst \(worst) at \(worstName), checked \(checked)")
+        // The classification RoI branches get no gradient (paper Eq. 8), nor do the RPN and segmentation heads.
+        _ = try loss()
+        for p in m.classificationBranchParameters + m.segmentation.rpn.parameters + m.segmentation.segmentationHeadParameters {
+            #expect(!p.hasGradient, "\(p.name) must not receive L_CLS gradients")
+        }
+    }
+
+    @Test func stepsTouchOnlyTheirSubsets() throws {
+        let m = Self.model(seed: 7)
+        let trainer = try OneShotTrainer(model: m, data: TinyData(), config: Self.config())
+        let subsetS = Set(trainer.segmentationParameters.map(\.name))
+        let subsetC = Set(trainer.classificationParameters.map(\.name))
+        let before = Dictionary(uniqueKeysWithValues: m.parameters.map { ($0.name, $0.value.array) })
+        let r = try trainer.step()
+        #expect(r.segmentation != nil && r.copied)
+        for p in m.parameters {
+            let changed = p.value.array != before[p.name]!
+            let copiedS2 = p.name.contains("_s2") && !p.name.contains("conv_reduce")
+            if !subsetS.contains(p.name) && !subsetC.contains(p.name) && !copiedS2 {
+                #expect(!changed, "\(p.name) changed although no step updates it")
+            }
+        }
+        // conv_reduce is never copied and (by default) never trained.
+        #expect(m.maskPredictorS2.convReduce.weight.value.array == before["roi_heads.mask_predictor_s2.conv_reduce.weight"]!)
+        // The first segmentation step always copies: the _s2 box head equals the box head.
+        #expect(m.boxHeadS2.fc6.weight.value.array == m.segmentation.boxHead.fc6.weight.value.array)
+    }
+
+    @Test func algorithmOneLowersBothLossesAndResumesExactly() throws {
+        let data = TinyData()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("la-train-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        // Uninterrupted: 40 iterations.
+        let a = try OneShotTrainer(model: Self.model(seed: 9), data: data, config: Self.config())
+        var seg: [Double] = [], cls: [Double] = []
+        for _ in 0..<40 {
+            let r = try a.step()
+            if let s = r.segmentation { seg.append(s.total) }
+            cls.append(r.classification)
+        }
+        func mean(_ x: ArraySlice<Double>) -> Double { x.reduce(0, +) / Double(max(x.count, 1)) }
+        #expect(mean(seg.suffix(8)) < mean(seg.prefix(8)), "L_SEG \(seg)")
+        #expect(mean(cls.suffix(12)) < mean(cls.prefix(12)), "L_CLS \(cls)")
+        // Interrupted after 20, resumed from the checkpoint into a fresh model.
+        let b = try OneShotTrainer(model: Self.model(seed: 9), data: data, config: Self.config())
+        for _ in 0..<20 { _ = try b.step() }
+        let ckpt = dir.appendingPathComponent("run.safetensors")
+        try b.saveCheckpoint(to: ckpt)
+        let c = try OneShotTrainer(model: Self.model(seed: 1234), data: data, config: Self.config())
+        try c.resume(from: ckpt)
+        #expect(c.state == b.state)
+        for _ in 0..<20 { _ = try c.step() }
+        var maxDiff: Float = 0
+        for (p, q) in zip(a.model.parameters, c.model.parameters) {
+            for i in 0..<p.value.count { maxDiff = max(maxDiff, abs(p.value.data[i] - q.value.data[i])) }
+        }
+        #expect(maxDiff <= 1e-6, "resumed run differs by \(maxDiff)")
+        #expect(a.state.epoch == c.state.epoch && a.state.epochTotals == c.state.epochTotals)
+    }
+
+    @Test func resumeRejectsAModelFile() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("la-train-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let m = Self.model(seed: 2)
+        var w = SafeTensorsWriter(); m.addState(to: &w)
+        let url = dir.appendingPathComponent("model.safetensors")
+        try w.write(to: url)
+        let t = try OneShotTrainer(model: m, data: TinyData(classification: 1, segmentation: 1), config: Self.config())
+        #expect(throws: TrainingError.self) { try t.resume(from: url) }
+    }
+
+    @Test func paddingRule() {
+        var rng = SeededGenerator(seed: 3)
+        for n in 1...8 {
+            for _ in 0..<20 {
+                let o = AffinityModel.paddingOrder(count: n, batchSize: 8, rng: &rng)
+                #expect(o.count == 8 && o[0] == 0 && o == o.sorted() && Set(o) == Set(0..<n))
+                if n < 8 { #expect(o[6] == n - 1 && o[7] == n - 1, "the last kept box covers positions ≥ 6: \(o)") }
+            }
+        }
+        #expect(AffinityModel.paddingOrder(count: 1, batchSize: 8, rng: &rng) == Array(repeating: 0, count: 8))
+    }
+}
