@@ -57,6 +57,9 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
 
+        // --- Plugins (ABI, host, plugin libraries): section owned by the plugin work. ---
+        // --- end of plugins section ---
+
         // Tests.
         .target(name: "TestSupport", dependencies: ["Tensor", "NN"], path: "Tests/TestSupport",
                 swiftSettings: swiftSettings),
