@@ -8,7 +8,8 @@ struct AffinityLab: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "affinity-lab",
         abstract: "Offline tool for the One Shot Affinity Model: benchmarks, prediction, training, evaluation.",
-        subcommands: [Bench.self])
+        subcommands: [Bench.self, Predict.self, Phantoms.self, Train.self, Finetune.self, AffinityMatrixCommand.self, Evaluate.self,
+                      CocoEval.self])
 }
 
 struct Bench: ParsableCommand {

@@ -1,0 +1,306 @@
+import Affinity
+import ArgumentParser
+import Detection
+import Foundation
+import Imaging
+import NN
+import Tensor
+
+/// Options shared by `train` and `finetune`.
+struct TrainRunOptions: ParsableArguments {
+    @Option(help: "Run directory: checkpoint.safetensors (every epoch, atomic), model.safetensors (best epoch), metrics.jsonl.")
+    var out: String
+
+    @Option(help: "Learning rate (default 1e-5).")
+    var lr: Float?
+
+    @Option(name: .customLong("weight-decay"), help: "L2 weight decay added to the gradient (default 1e-3).")
+    var weightDecay: Float?
+
+    @Option(help: "Seed of the shuffles, samplers and model initialisation (default 1).")
+    var seed: UInt64?
+
+    @Option(help: "Continue from a training checkpoint (weights, Adam moments, generators, epoch, iteration).")
+    var resume: String?
+
+    @Option(name: .customLong("max-iterations"), help: "Stop once this many iterations (counted over the whole run, resumes included) are done; a checkpoint is written.")
+    var maxIterations: Int?
+
+    @Option(name: .customLong("image-size"), help: "Side the slices are resized to before standardisation (512 as the paper; multiples of 16, smaller for quick runs).")
+    var imageSize = 512
+
+    @Option(help: "Threads for OpenBLAS and the parallel loops (default: all cores).")
+    var threads: Int?
+
+    @Flag(help: "Print a JSON summary at the end (and no progress bar).")
+    var json = false
+
+    func validate() throws {
+        try requirePositive(maxIterations, "--max-iterations")
+        try requirePositive(threads, "--threads")
+        if imageSize < 32 || imageSize % 16 != 0 { throw ValidationError("--image-size must be a multiple of 16 and at least 32, got \(imageSize)") }
+        if let lr, !(lr > 0) { throw ValidationError("--lr must be positive") }
+        if let weightDecay, !(weightDecay >= 0) { throw ValidationError("--weight-decay must not be negative") }
+    }
+}
+
+/// Parses `previous` / `best`.
+func parseCopyRule(_ s: String?) throws -> CopyRule? {
+    guard let s else { return nil }
+    guard let r = CopyRule(rawValue: s) else { throw ValidationError("--copy-rule must be previous or best, got \(s)") }
+    return r
+}
+
+/// The training configuration stored in a checkpoint's metadata.
+func checkpointConfig(_ path: String) throws -> TrainingConfig {
+    guard fileExists(path) else { throw LabError.missingFile(path) }
+    let f: SafeTensorsFile
+    do { f = try SafeTensorsFile(contentsOf: URL(fileURLWithPath: path)) } catch { throw LabError.badWeights(path, String(describing: error)) }
+    guard let s = f.metadata["training_config"], let c = try? JSONDecoder().decode(TrainingConfig.self, from: Data(s.utf8)) else {
+        throw LabError.badWeights(path, "it is not a training checkpoint (no training_config metadata)")
+    }
+    return c
+}
+
+/// Runs Algorithm 1 to the end (or to --max-iterations): metrics.jsonl, a checkpoint per epoch,
+/// the best epoch's model, a progress bar on a terminal.
+func runTraining(kind: String, model: AffinityModel, data: DiskTrainingData, config: TrainingConfig, options o: TrainRunOptions,
+                 extraMetadata: [String: String]) throws {
+    if let t = o.threads { Engine.threads = t }
+    try labMakeDirectory(o.out)
+    let trainer: OneShotTrainer
+    do { trainer = try OneShotTrainer(model: model, data: data, config: config) } catch { throw LabError.badData(String(describing: error)) }
+    if let r = o.resume {
+        guard fileExists(r) else { throw LabError.missingFile(r) }
+        do { try trainer.resume(from: URL(fileURLWithPath: r)) } catch { throw LabError.badWeights(r, String(describing: error)) }
+        guard trainer.state.order.isEmpty || trainer.state.order.count == data.classificationCount else {
+            throw LabError.badData("the checkpoint's epoch covers \(trainer.state.order.count) classification images, the data set has \(data.classificationCount)")
+        }
+    }
+    let checkpointURL = URL(fileURLWithPath: o.out + "/checkpoint.safetensors")
+    let modelURL = URL(fileURLWithPath: o.out + "/model.safetensors")
+    let metricsPath = o.out + "/metrics.jsonl"
+    if o.resume == nil || !fileExists(metricsPath) { FileManager.default.createFile(atPath: metricsPath, contents: nil) }
+    guard let metrics = FileHandle(forWritingAtPath: metricsPath) else {
+        throw LabError(name: "io", message: "Cannot open \(metricsPath) for writing.", code: 1)
+    }
+    defer { try? metrics.close() }
+    metrics.seekToEndOfFile()
+    func log(_ object: [String: Any]) { metrics.write(Data((jsonText(object) + "\n").utf8)) }
+
+    var meta = extraMetadata
+    meta["kind"] = kind
+    meta["image_size"] = String(o.imageSize)
+    func saveCheckpoint() throws {
+        do { try trainer.saveCheckpoint(to: checkpointURL, extraMetadata: meta) } catch {
+            throw LabError(name: "io", message: "Cannot write \(checkpointURL.path): \(sentence(String(describing: error)))", code: 1)
+        }
+    }
+    func saveModel(_ selected: String) throws {
+        var m = meta
+        m["epoch"] = String(trainer.state.epoch); m["selected"] = selected
+        if let b = trainer.state.bestEpoch { m["best_epoch"] = String(b); m["best_epoch_mean_l_total"] = String(trainer.state.epochTotals[b]) }
+        do { try ModelLoader.save(model, to: modelURL, metadata: m) } catch {
+            throw LabError(name: "io", message: "Cannot write \(modelURL.path): \(sentence(String(describing: error)))", code: 1)
+        }
+    }
+
+    let itersPerEpoch = data.classificationCount
+    let target = min(config.epochs * itersPerEpoch, o.maxIterations ?? Int.max)
+    let bar = ProgressBar(total: target, label: kind)
+    let showBar = !o.json && bar.enabled
+    let startIterations = trainer.state.totalIterations
+    let t0 = DispatchTime.now().uptimeNanoseconds
+    var savedAfterLastStep = false
+    var last: IterationResult? = nil
+    while !trainer.isFinished && trainer.state.totalIterations < (o.maxIterations ?? Int.max) {
+        let ts = DispatchTime.now().uptimeNanoseconds
+        let r: IterationResult
+        do { r = try trainer.step() } catch let e as LabError { throw e } catch { throw LabError.failed("training step failed: \(error)") }
+        last = r
+        savedAfterLastStep = false
+        var line: [String: Any] = [
+            "type": "iteration", "epoch": r.epoch, "iteration": r.iteration, "total_iterations": trainer.state.totalIterations,
+            "l_cls": jsonNumber(r.classification), "l_total": jsonNumber(r.total), "copied": r.copied, "seconds": secondsSince(ts),
+        ]
+        if let s = r.segmentation {
+            line["l_seg"] = jsonNumber(s.total)
+            line["l_seg_terms"] = ["loss_classifier": jsonNumber(s.classifier), "loss_box_reg": jsonNumber(s.boxReg), "loss_mask": jsonNumber(s.mask),
+                                   "loss_objectness": jsonNumber(s.objectness), "loss_rpn_box_reg": jsonNumber(s.rpnBoxReg)]
+        } else {
+            line["l_seg"] = NSNull()
+        }
+        log(line)
+        if trainer.state.epoch > r.epoch {
+            let e = trainer.state.epochTotals.count - 1
+            log(["type": "epoch", "epoch": e, "mean_l_total": jsonNumber(trainer.state.epochTotals[e]), "mean_l_seg": jsonNumber(trainer.state.epochSeg[e]),
+                 "mean_l_cls": jsonNumber(trainer.state.epochCls[e]), "best_epoch": trainer.state.bestEpoch ?? NSNull(), "copies": trainer.state.copies])
+            try saveCheckpoint()
+            if trainer.lastEpochIsBest { try saveModel("best epoch (lowest mean L_Total)") }
+            savedAfterLastStep = true
+            if !showBar && !o.json {
+                print(String(format: "epoch %d: mean L_Total %.5f (L_SEG %.5f, L_CLS %.5f)", e, trainer.state.epochTotals[e], trainer.state.epochSeg[e],
+                             trainer.state.epochCls[e]) + (trainer.lastEpochIsBest ? " — best so far" : ""))
+            }
+        }
+        if showBar {
+            bar.update(trainer.state.totalIterations, note: String(format: "epoch %d  L_CLS %.4f  L_SEG ", r.epoch, r.classification)
+                                                                    + (r.segmentation.map { String(format: "%.4f", $0.total) } ?? "skip"))
+        }
+    }
+    if showBar { bar.finish() }
+    if !savedAfterLastStep && last != nil { try saveCheckpoint() }
+    if !fileExists(modelURL.path) { try saveModel("last (no epoch finished yet)") }
+    let summary: [String: Any] = [
+        "kind": kind, "out": o.out, "affinities": config.affinities,
+        "iterations": trainer.state.totalIterations - startIterations, "total_iterations": trainer.state.totalIterations,
+        "epoch": trainer.state.epoch, "iteration_in_epoch": trainer.state.iteration, "finished": trainer.isFinished,
+        "epoch_mean_l_total": trainer.state.epochTotals.map { jsonNumber($0) }, "best_epoch": trainer.state.bestEpoch ?? NSNull(),
+        "copies": trainer.state.copies, "last_l_cls": last.map { jsonNumber($0.classification) } ?? NSNull(),
+        "last_l_seg": last?.segmentation.map { jsonNumber($0.total) } ?? NSNull(),
+        "checkpoint": checkpointURL.path, "model": modelURL.path, "metrics": metricsPath, "seconds": secondsSince(t0),
+    ]
+    if o.json {
+        print(jsonText(summary))
+    } else {
+        print("\(kind): \(trainer.state.totalIterations - startIterations) iteration(s) in \(String(format: "%.1f", secondsSince(t0))) s; "
+              + "epoch \(trainer.state.epoch) of \(config.epochs), iteration \(trainer.state.iteration) of \(itersPerEpoch)\(trainer.isFinished ? " (finished)" : "")")
+        print("  checkpoint \(checkpointURL.path)\n  model      \(modelURL.path)\n  metrics    \(metricsPath)")
+    }
+}
+
+/// `affinity-lab train`: Algorithm 1 from scratch (or resumed).
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train the One Shot Affinity Model with Algorithm 1 (segmentation + classification step per iteration).",
+        discussion: """
+        --data is a phantom root (classification/ and segmentation/) or any directory with both; \
+        --classification-data / --segmentation-data name them separately (train splits are read). \
+        An epoch is one pass over the shuffled classification set; metrics.jsonl gets one line per \
+        iteration ({"type":"iteration",...}) and per epoch ({"type":"epoch",...}). With --resume the \
+        run continues exactly (settings default to the checkpoint's; --epochs may extend it). \
+        The backbone starts from random initialisation (no ImageNet weights are bundled).
+        """)
+
+    @Option(help: "Data root: a phantom set (affinity-lab phantoms) or a directory with classification/ and segmentation/.")
+    var data: String?
+
+    @Option(name: .customLong("classification-data"), help: "Classification set (COVIDx-CT split files or class-prefixed images).")
+    var classificationData: String?
+
+    @Option(name: .customLong("segmentation-data"), help: "Segmentation set (imgs/ + masks/).")
+    var segmentationData: String?
+
+    @Option(help: "Number of affinities C' (default 128).")
+    var affinities: Int?
+
+    @Option(help: "Epochs (default 100).")
+    var epochs: Int?
+
+    @Option(name: .customLong("copy-rule"), help: "When segmentation weights are copied to the classification branches: previous (Algorithm 1, default) or best.")
+    var copyRule: String?
+
+    @Flag(name: .customLong("train-conv-reduce"), help: "Train mask_predictor_s2.conv_reduce with L_CLS (default: frozen at its initial values, Eq. 8).")
+    var trainConvReduce = false
+
+    @OptionGroup var options: TrainRunOptions
+
+    func validate() throws {
+        try requirePositive(affinities, "--affinities")
+        try requirePositive(epochs, "--epochs")
+        _ = try parseCopyRule(copyRule)
+        if data == nil && (classificationData == nil || segmentationData == nil) {
+            throw ValidationError("give --data, or both --classification-data and --segmentation-data")
+        }
+    }
+
+    func run() throws {
+        try labRun {
+            var config = TrainingConfig()
+            if let r = options.resume { config = try checkpointConfig(r) }
+            if let v = affinities { config.affinities = v }
+            if let v = epochs { config.epochs = v }
+            if let v = options.lr { config.learningRate = v }
+            if let v = options.weightDecay { config.weightDecay = v }
+            if let v = try parseCopyRule(copyRule) { config.copyRule = v }
+            if trainConvReduce { config.trainConvReduce = true }
+            if let v = options.seed { config.seed = v }
+            config.segmentationStep = true
+            let cls = try ClassificationSet(directory: classificationData ?? data!, split: .train)
+            let seg = try SegmentationSet(directory: segmentationData ?? data!, split: .train)
+            let model = AffinityModel(affinities: config.affinities)
+            var rng = SeededGenerator(seed: config.seed)
+            model.initialize(rng: &rng)
+            try runTraining(kind: "train", model: model, data: DiskTrainingData(classification: cls, segmentation: seg, side: options.imageSize),
+                            config: config, options: options, extraMetadata: ["classification_data": cls.root, "segmentation_data": seg.root])
+        }
+    }
+}
+
+/// `affinity-lab finetune`: MODEL.md §8.6 — from a model or checkpoint, on a new classification set.
+struct Finetune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Fine-tune a trained model on a new classification set (MODEL.md §8.6); the head keeps 3 outputs.",
+        discussion: """
+        Starts from --weights (a model file or checkpoint; a fresh optimizer), runs --epochs epochs of \
+        Algorithm 1 over the classification set (train split; images named 0_…/2_… as iCTCF, or COVIDx \
+        split files), with the segmentation step on --segmentation-data (or the data root's \
+        segmentation/ folder) unless --no-segmentation is given.
+        """)
+
+    @Option(help: "Starting weights (model file, checkpoint or converted original).")
+    var weights: String
+
+    @Option(help: "Classification set (or a data root with classification/ and segmentation/).")
+    var data: String
+
+    @Option(name: .customLong("segmentation-data"), help: "Segmentation set for the segmentation step (default: the data root's segmentation/).")
+    var segmentationData: String?
+
+    @Flag(name: .customLong("no-segmentation"), help: "Skip the segmentation step (classification steps only).")
+    var noSegmentation = false
+
+    @Option(help: "Epochs (default 20).")
+    var epochs: Int?
+
+    @Option(name: .customLong("copy-rule"), help: "previous (default) or best.")
+    var copyRule: String?
+
+    @Flag(name: .customLong("train-conv-reduce"), help: "Train mask_predictor_s2.conv_reduce with L_CLS.")
+    var trainConvReduce = false
+
+    @OptionGroup var options: TrainRunOptions
+
+    func validate() throws {
+        try requirePositive(epochs, "--epochs")
+        _ = try parseCopyRule(copyRule)
+    }
+
+    func run() throws {
+        try labRun {
+            let model = try labLoadModel(weights)
+            var config = TrainingConfig()
+            if let r = options.resume { config = try checkpointConfig(r) } else { config.epochs = 20 }
+            config.affinities = model.affinities
+            if let v = epochs { config.epochs = v }
+            if let v = options.lr { config.learningRate = v }
+            if let v = options.weightDecay { config.weightDecay = v }
+            if let v = try parseCopyRule(copyRule) { config.copyRule = v }
+            if trainConvReduce { config.trainConvReduce = true }
+            if let v = options.seed { config.seed = v }
+            config.segmentationStep = !noSegmentation
+            let cls = try ClassificationSet(directory: data, split: .train)
+            var seg: SegmentationSet? = nil
+            if !noSegmentation {
+                let dir = segmentationData ?? data
+                guard segmentationData != nil || directoryExists(dir + "/segmentation") || directoryExists(dir + "/imgs") else {
+                    throw LabError.badData("no segmentation set: give --segmentation-data or --no-segmentation")
+                }
+                seg = try SegmentationSet(directory: dir, split: .train)
+            }
+            try runTraining(kind: "finetune", model: model, data: DiskTrainingData(classification: cls, segmentation: seg, side: options.imageSize),
+                            config: config, options: options,
+                            extraMetadata: ["classification_data": cls.root, "segmentation_data": seg?.root ?? "", "finetuned_from": weights])
+        }
+    }
+}
