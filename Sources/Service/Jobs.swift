@@ -1,0 +1,431 @@
+// Jobs: long operations (train, finetune, batch analyse) as objects with progress and cancellation.
+import Affinity
+import Foundation
+import Imaging
+import NN
+import Tensor
+
+/// A value in a job's result (transport-free; the daemon maps `model` to an object path).
+public enum JobValue: Sendable, Equatable {
+    case string(String)
+    case double(Double)
+    case uint(UInt64)
+    case model(String)
+    case list([[String: JobValue]])
+    case doubles([Double])
+}
+
+/// One long operation. Properties change on the job's thread; readers take a snapshot.
+public final class Job: @unchecked Sendable {
+    public enum State: String, Sendable { case queued, running, completed, failed, cancelled }
+
+    /// A consistent copy of the job's properties.
+    public struct Snapshot: Sendable {
+        public var state: State
+        public var progress: Double
+        public var epoch: Int
+        public var totalEpochs: Int
+        public var metrics: [String: Double]
+        /// Microseconds since the Unix epoch (0 until it starts).
+        public var startTime: UInt64
+        /// Microseconds since the Unix epoch; 0 when unknown.
+        public var expectedEndTime: UInt64
+        public var cancelable: Bool
+        public var result: [String: JobValue]
+        public var message: String
+    }
+
+    public let id: Int
+    /// "train", "finetune" or "analyse-batch".
+    public let operation: String
+    public let startedByUID: UInt32
+    private let lock = NSLock()
+    private var snap: Snapshot
+    private var cancelFlag = false
+    private var stopFlag = false
+    private var observers: [(Snapshot, _ finished: Bool) -> Void] = []
+
+    init(id: Int, operation: String, startedByUID: UInt32, totalEpochs: Int) {
+        self.id = id
+        self.operation = operation
+        self.startedByUID = startedByUID
+        snap = Snapshot(state: .queued, progress: 0, epoch: 0, totalEpochs: totalEpochs, metrics: [:], startTime: 0,
+                        expectedEndTime: 0, cancelable: true, result: [:], message: "")
+    }
+
+    public var snapshot: Snapshot { lock.withLock { snap } }
+
+    /// Calls `observer` after every change (on the job's thread), with `finished` true once.
+    public func observe(_ observer: @escaping (Snapshot, _ finished: Bool) -> Void) {
+        lock.withLock { observers.append(observer) }
+    }
+
+    /// Asks the job to stop: it ends as `cancelled` within one iteration (one image for a batch).
+    /// - Returns: false if the job had already finished.
+    @discardableResult
+    public func cancel() -> Bool {
+        lock.withLock {
+            switch snap.state {
+            case .completed, .failed, .cancelled: return false
+            default: cancelFlag = true; return true
+            }
+        }
+    }
+
+    /// Like `cancel`, for a service shutdown: a training job writes a checkpoint where it stands.
+    func stopForShutdown() { lock.withLock { stopFlag = true; cancelFlag = true } }
+
+    var isCancelRequested: Bool { lock.withLock { cancelFlag } }
+    var isShutdownRequested: Bool { lock.withLock { stopFlag } }
+    public var isFinished: Bool {
+        switch snapshot.state { case .completed, .failed, .cancelled: return true; default: return false }
+    }
+
+    func update(_ body: (inout Snapshot) -> Void) {
+        let (s, obs) = lock.withLock { () -> (Snapshot, [(Snapshot, Bool) -> Void]) in
+            body(&snap)
+            return (snap, observers)
+        }
+        for o in obs { o(s, false) }
+    }
+
+    func finish(_ state: State, message: String, result: [String: JobValue] = [:]) {
+        let (s, obs) = lock.withLock { () -> (Snapshot, [(Snapshot, Bool) -> Void]) in
+            snap.state = state
+            snap.message = message
+            snap.cancelable = false
+            snap.expectedEndTime = unixMicroseconds()
+            if state == .completed { snap.progress = 1 }
+            snap.result.merge(result) { _, b in b }
+            return (snap, observers)
+        }
+        for o in obs { o(s, true) }
+    }
+}
+
+/// What a Train or Finetune job does.
+public struct TrainingSpec: Sendable {
+    /// The data-set directory (PhantomLayoutData's layout).
+    public var dataset: URL
+    public var split = "train"
+    public var epochs = 1
+    /// Side of the training images (512 as the model's input; smaller for quick runs).
+    public var imageSize = 512
+    /// At most this many iterations (classification samples) per epoch.
+    public var iterationsPerEpoch: Int?
+    public var seed: UInt64 = 1
+    /// C' of a new model (Train); ignored by Finetune (the base model's).
+    public var affinities = 128
+    public var learningRate: Float = 1e-5
+    public var weightDecay: Float = 1e-3
+    public var copyRule: CopyRule = .previous
+    public var segmentationStep = true
+    /// The new model's name (default: "trained by job N").
+    public var name: String?
+    /// Finetune: the model to start from.
+    public var baseModelID: String?
+    public init(dataset: URL) { self.dataset = dataset }
+
+    /// Sets the copy rule by name ("previous" or "best").
+    /// - Throws: `InvalidArgument` for another name.
+    public mutating func setCopyRule(_ name: String) throws {
+        guard let rule = CopyRule(rawValue: name) else {
+            throw ServiceError.invalidArgument("copy_rule must be 'previous' or 'best', not '\(name)'")
+        }
+        copyRule = rule
+    }
+}
+
+/// Runs jobs: training jobs (Train, Finetune) one at a time on one thread, in order; batch analyses
+/// on their own threads through the analyse engine. Each training job keeps `runs/<job>/`:
+/// `job.json` (its state), `checkpoint.safetensors` (written atomically after every epoch and on
+/// shutdown) and `metrics.jsonl` (one line per epoch). At the end the model is published to the store.
+public final class JobManager: @unchecked Sendable {
+    public let store: ModelStore
+    public let engine: AnalyseEngine
+    public var runsDirectory: URL { store.stateDirectory.appendingPathComponent("runs") }
+    private let cond = NSCondition()
+    private var jobs: [Int: Job] = [:]
+    private var order: [Int] = []
+    private var nextID = 1
+    private var trainingQueue: [(Job, TrainingSpec)] = []
+    private var stopping = false
+    /// Called when a job is created (before it starts).
+    public var onJobCreated: ((Job) -> Void)?
+    /// Called when a model is published by a job.
+    public var onModelPublished: ((ModelCard) -> Void)?
+    /// Log lines from jobs: (priority 0–7, message, job id).
+    public var log: ((Int, String, Int) -> Void)?
+
+    /// Reads the jobs of earlier runs from `runs/*/job.json`: a job recorded as queued or running
+    /// (the daemon stopped or crashed) is reported as failed; its last checkpoint stays.
+    public init(store: ModelStore, engine: AnalyseEngine) {
+        self.store = store
+        self.engine = engine
+        try? FileManager.default.createDirectory(at: runsDirectory, withIntermediateDirectories: true)
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: runsDirectory.path)) ?? []
+        for name in names {
+            guard let n = Int(name), n > 0 else { continue }
+            nextID = max(nextID, n + 1)
+            guard let data = try? Data(contentsOf: runsDirectory.appendingPathComponent(name).appendingPathComponent("job.json")),
+                  let rec = try? JSONDecoder().decode(JobRecord.self, from: data) else { continue }
+            let job = Job(id: n, operation: rec.operation, startedByUID: rec.uid, totalEpochs: rec.totalEpochs)
+            let state = Job.State(rawValue: rec.state) ?? .failed
+            job.update { s in
+                s.epoch = rec.epoch; s.progress = rec.progress; s.metrics = rec.metrics; s.startTime = rec.startTime
+                s.state = state
+            }
+            var result: [String: JobValue] = [:]
+            if let m = rec.model { result["model"] = .model(m) }
+            if state == .queued || state == .running {
+                job.finish(.failed, message: "The daemon stopped while this job ran; its last checkpoint is kept in runs/\(n)/.")
+            } else {
+                job.finish(state, message: rec.message, result: result)
+            }
+            jobs[n] = job
+            order.append(n)
+        }
+        order.sort()
+        let t = Thread { [weak self] in self?.trainingLoop() }
+        t.name = "training"
+        t.stackSize = 16 << 20
+        t.start()
+    }
+
+    /// Every job, in id order.
+    public var allJobs: [Job] { cond.withLock { order.compactMap { jobs[$0] } } }
+    public func job(_ id: Int) -> Job? { cond.withLock { jobs[id] } }
+    /// Whether a job is queued or running.
+    public var hasActiveJobs: Bool { allJobs.contains { !$0.isFinished } }
+
+    private func makeJob(_ operation: String, uid: UInt32, epochs: Int) throws -> Job {
+        try cond.withLock {
+            guard !stopping else { throw ServiceError.failed("The service is stopping") }
+            let job = Job(id: nextID, operation: operation, startedByUID: uid, totalEpochs: epochs)
+            nextID += 1
+            jobs[job.id] = job
+            order.append(job.id)
+            return job
+        }
+    }
+
+    /// Validates the data set (and the base model for Finetune) and queues a training job.
+    /// - Throws: `DatasetInvalid`, `ModelNotFound`, `InvalidArgument` before any job exists.
+    public func startTraining(_ spec: TrainingSpec, uid: UInt32) throws -> Job {
+        guard spec.epochs >= 1, spec.epochs <= 10000 else { throw ServiceError.invalidArgument("epochs must be between 1 and 10000, got \(spec.epochs)") }
+        if let n = spec.iterationsPerEpoch, n < 1 { throw ServiceError.invalidArgument("iterations_per_epoch must be at least 1") }
+        guard spec.affinities >= 1, spec.affinities <= 4096 else { throw ServiceError.invalidArgument("affinities must be between 1 and 4096") }
+        guard spec.learningRate > 0, spec.learningRate.isFinite else { throw ServiceError.invalidArgument("learning_rate must be positive") }
+        if let base = spec.baseModelID, store.card(base) == nil {
+            throw ServiceError.modelNotFound("There is no model '\(base)' to fine-tune")
+        }
+        guard !spec.dataset.path.isEmpty, spec.dataset.path != "/" || false else {
+            throw ServiceError.datasetInvalid("No data set path was given")
+        }
+        // Validate up front: a broken data set is the caller's error, not a failed job.
+        _ = try PhantomLayoutData(root: spec.dataset, split: spec.split, side: spec.imageSize, limit: spec.iterationsPerEpoch)
+        let job = try makeJob(spec.baseModelID == nil ? "train" : "finetune", uid: uid, epochs: spec.epochs)
+        job.update { $0.result["run_directory"] = .string(runDirectory(job.id).path) }
+        try? FileManager.default.createDirectory(at: runDirectory(job.id), withIntermediateDirectories: true)
+        record(job)
+        job.observe { [weak self] _, finished in if finished { self?.record(job) } }
+        onJobCreated?(job)
+        cond.withLock {
+            trainingQueue.append((job, spec))
+            cond.signal()
+        }
+        return job
+    }
+
+    /// Queues a batch analysis of `sources` (each descriptor kept open by `keepAlive` until done).
+    public func startBatch(_ sources: [ImageSource], request: AnalyseRequest, uid: UInt32, keepAlive: Any? = nil) throws -> Job {
+        guard !sources.isEmpty else { throw ServiceError.invalidArgument("AnalyseBatch needs at least one image") }
+        guard request.modelID != nil || store.defaultModelID != nil else {
+            throw ServiceError(.modelNotReady, "No model is installed; import one with ImportModel or train one")
+        }
+        let job = try makeJob("analyse-batch", uid: uid, epochs: 1)
+        onJobCreated?(job)
+        let t = Thread { [weak self] in
+            guard let self else { return }
+            withExtendedLifetime(keepAlive) { self.runBatch(job, sources, request) }
+        }
+        t.name = "batch-\(job.id)"
+        t.start()
+        return job
+    }
+
+    /// Cancels every job and waits until they end (training jobs write a checkpoint first).
+    public func shutdown(timeout: TimeInterval = 60) {
+        let all = cond.withLock { () -> [Job] in
+            stopping = true
+            cond.broadcast()
+            return order.compactMap { jobs[$0] }
+        }
+        for j in all where !j.isFinished { j.stopForShutdown() }
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline && all.contains(where: { !$0.isFinished }) { usleep(20_000) }
+    }
+
+    func runDirectory(_ id: Int) -> URL { runsDirectory.appendingPathComponent(String(id)) }
+
+    // MARK: Batch
+
+    private func runBatch(_ job: Job, _ sources: [ImageSource], _ request: AnalyseRequest) {
+        let start = unixMicroseconds()
+        job.update { $0.state = .running; $0.startTime = start }
+        var items: [[String: JobValue]] = []
+        var failures = 0
+        for (i, source) in sources.enumerated() {
+            if job.isCancelRequested {
+                job.finish(.cancelled, message: "Cancelled after \(i) of \(sources.count) images.", result: ["images": .list(items)])
+                return
+            }
+            do {
+                let r = try engine.analyseAndWait(source, request)
+                items.append(["class": .string(r.prediction.className), "class_index": .uint(UInt64(r.prediction.classIndex)),
+                              "scores": .doubles(r.prediction.logits.map(Double.init)),
+                              "probabilities": .doubles(r.prediction.probabilities.map(Double.init)),
+                              "lesion_count": .uint(UInt64(r.lesions.count)), "model": .model(r.modelID)])
+            } catch {
+                let e = ServiceError(error)
+                failures += 1
+                items.append(["error": .string("org.lesionaffinity.Affinity1.Error.\(e.kind.rawValue)"), "message": .string(e.message)])
+            }
+            let done = Double(i + 1) / Double(sources.count)
+            let elapsed = Double(unixMicroseconds() - start)
+            job.update { s in
+                s.progress = done
+                s.metrics = ["images_done": Double(i + 1), "images_failed": Double(failures)]
+                s.expectedEndTime = start + UInt64(elapsed / done)
+            }
+        }
+        job.finish(.completed, message: "Analysed \(sources.count - failures) of \(sources.count) images.", result: ["images": .list(items)])
+    }
+
+    // MARK: Training
+
+    private func trainingLoop() {
+        while true {
+            cond.lock()
+            while trainingQueue.isEmpty && !stopping { cond.wait() }
+            if trainingQueue.isEmpty { cond.unlock(); return }
+            let (job, spec) = trainingQueue.removeFirst()
+            cond.unlock()
+            if job.isCancelRequested {
+                job.finish(.cancelled, message: "Cancelled before it started.")
+                continue
+            }
+            runTraining(job, spec)
+        }
+    }
+
+    private func runTraining(_ job: Job, _ spec: TrainingSpec) {
+        let start = unixMicroseconds()
+        let dir = runDirectory(job.id)
+        let checkpoint = dir.appendingPathComponent("checkpoint.safetensors")
+        job.update { $0.state = .running; $0.startTime = start }
+        record(job)
+        log?(6, "Job \(job.id) (\(job.operation)) started on \(spec.dataset.path).", job.id)
+        do {
+            let data = try PhantomLayoutData(root: spec.dataset, split: spec.split, side: spec.imageSize, limit: spec.iterationsPerEpoch)
+            let model: AffinityModel
+            var config = TrainingConfig()
+            if let base = spec.baseModelID {
+                model = try store.loadModel(base).0
+            } else {
+                model = AffinityModel(affinities: spec.affinities)
+                var rng = SeededGenerator(seed: spec.seed)
+                model.initialize(rng: &rng)
+            }
+            config.affinities = model.affinities
+            config.epochs = spec.epochs
+            config.learningRate = spec.learningRate
+            config.weightDecay = spec.weightDecay
+            config.copyRule = spec.copyRule
+            config.segmentationStep = spec.segmentationStep
+            config.seed = spec.seed
+            let trainer = try OneShotTrainer(model: model, data: data, config: config)
+            let perEpoch = data.classificationCount
+            let total = perEpoch * spec.epochs
+            var metricsLines = ""
+            while !trainer.isFinished {
+                if job.isCancelRequested {
+                    if job.isShutdownRequested {
+                        try trainer.saveCheckpoint(to: checkpoint, extraMetadata: ["job": String(job.id)])
+                        job.finish(.cancelled, message: "Stopped by a service shutdown at iteration \(trainer.state.totalIterations) of \(total); a checkpoint was written.")
+                    } else {
+                        job.finish(.cancelled, message: "Cancelled at iteration \(trainer.state.totalIterations) of \(total); the last epoch checkpoint is kept.")
+                    }
+                    log?(5, "Job \(job.id) cancelled.", job.id)
+                    return
+                }
+                let r = try trainer.step()
+                let done = trainer.state.totalIterations
+                let elapsed = Double(unixMicroseconds() - start)
+                let fraction = Double(done) / Double(max(total, 1))
+                job.update { s in
+                    s.progress = min(1, fraction)
+                    s.epoch = trainer.state.epoch
+                    s.metrics["loss_classification"] = r.classification
+                    if let seg = r.segmentation { s.metrics["loss_segmentation"] = seg.total }
+                    s.metrics["iteration"] = Double(done)
+                    s.metrics["copies"] = Double(trainer.state.copies)
+                    s.expectedEndTime = start + UInt64(elapsed / max(fraction, 1e-9))
+                }
+                if trainer.state.iteration == 0 {  // an epoch just ended
+                    let e = trainer.state.epoch - 1
+                    try trainer.saveCheckpoint(to: checkpoint, extraMetadata: ["job": String(job.id)])
+                    let line = "{\"epoch\": \(e + 1), \"loss_total\": \(trainer.state.epochTotals[e]), \"loss_segmentation\": \(trainer.state.epochSeg[e]), \"loss_classification\": \(trainer.state.epochCls[e]), \"copies\": \(trainer.state.copies)}\n"
+                    metricsLines += line
+                    try NN.AtomicFile.write(Data(metricsLines.utf8), to: dir.appendingPathComponent("metrics.jsonl"))
+                    job.update { s in
+                        s.metrics["epoch_loss_total"] = trainer.state.epochTotals[e]
+                        s.metrics["epoch_loss_segmentation"] = trainer.state.epochSeg[e]
+                        s.metrics["epoch_loss_classification"] = trainer.state.epochCls[e]
+                    }
+                    record(job)
+                    log?(6, "Job \(job.id): epoch \(e + 1)/\(spec.epochs), L_total \(trainer.state.epochTotals[e]).", job.id)
+                }
+            }
+            // Publish: the model file is written in the run directory, then imported into the store.
+            let modelFile = dir.appendingPathComponent("model.safetensors")
+            try ModelLoader.save(model, to: modelFile, metadata: ["job": String(job.id)])
+            let bytes = [UInt8](try Data(contentsOf: modelFile))
+            let s = trainer.state
+            var metrics: [String: Double] = ["epochs": Double(s.epochTotals.count), "iterations": Double(s.totalIterations)]
+            if let last = s.epochTotals.last { metrics["loss_total"] = last }
+            if let last = s.epochCls.last { metrics["loss_classification"] = last }
+            if let last = s.epochSeg.last { metrics["loss_segmentation"] = last }
+            let card = try store.importModel(bytes: bytes, name: spec.name ?? "trained by job \(job.id)", affinities: model.affinities,
+                                             trainedOn: spec.dataset.path, metrics: metrics)
+            try? FileManager.default.removeItem(at: modelFile)
+            onModelPublished?(card)
+            job.finish(.completed, message: "Trained \(s.epochTotals.count) epochs; published model \(card.id).",
+                       result: ["model": .model(card.id), "model_sha256": .string(card.sha256)])
+            log?(6, "Job \(job.id) completed: model \(card.id).", job.id)
+        } catch {
+            let e = ServiceError(error)
+            job.finish(.failed, message: e.message, result: ["error": .string("org.lesionaffinity.Affinity1.Error.\(e.kind.rawValue)")])
+            log?(3, "Job \(job.id) failed: \(e.message)", job.id)
+        }
+    }
+
+    // MARK: Records
+
+    struct JobRecord: Codable {
+        var operation: String, uid: UInt32, state: String, epoch: Int, totalEpochs: Int, progress: Double
+        var metrics: [String: Double], startTime: UInt64, message: String, model: String?
+    }
+
+    private func record(_ job: Job) {
+        guard job.operation != "analyse-batch" else { return }
+        let s = job.snapshot
+        var model: String? = nil
+        if case .model(let m)? = s.result["model"] { model = m }
+        let rec = JobRecord(operation: job.operation, uid: job.startedByUID, state: s.state.rawValue, epoch: s.epoch,
+                            totalEpochs: s.totalEpochs, progress: s.progress, metrics: s.metrics, startTime: s.startTime,
+                            message: s.message, model: model)
+        guard let data = try? JSONEncoder().encode(rec) else { return }
+        try? NN.AtomicFile.write(data, to: runDirectory(job.id).appendingPathComponent("job.json"))
+    }
+}

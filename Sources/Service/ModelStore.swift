@@ -1,0 +1,186 @@
+// ModelStore: models in the state directory, published atomically, and the default model.
+import Affinity
+import Foundation
+import NN
+
+/// What the store knows about one model (`models/<id>/card.json`).
+public struct ModelCard: Codable, Sendable, Equatable {
+    /// A plugin recorded in the card (id and version).
+    public struct Plugin: Codable, Sendable, Equatable {
+        public var id: String
+        public var version: String
+        public init(id: String, version: String) { self.id = id; self.version = version }
+    }
+    /// The store's id (the first 16 hex digits of the weights' SHA-256).
+    public var id: String
+    public var name: String
+    /// C', the number of affinities.
+    public var affinities: Int
+    /// SHA-256 of `weights.safetensors`, hex.
+    public var sha256: String
+    /// Microseconds since the Unix epoch.
+    public var created: UInt64
+    /// What the model was trained on ("" when imported without saying).
+    public var trainedOn: String
+    public var metrics: [String: Double]
+    /// The image-classification head ("affinity" for the built-in one).
+    public var head: String
+    public var plugins: [Plugin]
+
+    enum CodingKeys: String, CodingKey {
+        case id, name, affinities, sha256, created, trainedOn = "trained_on", metrics, head, plugins
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+public func unixMicroseconds(_ date: Date = Date()) -> UInt64 {
+    UInt64(max(0, date.timeIntervalSince1970 * 1_000_000))
+}
+
+/// The model store under `<state>/models`: one directory per model holding `weights.safetensors`
+/// and `card.json`. A model appears by renaming a complete temporary directory into place, so a
+/// reader (or a restart after a crash) sees either the whole model or nothing. The default model's
+/// id is kept in `<state>/default-model`, written atomically. Thread-safe.
+public final class ModelStore: @unchecked Sendable {
+    public let stateDirectory: URL
+    public var modelsDirectory: URL { stateDirectory.appendingPathComponent("models") }
+    private let lock = NSLock()
+    private var cards: [String: ModelCard] = [:]
+    private var defaultID: String?
+
+    /// Opens (creating if needed) the store in `stateDirectory`; leftovers of an interrupted
+    /// publish (`models/.tmp-*`) are removed, models without a readable card are skipped.
+    /// - Throws: `ServiceError.failed` if the directories cannot be created.
+    public init(stateDirectory: URL) throws {
+        self.stateDirectory = stateDirectory
+        let fm = FileManager.default
+        do {
+            try fm.createDirectory(at: stateDirectory.appendingPathComponent("models"), withIntermediateDirectories: true)
+        } catch {
+            throw ServiceError.failed("Cannot create the model store in \(stateDirectory.path): \(error.localizedDescription)")
+        }
+        for name in (try? fm.contentsOfDirectory(atPath: modelsDirectory.path)) ?? [] {
+            let dir = modelsDirectory.appendingPathComponent(name)
+            if name.hasPrefix(".tmp-") { try? fm.removeItem(at: dir); continue }
+            guard let data = try? Data(contentsOf: dir.appendingPathComponent("card.json")),
+                  let card = try? JSONDecoder().decode(ModelCard.self, from: data), card.id == name,
+                  fm.fileExists(atPath: dir.appendingPathComponent("weights.safetensors").path) else { continue }
+            cards[name] = card
+        }
+        if let text = try? String(contentsOf: defaultFile, encoding: .utf8) {
+            let id = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            if cards[id] != nil { defaultID = id }
+        }
+    }
+
+    private var defaultFile: URL { stateDirectory.appendingPathComponent("default-model") }
+
+    /// Every model's card, sorted by creation time then id.
+    public var models: [ModelCard] {
+        lock.withLock { cards.values.sorted { ($0.created, $0.id) < ($1.created, $1.id) } }
+    }
+
+    /// The card of model `id`, or nil.
+    public func card(_ id: String) -> ModelCard? { lock.withLock { cards[id] } }
+
+    /// The default model's id, or nil when none is set.
+    public var defaultModelID: String? { lock.withLock { defaultID } }
+
+    /// The weights file of model `id`.
+    public func weightsURL(_ id: String) -> URL {
+        modelsDirectory.appendingPathComponent(id).appendingPathComponent("weights.safetensors")
+    }
+
+    /// Makes `id` the default model (written atomically).
+    /// - Throws: `ModelNotFound` for an unknown id; `Failed` if the file cannot be written.
+    public func setDefault(_ id: String) throws {
+        try lock.withLock {
+            guard cards[id] != nil else { throw ServiceError.modelNotFound("There is no model '\(id)' in the store") }
+            do { try NN.AtomicFile.write(Data((id + "\n").utf8), to: defaultFile) } catch {
+                throw ServiceError.failed("Cannot record the default model: \(error)")
+            }
+            defaultID = id
+        }
+    }
+
+    /// Checks that `bytes` are model weights (our layout or the original state dict) and adds
+    /// them to the store unchanged; the same weights imported twice give the same model.
+    /// - Parameters:
+    ///   - affinities: C' when the file does not say (it must agree with the file when both do).
+    ///   - metrics, trainedOn, head, plugins: recorded in the card.
+    /// - Returns: the model's card (the existing one if these weights are already stored).
+    /// - Throws: `UnsupportedFormat` naming what is wrong when the bytes are not loadable weights;
+    ///   `InvalidArgument` for a bad name or C'; `Failed` if the store cannot be written.
+    @discardableResult
+    public func importModel(bytes: [UInt8], name: String?, affinities: Int? = nil, trainedOn: String = "",
+                            metrics: [String: Double] = [:], head: String = "affinity",
+                            plugins: [ModelCard.Plugin] = []) throws -> ModelCard {
+        if let a = affinities, a <= 0 || a > 4096 {
+            throw ServiceError.invalidArgument("The number of affinities must be between 1 and 4096, got \(a)")
+        }
+        if let name, name.count > 200 || name.contains("\n") {
+            throw ServiceError.invalidArgument("A model name is one line of at most 200 characters")
+        }
+        guard bytes.count >= 8 else {
+            throw ServiceError(.unsupportedFormat, "The weights are \(bytes.count) bytes long, too short for a safetensors file")
+        }
+        let data = Data(bytes)
+        let model: AffinityModel
+        do {
+            let file = try SafeTensorsFile(data: data)
+            model = try ModelLoader.load(file, affinities: affinities)
+        } catch let e as CheckpointError {
+            throw ServiceError(.unsupportedFormat, "The weights are not a usable safetensors model file: \(e.description)")
+        } catch {
+            throw ServiceError(.unsupportedFormat, "The weights are not a usable safetensors model file: \(error)")
+        }
+        let digest = sha256Hex(bytes)
+        let id = String(digest.prefix(16))
+        if let existing = card(id) { return existing }
+        let card = ModelCard(id: id, name: name ?? "model \(id.prefix(8))", affinities: model.affinities, sha256: digest,
+                             created: unixMicroseconds(), trainedOn: trainedOn, metrics: metrics, head: head, plugins: plugins)
+        try publish(card: card, weights: data)
+        return card
+    }
+
+    /// Writes weights and card into `models/.tmp-…/`, fsyncs them, and renames the directory to
+    /// `models/<id>`.
+    private func publish(card: ModelCard, weights: Data) throws {
+        let fm = FileManager.default
+        let tmp = modelsDirectory.appendingPathComponent(".tmp-\(card.id)-\(UUID().uuidString)")
+        do {
+            try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
+            try NN.AtomicFile.write(weights, to: tmp.appendingPathComponent("weights.safetensors"))
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try NN.AtomicFile.write(try enc.encode(card), to: tmp.appendingPathComponent("card.json"))
+        } catch {
+            try? fm.removeItem(at: tmp)
+            throw ServiceError.failed("Cannot write the model to the store: \(error)")
+        }
+        try lock.withLock {
+            let final = modelsDirectory.appendingPathComponent(card.id)
+            if cards[card.id] != nil { try? fm.removeItem(at: tmp); return }
+            if fm.fileExists(atPath: final.path) { try? fm.removeItem(at: final) }  // an unreadable leftover
+            guard rename(tmp.path, final.path) == 0 else {
+                let reason = String(cString: strerror(errno))
+                try? fm.removeItem(at: tmp)
+                throw ServiceError.failed("Cannot publish the model: \(reason)")
+            }
+            let dfd = open(modelsDirectory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if dfd >= 0 { fsync(dfd); close(dfd) }
+            cards[card.id] = card
+        }
+    }
+
+    /// A fresh model instance with model `id`'s weights.
+    /// - Throws: `ModelNotFound` for an unknown id; `Failed` if the stored weights do not load.
+    public func loadModel(_ id: String) throws -> (AffinityModel, ModelCard) {
+        guard let card = card(id) else { throw ServiceError.modelNotFound("There is no model '\(id)' in the store") }
+        do {
+            return (try ModelLoader.load(contentsOf: weightsURL(id), affinities: card.affinities), card)
+        } catch {
+            throw ServiceError.failed("The stored weights of model '\(id)' do not load: \(error)")
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// Service target: the engine as a service (model store, analyse queue, jobs).

@@ -1,0 +1,59 @@
+// ServiceError: the service's failures, one case per D-Bus error name of DESIGN.md §3.
+import Foundation
+import Imaging
+import NN
+
+/// Why a service request failed: a kind (the last component of the D-Bus error name
+/// `org.lesionaffinity.Affinity1.Error.<kind>`) and one sentence for people.
+public struct ServiceError: Error, Equatable, CustomStringConvertible, Sendable {
+    /// The error kinds of the API (DESIGN.md §3).
+    public enum Kind: String, Sendable, CaseIterable {
+        case failed = "Failed", cancelled = "Cancelled", notAuthorized = "NotAuthorized"
+        case invalidImage = "InvalidImage", unsupportedFormat = "UnsupportedFormat"
+        case modelNotFound = "ModelNotFound", modelNotReady = "ModelNotReady", busy = "Busy"
+        case queueFull = "QueueFull", datasetInvalid = "DatasetInvalid", pluginFailed = "PluginFailed"
+        case invalidArgument = "InvalidArgument"
+    }
+
+    public var kind: Kind
+    /// One sentence, ending with a full stop.
+    public var message: String
+
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = ServiceError.sentence(message)
+    }
+
+    public var description: String { "\(kind.rawValue): \(message)" }
+
+    public static func failed(_ m: String) -> ServiceError { ServiceError(.failed, m) }
+    public static func invalidArgument(_ m: String) -> ServiceError { ServiceError(.invalidArgument, m) }
+    public static func invalidImage(_ m: String) -> ServiceError { ServiceError(.invalidImage, m) }
+    public static func modelNotFound(_ m: String) -> ServiceError { ServiceError(.modelNotFound, m) }
+    public static func datasetInvalid(_ m: String) -> ServiceError { ServiceError(.datasetInvalid, m) }
+
+    /// Any error as a service error: service errors pass through, image and checkpoint errors get
+    /// their kind, anything else is `Failed` with its description.
+    public init(_ error: Error) {
+        switch error {
+        case let e as ServiceError: self = e
+        case let e as ImageError:
+            switch e {
+            case .unsupported: self.init(.unsupportedFormat, e.description)
+            case .io, .invalidArgument: self.init(.invalidImage, e.description)
+            default: self.init(.invalidImage, e.description)
+            }
+        case let e as CheckpointError: self.init(.unsupportedFormat, "The weights cannot be used: \(e.description)")
+        default: self.init(.failed, String(describing: error))
+        }
+    }
+
+    /// Capitalises the first letter and ends the text with a full stop.
+    static func sentence(_ s: String) -> String {
+        var t = s.trimmingCharacters(in: .whitespacesAndNewlines)
+        if t.isEmpty { t = "Unknown error" }
+        t = t.prefix(1).uppercased() + t.dropFirst()
+        if let last = t.last, !".!?".contains(last) { t += "." }
+        return t
+    }
+}

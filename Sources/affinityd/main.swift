@@ -1,2 +1,0 @@
-// affinityd: the D-Bus daemon (being built).
-print("affinityd")
