@@ -21,6 +21,14 @@ let package = Package(
         .executable(name: "affinity-lab", targets: ["affinity-lab"]),
         .executable(name: "affinityd", targets: ["affinityd"]),
         .library(name: "LesionAffinityModel", targets: ["Tensor", "NN", "Detection", "Affinity", "Evaluation", "Imaging"]),
+        // Plugin libraries (plugins/): lib<name>.so, loaded by PluginHost.
+        .library(name: "affinity-meanpool", type: .dynamic, targets: ["AffinityPluginMeanpool"]),
+        .library(name: "affinity-jpeg", type: .dynamic, targets: ["AffinityPluginJPEG"]),
+        .library(name: "affinity-dicom", type: .dynamic, targets: ["AffinityPluginDICOM"]),
+        .library(name: "affinity-covidx-ct", type: .dynamic, targets: ["AffinityPluginCovidxCT"]),
+        .library(name: "affinity-cncb-seg", type: .dynamic, targets: ["AffinityPluginCNCBSeg"]),
+        .library(name: "affinity-ictcf", type: .dynamic, targets: ["AffinityPluginICTCF"]),
+        .library(name: "affinity-attention", type: .dynamic, targets: ["AffinityPluginAttention"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -58,7 +66,31 @@ let package = Package(
             swiftSettings: swiftSettings),
 
         // --- Plugins (ABI, host, plugin libraries): section owned by the plugin work. ---
+        // The C ABI (plugins/include/affinity_plugin.h) as a module, for the host and Swift plugins.
+        .systemLibrary(name: "CAffinityPlugin", path: "plugins/include"),
+        // The loader, registry and Swift wrappers of the three plugin kinds.
+        .target(name: "PluginHost", dependencies: ["CAffinityPlugin", "Imaging", "Detection", "NN", "Tensor"],
+                swiftSettings: swiftSettings),
+        // Plugin libraries (each its own dynamic library product, loaded with dlopen; no Swift module
+        // of the host is linked into a plugin).
+        // Helpers shared by the Swift plugins, linked statically into each plugin library.
+        .target(name: "AffinityPluginSupport", dependencies: ["CAffinityPlugin"], path: "plugins/support",
+                swiftSettings: swiftSettings),
+        .target(name: "AffinityPluginMeanpool", path: "plugins/meanpool", publicHeadersPath: ".", linkerSettings: [.linkedLibrary("m")]),
+        .target(name: "AffinityPluginJPEG", path: "plugins/jpeg", publicHeadersPath: ".", linkerSettings: [.linkedLibrary("jpeg")]),
+        .target(name: "AffinityPluginDICOM", dependencies: ["CAffinityPlugin", "AffinityPluginSupport"], path: "plugins/dicom",
+                swiftSettings: swiftSettings),
+        .target(name: "AffinityPluginCovidxCT", dependencies: ["CAffinityPlugin", "AffinityPluginSupport"], path: "plugins/covidx-ct",
+                swiftSettings: swiftSettings),
+        .target(name: "AffinityPluginCNCBSeg", dependencies: ["CAffinityPlugin", "AffinityPluginSupport"], path: "plugins/cncb-seg",
+                swiftSettings: swiftSettings),
+        .target(name: "AffinityPluginICTCF", dependencies: ["CAffinityPlugin", "AffinityPluginSupport"], path: "plugins/ictcf",
+                swiftSettings: swiftSettings),
+        .target(name: "AffinityPluginAttention", dependencies: ["CAffinityPlugin", "AffinityPluginSupport"], path: "plugins/attention",
+                swiftSettings: kernelSettings),
         // --- end of plugins section ---
+        .testTarget(name: "PluginTests", dependencies: ["PluginHost", "Imaging", "Detection", "NN", "Tensor"],
+                    swiftSettings: swiftSettings),
 
         // Tests.
         .target(name: "TestSupport", dependencies: ["Tensor", "NN"], path: "Tests/TestSupport",
