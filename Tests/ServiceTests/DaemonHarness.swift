@@ -1,0 +1,302 @@
+// Test support: a private dbus-daemon, the real affinityd binary on it with a NOTIFY_SOCKET the
+// test owns, a fake polkit authority, a small model, test images, and the D-Bus tools.
+import Affinity
+import Bus
+import Foundation
+import Imaging
+import NN
+import Tensor
+
+enum Paths {
+    /// The repository root (Tests/ServiceTests/<file> → ../..).
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// The affinityd built with these tests: next to the test bundle (the build folder of this
+    /// `swift test`), else `.build-daemon/release` or `.build/release` of the repository.
+    static var affinityd: String? {
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var candidates = [exe.deletingLastPathComponent().appendingPathComponent("affinityd").path]
+        for b in [".build-daemon", ".build"] { candidates.append(repository.appendingPathComponent("\(b)/release/affinityd").path) }
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    static func temporaryDirectory(_ tag: String) throws -> URL {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("affinityd-test-\(tag)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        return d
+    }
+}
+
+/// A private message bus (`dbus-daemon --nofork`, allow-all session config). `stop()` kills it.
+final class PrivateBus: @unchecked Sendable {
+    let address: String
+    private let process = Process()
+    private let directory: URL
+
+    init() throws {
+        directory = try Paths.temporaryDirectory("bus")
+        let config = directory.appendingPathComponent("bus.conf")
+        try """
+        <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+         "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+        <busconfig>
+          <type>session</type>
+          <listen>unix:tmpdir=/tmp</listen>
+          <auth>EXTERNAL</auth>
+          <policy context="default">
+            <allow send_destination="*" eavesdrop="true"/>
+            <allow eavesdrop="true"/>
+            <allow own="*"/>
+          </policy>
+        </busconfig>
+        """.write(to: config, atomically: true, encoding: .utf8)
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/dbus-daemon")
+        process.arguments = ["--config-file=\(config.path)", "--print-address=1", "--nofork"]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        var buffer = Data()
+        while !buffer.contains(UInt8(ascii: "\n")) {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            buffer.append(chunk)
+        }
+        let text = String(decoding: buffer, as: UTF8.self)
+        guard let line = text.split(separator: "\n").first, line.hasPrefix("unix:") else {
+            kill(process.processIdentifier, SIGKILL)
+            throw BusError.failed("dbus-daemon printed no address: \(text)")
+        }
+        address = String(line)
+    }
+
+    deinit { stop() }
+
+    func stop() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        if address.hasPrefix("unix:path="), let path = address.split(separator: ",").first?.split(separator: "=", maxSplits: 1).last {
+            try? FileManager.default.removeItem(atPath: String(path))
+        }
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    func connect() throws -> BusConnection { try BusConnection(address: address) }
+}
+
+/// A datagram socket the test owns, given to the daemon as NOTIFY_SOCKET; collects the messages.
+final class NotifySocket: @unchecked Sendable {
+    let path: String
+    private let fd: Int32
+    private let lock = NSLock()
+    private var received: [String] = []
+    private var open = true
+
+    init() throws {
+        path = "/tmp/affinityd-notify-\(UUID().uuidString.prefix(12))"
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in path.utf8.enumerated() { raw[i] = b }
+        }
+        let r = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard r == 0 else { throw BusError.failed("Cannot bind the notify socket \(path).") }
+        var tv = timeval(tv_sec: 0, tv_usec: 100_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let t = Thread { [self] in
+            var buf = [UInt8](repeating: 0, count: 4096)
+            while lock.withLock({ open }) {
+                let n = recv(fd, &buf, buf.count, 0)
+                if n > 0 {
+                    let text = String(decoding: buf[0..<n], as: UTF8.self)
+                    lock.withLock { received.append(text) }
+                }
+            }
+        }
+        t.start()
+    }
+
+    /// Every message, each possibly several `KEY=value` lines.
+    var messages: [String] { lock.withLock { received } }
+    /// Every `KEY=value` line, in order.
+    var lines: [String] { messages.flatMap { $0.split(separator: "\n").map(String.init) } }
+
+    func close() {
+        lock.withLock { open = false }
+        usleep(200_000)
+        Glibc.close(fd)
+        unlink(path)
+    }
+}
+
+/// The real affinityd on a private bus.
+final class DaemonProcess: @unchecked Sendable {
+    let process = Process()
+    let notify: NotifySocket
+    let stateDirectory: URL
+    let stderrPipe = Pipe()
+    static let name = "org.lesionaffinity.Affinity1"
+    static let root = "/org/lesionaffinity/Affinity1"
+    static let manager = "org.lesionaffinity.Affinity1.Manager"
+    static let job = "org.lesionaffinity.Affinity1.Job"
+    static let model = "org.lesionaffinity.Affinity1.Model"
+
+    /// Starts affinityd and waits for READY=1 (or fails after `timeout` seconds).
+    init(bus: PrivateBus, stateDirectory: URL, arguments: [String] = [], configText: String? = nil,
+         environment: [String: String] = [:], timeout: Double = 60) throws {
+        guard let exe = Paths.affinityd else { throw BusError.failed("affinityd is not built (run swift build first).") }
+        notify = try NotifySocket()
+        self.stateDirectory = stateDirectory
+        process.executableURL = URL(fileURLWithPath: exe)
+        var args = ["--bus", bus.address, "--state-dir", stateDirectory.path]
+        if let configText {
+            let file = stateDirectory.deletingLastPathComponent().appendingPathComponent("affinityd-\(UUID().uuidString.prefix(6)).conf")
+            try configText.write(to: file, atomically: true, encoding: .utf8)
+            args += ["--config", file.path]
+        }
+        process.arguments = args + arguments
+        var env = ["PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": notify.path, "LANG": "C.UTF-8"]
+        env.merge(environment) { _, b in b }
+        process.environment = env
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = stderrPipe
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline && !notify.lines.contains("READY=1") && process.isRunning { usleep(20_000) }
+        guard notify.lines.contains("READY=1") else {
+            stop()
+            throw BusError.failed("affinityd did not send READY=1: \(stderrText)")
+        }
+    }
+
+    var stderrText: String {
+        if process.isRunning { return "(still running)" }
+        return String(decoding: stderrPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    }
+
+    /// SIGTERM, wait (SIGKILL after `timeout`); returns the exit status.
+    @discardableResult
+    func stop(timeout: Double = 60) -> Int32 {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGTERM)
+            let deadline = Date().addingTimeInterval(timeout)
+            while process.isRunning && Date() < deadline { usleep(20_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+        }
+        notify.close()
+        return process.terminationStatus
+    }
+}
+
+/// A fake polkit authority on the private bus: answers CheckAuthorization with yes for the
+/// action ids in `allowed`, no otherwise, and records the action ids asked about.
+final class FakePolkit: @unchecked Sendable {
+    let connection: BusConnection
+    private let lock = NSLock()
+    private var allowedActions: Set<String>
+    private var asked: [String] = []
+
+    init(bus: PrivateBus, allowed: Set<String>) throws {
+        allowedActions = allowed
+        connection = try bus.connect()
+        var i = BusInterface("org.freedesktop.PolicyKit1.Authority")
+        i.method("CheckAuthorization", in: "(sa{sv})sa{ss}us", out: "(bba{ss})") { [self] call in
+            let action = try call.argument(1).asString()
+            let ok = lock.withLock { asked.append(action); return allowedActions.contains(action) }
+            return [.structure([.boolean(ok), .boolean(false), .dictionary(keySignature: "s", valueSignature: "s", [])])]
+        }
+        try connection.export(path: "/org/freedesktop/PolicyKit1/Authority", interfaces: [i])
+        try connection.requestName("org.freedesktop.PolicyKit1")
+    }
+
+    var actionsAsked: [String] { lock.withLock { asked } }
+    func allow(_ action: String) { lock.withLock { _ = allowedActions.insert(action) } }
+    func close() { connection.close() }
+}
+
+/// The result of running a command-line tool.
+struct ToolResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs `/usr/bin/<tool> args…` and waits.
+func runTool(_ tool: String, _ args: [String]) throws -> ToolResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/" + tool)
+    p.arguments = args
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.environment = ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "SYSTEMD_COLORS": "0", "NO_COLOR": "1"]
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return ToolResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+}
+
+/// busctl against the private bus.
+func busctl(_ bus: PrivateBus, _ args: [String]) throws -> ToolResult {
+    try runTool("busctl", ["--address=\(bus.address)"] + args)
+}
+
+/// Waits until `condition` holds or `seconds` pass; returns whether it held.
+func waitUntil(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(20_000)
+    }
+    return condition()
+}
+
+/// A thread-safe list that signal handlers append to.
+final class Collected<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [T] = []
+    func append(_ x: T) { lock.lock(); items.append(x); lock.unlock() }
+    var all: [T] { lock.lock(); defer { lock.unlock() }; return items }
+}
+
+enum Fixtures {
+    /// A model with C' = 8, seeded initial weights, saved in our layout: (file bytes, path).
+    static func smallModel(in dir: URL, seed: UInt64 = 7) throws -> (bytes: [UInt8], url: URL) {
+        let m = AffinityModel(affinities: 8)
+        var rng = SeededGenerator(seed: seed)
+        m.initialize(rng: &rng)
+        let url = dir.appendingPathComponent("small-\(seed).safetensors")
+        try ModelLoader.save(m, to: url)
+        return ([UInt8](try Data(contentsOf: url)), url)
+    }
+
+    /// A 512×512 phantom chest slice of class COVID-19 as PNG bytes.
+    static func slicePNG(index: Int = 4) throws -> [UInt8] {
+        try PNG.encode(PhantomGenerator(seed: 11, size: 512).slice(index: index, class: .covid).pixelImage)
+    }
+
+    /// A PNG signature and a valid IHDR declaring width × height, then nothing.
+    static func hugeHeaderPNG(width: UInt32 = 100_000, height: UInt32 = 100_000) -> [UInt8] {
+        func be(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff), UInt8(v & 0xff)] }
+        let chunk: [UInt8] = Array("IHDR".utf8) + be(width) + be(height) + [8, 0, 0, 0, 0]
+        var bytes = PNG.signature + be(13) + chunk + be(crc32(chunk))
+        bytes += be(0) + Array("IEND".utf8) + be(crc32(Array("IEND".utf8)))
+        return bytes
+    }
+
+    static func crc32(_ data: [UInt8]) -> UInt32 {
+        var c: UInt32 = 0xFFFF_FFFF
+        for b in data {
+            c ^= UInt32(b)
+            for _ in 0..<8 { c = (c & 1) != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+        }
+        return c ^ 0xFFFF_FFFF
+    }
+}
