@@ -16,7 +16,8 @@ struct LabCommandTests {
 
     @Test("phantoms writes the COVIDx-CT and CNCB layouts")
     func phantomsLayout() throws {
-        let out = try Lab.temporaryDirectory("phantoms") + "/set"
+        let tmp = try Lab.temporaryDirectory("phantoms"), out = tmp + "/set"
+        defer { Lab.remove(tmp) }
         let r = try Lab.run(["phantoms", "--out", out, "--count", "6", "--seed", "9", "--size", "128", "--slices-per-patient", "1", "--json"])
         #expect(r.status == 0, "\(r.stderr)")
         let j = try r.json()
@@ -40,7 +41,8 @@ struct LabCommandTests {
 
     @Test("predict --json has the fields of issue 4 and the values of predictImage on the same weights")
     func predictMatchesLibrary() throws {
-        let coco = try Lab.temporaryDirectory("predict") + "/results.json"
+        let tmp = try Lab.temporaryDirectory("predict"), coco = tmp + "/results.json"
+        defer { Lab.remove(tmp) }
         let r = try Lab.run(["predict", "--weights", fx.weights, "--json", "--coco-out", coco, fx.image512])
         #expect(r.status == 0, "\(r.stderr)")
         let lines = try r.jsonLines()
@@ -106,6 +108,7 @@ struct LabCommandTests {
     @Test("bad input: missing file, not a PNG, bad weights give named errors and exit codes")
     func errors() throws {
         let dir = try Lab.temporaryDirectory("errors")
+        defer { Lab.remove(dir) }
         let notPNG = dir + "/notes.png"
         try "not an image".write(toFile: notPNG, atomically: true, encoding: .utf8)
         let badWeights = dir + "/bad.safetensors"
@@ -147,6 +150,7 @@ struct LabCommandTests {
     @Test("train writes checkpoint, model and metrics; a resumed run equals an uninterrupted one")
     func trainAndResume() throws {
         let dir = try Lab.temporaryDirectory("train")
+        defer { Lab.remove(dir) }
         let a = dir + "/a", b = dir + "/b"
         let r1 = try Lab.run(Self.trainArgs(out: a, data: fx.data, max: 2))
         #expect(r1.status == 0, "\(r1.stderr)")
@@ -195,7 +199,8 @@ struct LabCommandTests {
 
     @Test("finetune without the segmentation step runs classification steps only")
     func finetune() throws {
-        let out = try Lab.temporaryDirectory("finetune") + "/ft"
+        let tmp = try Lab.temporaryDirectory("finetune"), out = tmp + "/ft"
+        defer { Lab.remove(tmp) }
         let r = try Lab.run(["finetune", "--weights", fx.weights, "--data", fx.data, "--out", out, "--no-segmentation", "--epochs", "1",
                              "--image-size", "128", "--max-iterations", "1", "--json"])
         #expect(r.status == 0, "\(r.stderr)")
@@ -213,6 +218,7 @@ struct LabCommandTests {
     @Test("affinity-matrix writes the C'×256 heatmap and CSV")
     func affinityMatrix() throws {
         let dir = try Lab.temporaryDirectory("x2")
+        defer { Lab.remove(dir) }
         let r = try Lab.run(["affinity-matrix", "--weights", fx.weights, fx.image512, "--out", dir + "/x2.png", "--csv", dir + "/x2.csv", "--json"])
         #expect(r.status == 0, "\(r.stderr)")
         let png = try PNG.read(path: dir + "/x2.png")
@@ -225,7 +231,8 @@ struct LabCommandTests {
 
     @Test("evaluate writes metrics.json, the Table 4/5 report and the confusion-matrix PNG")
     func evaluate() throws {
-        let out = try Lab.temporaryDirectory("evaluate") + "/report"
+        let tmp = try Lab.temporaryDirectory("evaluate"), out = tmp + "/report"
+        defer { Lab.remove(tmp) }
         let r = try Lab.run(["evaluate", "--weights", fx.weights, "--classification-data", fx.data, "--segmentation-data", fx.data,
                              "--split", "test", "--out", out, "--json"])
         #expect(r.status == 0, "\(r.stderr)")
@@ -289,6 +296,7 @@ struct LabCommandTests {
           .enabled(if: FileManager.default.isExecutableFile(atPath: LabCommandTests.torchPython)))
     func convertPth() throws {
         let dir = try Lab.temporaryDirectory("convert")
+        defer { Lab.remove(dir) }
         // A fake author checkpoint: our model's state dict (original keys) with the author's dict layout.
         let maker = """
         import json, struct, sys, types, torch

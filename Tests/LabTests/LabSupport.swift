@@ -74,6 +74,9 @@ enum Lab {
         return LabRun(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
     }
 
+    /// Removes a test's temporary directory (checkpoints are large).
+    static func remove(_ path: String) { try? FileManager.default.removeItem(atPath: path) }
+
     /// A fresh temporary directory.
     static func temporaryDirectory(_ name: String) throws -> String {
         let d = FileManager.default.temporaryDirectory.appendingPathComponent("labtests-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
@@ -90,6 +93,8 @@ enum Lab {
 
         init() throws {
             root = try Lab.temporaryDirectory("shared")
+            Lab.sharedRoot = root
+            atexit { if let r = Lab.sharedRoot { Lab.remove(r) } }
             let model = AffinityModel(affinities: 8)
             var rng = SeededGenerator(seed: 11)
             model.initialize(rng: &rng)
@@ -104,6 +109,8 @@ enum Lab {
     }
 
     static let fixtures: Fixtures = { try! Fixtures() }()
+    /// Removed when the test process exits.
+    nonisolated(unsafe) static var sharedRoot: String?
 }
 
 /// Numbers of a JSON array.
