@@ -205,6 +205,15 @@ def main():
     ref = load_file(a.tensors)
     model = Model()
     load(model, a.weights)
+    # The original removes no small boxes (MODEL.md §4.4, §5.2.3); stock torchvision does (1e-3, 1e-2).
+    model.rpn.min_size = 0.0
+    import torchvision.models.detection.roi_heads as rh
+    class _NoSmallBoxRemoval:
+        def __getattr__(self, name):
+            if name == "remove_small_boxes":
+                return lambda boxes, min_size: torch.arange(boxes.shape[0])
+            return getattr(box_ops, name)
+    rh.box_ops = _NoSmallBoxRemoval()
     x = ref["input_normalized"].unsqueeze(0)
     size = (512, 512)
     from torchvision.models.detection.image_list import ImageList

@@ -39,6 +39,7 @@ public struct Detection: Sendable {
 public struct Proposals: Sendable {
     public var boxes: [Box]
     public var logits: [Float]
+    public init(boxes: [Box], logits: [Float]) { self.boxes = boxes; self.logits = logits }
 }
 
 /// Ground truth of one segmentation sample (MODEL.md §1.2): lesion boxes and full-image masks.
