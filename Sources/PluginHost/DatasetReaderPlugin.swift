@@ -7,6 +7,7 @@ import Imaging
 public struct BrokenEntry: Sendable, Equatable, CustomStringConvertible {
     public var name: String
     public var reason: String
+    public init(name: String, reason: String) { self.name = name; self.reason = reason }
     public var description: String { "\(name): \(reason)" }
 }
 

@@ -85,7 +85,7 @@ public extension PluginRegistry {
     /// decoder plugin that probes highest.
     /// - Parameter options: JSON options for the decoder plugin (DICOM window, …).
     /// - Throws: `ImageError` for a damaged PNG, `PluginError.callFailed` from a decoder,
-    ///   `PluginError.notFound` when no decoder claims the bytes.
+    ///   `PluginError.unknownImageFormat` when no decoder claims the bytes.
     func decodeImage(_ bytes: [UInt8], options: String = "{}") throws -> DecodedImage {
         if bytes.count >= 8, Array(bytes[0..<8]) == PNG.signature {
             let png = try PNG.decode(bytes)
@@ -96,7 +96,7 @@ public extension PluginRegistry {
         let ranked = decoders.map { ($0, $0.probe(bytes)) }.filter { $0.1 > 0 }.sorted { $0.1 > $1.1 }
         guard let best = ranked.first?.0 else {
             let head = bytes.prefix(4).map { String($0, radix: 16) }.joined(separator: " ")
-            throw PluginError.notFound(id: "(none claims bytes starting \(head.isEmpty ? "<empty>" : head))", kind: "image decoder")
+            throw PluginError.unknownImageFormat(firstBytes: head.isEmpty ? "nothing: it is empty" : "the bytes " + head)
         }
         return try best.decode(bytes, options: options)
     }

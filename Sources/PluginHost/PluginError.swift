@@ -21,6 +21,8 @@ public enum PluginError: Error, Equatable, CustomStringConvertible, Sendable {
     case untrustedLocation(path: String, reason: String)
     /// No loaded plugin has this id (and kind).
     case notFound(id: String, kind: String)
+    /// No decoder (the built-in PNG reader or a loaded plugin) recognises the image's bytes.
+    case unknownImageFormat(firstBytes: String)
     /// A plugin call returned a failure status.
     case callFailed(plugin: String, operation: String, code: Int32, message: String)
 
@@ -44,6 +46,8 @@ public enum PluginError: Error, Equatable, CustomStringConvertible, Sendable {
             return "Refusing to load plugins from \(path): \(reason)."
         case .notFound(let id, let kind):
             return "No \(kind) plugin with the id \"\(id)\" is loaded."
+        case .unknownImageFormat(let firstBytes):
+            return "No image decoder recognises the data (it starts with \(firstBytes)); PNG is built in, other formats need a decoder plugin."
         case .callFailed(let plugin, let operation, let code, let message):
             let text = message.isEmpty ? "it gave no reason" : message
             return "The plugin \(plugin) failed in \(operation) (\(statusName(code))): \(text.hasSuffix(".") ? String(text.dropLast()) : text)."
