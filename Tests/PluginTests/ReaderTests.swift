@@ -49,6 +49,14 @@ struct ReaderTests {
         let unreadable = loaded.broken.first { $0.name == "images/" + victim }
         #expect(unreadable?.reason.contains("No image decoder recognises the data") == true, "\(loaded.broken)")
 
+        // A file that vanishes after open is a broken entry at read time, not a crash.
+        let vanishing = try reader.open(root: base, options: #"{"split": "train"}"#)
+        try FileManager.default.removeItem(atPath: base + "/images/" + train[3].classificationFileName)
+        let afterRemoval = vanishing.loadAll(registry: sharedRegistry)
+        #expect(afterRemoval.samples.count == train.count - 2)
+        #expect(afterRemoval.broken.contains { $0.name == "images/" + train[3].classificationFileName && $0.reason.contains("cannot be opened") },
+                "\(afterRemoval.broken)")
+
         // Unusable roots and options are errors with sentences.
         #expect(throws: PluginError.self) { try reader.open(root: root + "/nowhere", options: #"{"split": "train"}"#) }
         #expect(throws: PluginError.self) { try reader.open(root: base, options: #"{"split": "dev"}"#) }
