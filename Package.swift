@@ -20,6 +20,7 @@ let package = Package(
     products: [
         .executable(name: "affinity-lab", targets: ["affinity-lab"]),
         .executable(name: "affinityd", targets: ["affinityd"]),
+        .executable(name: "affinityctl", targets: ["affinityctl"]),
         .library(name: "LesionAffinityModel", targets: ["Tensor", "NN", "Detection", "Affinity", "Evaluation", "Imaging"]),
         // Plugin libraries (plugins/): lib<name>.so, loaded by PluginHost.
         .library(name: "affinity-meanpool", type: .dynamic, targets: ["AffinityPluginMeanpool"]),
@@ -57,6 +58,11 @@ let package = Package(
             dependencies: ["Service", "Bus", "CSystemd", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings),
 
+        // The CLI client: D-Bus only (Bus), PNG IO and overlays (Imaging); never the model.
+        .executableTarget(
+            name: "affinityctl",
+            dependencies: ["Bus", "Imaging", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings),
         .executableTarget(
             name: "affinity-lab",
             dependencies: [
@@ -105,6 +111,8 @@ let package = Package(
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"], exclude: ["Fixtures"], swiftSettings: swiftSettings),
         .testTarget(name: "BusTests", dependencies: ["Bus"], swiftSettings: swiftSettings),
         .testTarget(name: "ServiceTests", dependencies: ["Service", "Affinity", "Detection", "NN", "Tensor", "Imaging", "Bus", "TestSupport"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "CtlTests", dependencies: ["Affinity", "Imaging", "Bus", "TestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "LabTests", dependencies: ["Affinity", "Imaging", "Evaluation", "Tensor", "NN", "TestSupport"],
                     swiftSettings: swiftSettings),

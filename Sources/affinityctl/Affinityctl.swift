@@ -1,0 +1,123 @@
+// affinityctl: the command-line client of affinityd (DESIGN.md §6). It speaks D-Bus only.
+import ArgumentParser
+import Bus
+import Foundation
+
+/// The client's own version.
+let clientVersion = "0.1.0"
+
+@main
+struct Affinityctl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "affinityctl",
+        abstract: "Talks to affinityd, the LesionAffinity daemon, over D-Bus.",
+        discussion: """
+            affinityctl sends chest-CT slices to affinityd for lesion segmentation and COVID-19 / common \
+            pneumonia / normal classification, starts and watches training jobs, and manages the daemon's \
+            models. Images travel as file descriptors; the daemon never opens your files by name.
+
+            The bus is the one named by --bus, else AFFINITY_BUS_ADDRESS, else the system bus. With --local, \
+            when no daemon is reachable there, affinityctl starts a private dbus-daemon and affinityd for \
+            this one command (state in $XDG_STATE_HOME/affinity, or ~/.local/state/affinity) and stops \
+            both afterwards.
+
+            Every command takes --json: one JSON object on stdout (JSON lines for `job watch`).
+
+            Exit codes: 0 ok; 1 failed (bad image or data set, job failed, model does not load); \
+            3 cancelled; 4 not found (file, model or job); 64 usage; 69 daemon or bus unavailable; \
+            77 not authorized; 130 interrupted while waiting on a job (the job goes on).
+            """,
+        version: clientVersion,
+        subcommands: [
+            Analyse.self, Train.self, Finetune.self, Jobs.self, JobCommand.self, Models.self, Plugins.self,
+            Status.self, Version.self,
+        ])
+}
+
+/// Options every command takes.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("system, session, or a D-Bus address (default: AFFINITY_BUS_ADDRESS, else system).",
+                                            valueName: "bus"))
+    var bus: String?
+
+    @Flag(name: .long, help: "Print one JSON object (JSON lines for job watch) instead of text.")
+    var json = false
+
+    @Flag(name: .long, help: "If no daemon is reachable, run a private dbus-daemon and affinityd for this command.")
+    var local = false
+}
+
+/// Runs a command body against the daemon and turns its errors into messages and exit codes.
+///
+/// The body returns its exit code. Errors are printed on stderr (and, with `--json`, as
+/// `{"error": …, "message": …, "exit_code": …}` on stdout) and end the process with their code.
+func runCommand(_ global: GlobalOptions, _ body: (Client) throws -> Int32) throws {
+    var local: LocalDaemon?
+    var client: Client?
+    let code: Int32
+    Interrupt.shared.install {}
+    do {
+        let choice = BusChoice.resolve(global.bus)
+        if global.local {
+            let probe = try? choice.connect()
+            let probeClient = probe.map { Client(connection: $0, bus: choice) }
+            if let probeClient, probeClient.isServed() {
+                client = probeClient
+            } else {
+                probeClient?.close()
+                let l = try LocalDaemon.start(quiet: global.json)
+                local = l
+                Interrupt.shared.install { l.stop() }
+                client = Client(connection: try BusChoice.address(l.address).connect(), bus: .address(l.address))
+            }
+        } else {
+            client = Client(connection: try choice.connect(), bus: choice)
+        }
+        code = try body(client!)
+    } catch {
+        let e = CtlError.wrap(error)
+        report(e, json: global.json)
+        client?.close()
+        local?.stop()
+        throw ExitCode(e.code)
+    }
+    client?.close()
+    local?.stop()
+    if code != 0 { throw ExitCode(code) }
+}
+
+/// Prints an error for people on stderr and, with `--json`, as an object on stdout.
+func report(_ e: CtlError, json: Bool) {
+    if json {
+        var o: [(String, JSON)] = [("error", e.name.map(JSON.string) ?? .null), ("message", .string(e.message)),
+                                   ("exit_code", .int(Int64(e.code)))]
+        if e.name == nil { o[0].1 = .string(localErrorName(e.code)) }
+        printLine(JSON.object(o).text)
+    }
+    FileHandle.standardError.write(Data(("affinityctl: " + e.message + "\n").utf8))
+}
+
+/// A name for errors found on this side (no D-Bus error name).
+func localErrorName(_ code: Int32) -> String {
+    switch code {
+    case Exit.notFound: return "NotFound"
+    case Exit.usage: return "Usage"
+    case Exit.unavailable: return "Unavailable"
+    case Exit.notAuthorized: return "NotAuthorized"
+    case Exit.cancelled: return "Cancelled"
+    default: return "Failed"
+    }
+}
+
+/// Writes a line to stdout and flushes (so pipes and terminals see it at once).
+func printLine(_ s: String) {
+    FileHandle.standardOutput.write(Data((s + "\n").utf8))
+}
+
+/// Writes text to stdout without a newline.
+func printRaw(_ s: String) {
+    FileHandle.standardOutput.write(Data(s.utf8))
+}
+
+/// Whether stdout is a terminal.
+var stdoutIsTerminal: Bool { isatty(1) == 1 }

@@ -1,0 +1,460 @@
+// Jobs: train, finetune, jobs, job watch, job cancel — and waiting on a job with a progress bar.
+import ArgumentParser
+import Bus
+import Foundation
+
+/// A job's properties (org.lesionaffinity.Affinity1.Job) as read from the bus.
+struct JobSnapshot: Equatable {
+    var path: String
+    var operation: String
+    var state: String
+    var progress: Double
+    var epoch: UInt32
+    var totalEpochs: UInt32
+    var metrics: [String: Double]
+    var startTime: UInt64
+    var expectedEndTime: UInt64
+    var startedByUID: UInt32
+    var cancelable: Bool
+    var result: [String: DBusValue]
+
+    init(path: String, _ p: [String: DBusValue]) {
+        self.path = path
+        operation = (try? p["Operation"]?.asString()) ?? ""
+        state = (try? p["State"]?.asString()) ?? "unknown"
+        progress = (try? p["Progress"]?.asDouble()) ?? 0
+        epoch = (try? p["Epoch"]?.asUInt32()) ?? 0
+        totalEpochs = (try? p["TotalEpochs"]?.asUInt32()) ?? 0
+        metrics = (try? p["Metrics"]?.asDoubleDict()) ?? [:]
+        startTime = (try? p["StartTime"]?.asUInt64()) ?? 0
+        expectedEndTime = (try? p["ExpectedEndTime"]?.asUInt64()) ?? 0
+        startedByUID = (try? p["StartedByUID"]?.asUInt32()) ?? 0
+        cancelable = (try? p["Cancelable"]?.asBool()) ?? false
+        result = (try? p["Result"]?.asVardict()) ?? [:]
+    }
+
+    static func == (a: JobSnapshot, b: JobSnapshot) -> Bool { a.json == b.json }
+
+    var number: String { API.id(path) }
+    var isFinished: Bool { ["completed", "failed", "cancelled"].contains(state) }
+    var message: String { (try? result["message"]?.asString()) ?? "" }
+
+    /// The epoch being worked on (1-based) while running; the epochs done once finished.
+    var displayEpoch: UInt32 { isFinished || totalEpochs == 0 ? epoch : min(epoch + 1, totalEpochs) }
+
+    /// The latest training loss: the last step's classification loss, else the last epoch's total.
+    var loss: Double? { metrics["loss_classification"] ?? metrics["epoch_loss_total"] ?? metrics["loss_total"] }
+
+    /// Seconds until ExpectedEndTime, nil when unknown.
+    var etaSeconds: Double? {
+        guard expectedEndTime > 0, state == "running" else { return nil }
+        return max(0, Double(expectedEndTime) / 1e6 - Date().timeIntervalSince1970)
+    }
+
+    /// The exit code for a finished job: 0 completed, 3 cancelled, else the code of its error name (1).
+    var exitCode: Int32 {
+        switch state {
+        case "completed": return Exit.ok
+        case "cancelled": return Exit.cancelled
+        default:
+            if let name = try? result["error"]?.asString() { return CtlError.exitCode(forErrorName: name) }
+            return Exit.failed
+        }
+    }
+
+    var json: JSON {
+        .object([
+            ("job", .uint(UInt64(number) ?? 0)),
+            ("path", .string(path)),
+            ("operation", .string(operation)),
+            ("state", .string(state)),
+            ("progress", .double(progress)),
+            ("epoch", .uint(UInt64(epoch))),
+            ("total_epochs", .uint(UInt64(totalEpochs))),
+            ("metrics", .object(metrics.keys.sorted().map { ($0, .double(metrics[$0]!)) })),
+            ("start_time_us", .uint(startTime)),
+            ("expected_end_time_us", .uint(expectedEndTime)),
+            ("started_by_uid", .uint(UInt64(startedByUID))),
+            ("cancelable", .bool(cancelable)),
+            ("result", JSON.sorted(result)),
+        ])
+    }
+
+    /// One line for people: `job 3 (train): running, 45%, epoch 2/5, loss 0.6931`.
+    var summaryLine: String {
+        var parts = ["job \(number) (\(operation)): \(state)"]
+        if !isFinished { parts.append("\(Int((progress * 100).rounded(.down)))%") }
+        if totalEpochs > 0 { parts.append("epoch \(displayEpoch)/\(totalEpochs)") }
+        if let loss { parts.append("loss \(fixed(loss, 4))") }
+        if let eta = etaSeconds { parts.append("ETA \(formatDuration(eta))") }
+        var line = parts.joined(separator: ", ")
+        if isFinished, !message.isEmpty { line += ": " + message }
+        if let model = try? result["model"]?.asObjectPath() { line += " (model \(API.id(model)))" }
+        return line
+    }
+
+    /// The progress bar: `[#########-----------]  45%  epoch 2/5  loss 0.6931  ETA 1:23`.
+    func bar(width: Int = 24) -> String {
+        let p = min(max(progress, 0), 1)
+        let filled = Int((p * Double(width)).rounded(.down))
+        var s = "job \(number) [" + String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled) + "] "
+        s += String(repeating: " ", count: max(0, 3 - String(Int(p * 100)).count)) + "\(Int(p * 100))%"
+        s += "  epoch \(displayEpoch)/\(totalEpochs)"
+        s += "  loss " + (loss.map { fixed($0, 4) } ?? "-")
+        s += "  ETA " + (etaSeconds.map(formatDuration) ?? "--:--")
+        if state == "queued" { s += "  (queued)" }
+        return s
+    }
+}
+
+/// `m:ss` or `h:mm:ss`.
+func formatDuration(_ seconds: Double) -> String {
+    let t = Int(seconds.rounded())
+    let h = t / 3600, m = (t % 3600) / 60, s = t % 60
+    return h > 0 ? String(format: "%d:%02d:%02d", h, m, s) : String(format: "%d:%02d", m, s)
+}
+
+/// Reads a job's properties.
+/// - Throws: `CtlError` 4 when there is no such job.
+func readJob(_ client: Client, _ path: String) throws -> JobSnapshot {
+    let props = try client.properties(path, API.job, context: "There is no job \(API.id(path)).")
+    return JobSnapshot(path: path, props)
+}
+
+/// How to show a job while waiting on it.
+enum WatchStyle {
+    /// JSON lines, one per change.
+    case jsonLines
+    /// Nothing until the end (one JSON object then).
+    case silent
+    /// A progress bar redrawn in place (stdout is a terminal).
+    case bar
+    /// A plain line per state or epoch change and every 10 %.
+    case lines
+}
+
+/// Waits until a job finishes, showing its progress; Ctrl-C detaches (or cancels, then waits).
+/// - Returns: the final (or, when detached, the latest) snapshot and whether we detached.
+func waitForJob(_ client: Client, _ path: String, style: WatchStyle, cancelOnInterrupt: Bool) throws -> (JobSnapshot, detached: Bool) {
+    let wake = DispatchSemaphore(value: 0)
+    // Subscribe before the first read, so that no change falls between the two.
+    let changes = try? client.connection.subscribe(.propertiesChanged(path: path, interface: API.job)) { _ in wake.signal() }
+    let completed = try? client.connection.subscribe(MatchRule(interface: API.job, member: "Completed", path: path)) { _ in wake.signal() }
+    defer {
+        changes?.cancel()
+        completed?.cancel()
+    }
+    Interrupt.shared.beginWaiting { wake.signal() }
+    defer { Interrupt.shared.endWaiting() }
+
+    var snapshot = try readJob(client, path)
+    var lastShown: JobSnapshot?
+    var lastLineKey = ""
+    var cancelRequested = false
+    var handledInterrupts = 0
+    func show(_ s: JobSnapshot) {
+        switch style {
+        case .silent: return
+        case .jsonLines:
+            if s != lastShown { printLine(s.json.text) }
+        case .bar:
+            printRaw("\r" + s.bar() + "\u{1B}[K")
+        case .lines:
+            let key = "\(s.state) \(s.displayEpoch) \(Int(s.progress * 10))"
+            if key != lastLineKey { printLine(s.summaryLine) }
+            lastLineKey = key
+        }
+        lastShown = s
+    }
+    while true {
+        show(snapshot)
+        if snapshot.isFinished { break }
+        _ = wake.wait(timeout: .now() + .milliseconds(style == .bar ? 500 : 1000))
+        let interrupts = Interrupt.shared.interrupts
+        if interrupts > handledInterrupts {
+            handledInterrupts = interrupts
+            if cancelOnInterrupt && !cancelRequested {
+                cancelRequested = true
+                if style == .bar { printRaw("\n") }
+                if style != .jsonLines && style != .silent { printLine("Cancelling job \(snapshot.number)…") }
+                do { _ = try client.call(path, API.job, "Cancel", [.vardict([:])], expecting: "") } catch {
+                    let e = CtlError.wrap(error)
+                    FileHandle.standardError.write(Data("affinityctl: cannot cancel job \(snapshot.number): \(e.message)\n".utf8))
+                }
+            } else {
+                if style == .bar { printRaw("\n") }
+                return (snapshot, true)
+            }
+        }
+        snapshot = try readJob(client, path)
+    }
+    if style == .bar { printRaw("\n") }
+    return (snapshot, false)
+}
+
+/// Options shared by train and finetune (the keys of Train's options in the Manager XML).
+struct TrainingOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("The data set directory (COVIDx-CT/CNCB layout); a relative path that does not exist here is taken relative to the daemon's datasets/.", valueName: "dir"))
+    var dataset: String
+
+    @Option(name: .long, help: "train, val or test (default: train).")
+    var split: String?
+
+    @Option(name: .long, help: "Epochs (default: 1).")
+    var epochs: UInt32?
+
+    @Option(name: .customLong("image-size"), help: "Training image side, 64-1024 (default: 512).")
+    var imageSize: UInt32?
+
+    @Option(name: .customLong("iterations-per-epoch"), help: "At most this many classification samples per epoch.")
+    var iterationsPerEpoch: UInt32?
+
+    @Option(name: .long, help: "The seed of every random choice.")
+    var seed: UInt64?
+
+    @Option(name: .customLong("learning-rate"), help: "Adam's learning rate (default: 1e-5).")
+    var learningRate: Double?
+
+    @Option(name: .customLong("weight-decay"), help: "Weight decay (default: 1e-3).")
+    var weightDecay: Double?
+
+    @Option(name: .customLong("copy-rule"), help: "previous or best.")
+    var copyRule: String?
+
+    @Option(name: .customLong("segmentation-step"), help: ArgumentHelp("Run the segmentation step (default: true for train, false for finetune).", valueName: "true|false"))
+    var segmentationStep: Bool?
+
+    @Option(name: .long, help: "The new model's name.")
+    var name: String?
+
+    @Flag(name: .customLong("no-wait"), help: "Print the job and return at once instead of waiting for it.")
+    var noWait = false
+
+    @Flag(name: .customLong("cancel-on-interrupt"), help: "Ctrl-C cancels the job instead of detaching from it.")
+    var cancelOnInterrupt = false
+
+    /// The a{sv} options of Train / Finetune.
+    func dictionary() -> [String: DBusValue] {
+        var o: [String: DBusValue] = [:]
+        // The daemon resolves relative paths against its own datasets/; a path that exists here is meant as ours.
+        var path = dataset
+        if !path.hasPrefix("/"), FileManager.default.fileExists(atPath: path) {
+            path = URL(fileURLWithPath: path).standardizedFileURL.path
+        }
+        o["dataset"] = .string(path)
+        if let split { o["split"] = .string(split) }
+        if let epochs { o["epochs"] = .uint32(epochs) }
+        if let imageSize { o["image_size"] = .uint32(imageSize) }
+        if let iterationsPerEpoch { o["iterations_per_epoch"] = .uint32(iterationsPerEpoch) }
+        if let seed { o["seed"] = .uint64(seed) }
+        if let learningRate { o["learning_rate"] = .double(learningRate) }
+        if let weightDecay { o["weight_decay"] = .double(weightDecay) }
+        if let copyRule { o["copy_rule"] = .string(copyRule) }
+        if let segmentationStep { o["segmentation_step"] = .boolean(segmentationStep) }
+        if let name { o["name"] = .string(name) }
+        return o
+    }
+}
+
+/// Starts a job and, unless --no-wait, waits for it; returns the exit code.
+func startAndFollow(_ client: Client, global: GlobalOptions, options: TrainingOptions, start: () throws -> String) throws -> Int32 {
+    let path = try start()
+    if options.noWait {
+        let s = try readJob(client, path)
+        if global.json { printLine(s.json.text) } else { printLine("Started job \(s.number) (\(s.operation)): affinityctl job watch \(s.number)") }
+        return Exit.ok
+    }
+    if !global.json { printLine("Started job \(API.id(path)). Ctrl-C " + (options.cancelOnInterrupt ? "cancels it." : "detaches; the job goes on.")) }
+    return try follow(client, path, global: global, jsonLines: false, cancelOnInterrupt: options.cancelOnInterrupt)
+}
+
+/// Waits on a job and prints its end; the exit code is the job's (or 130 when detached).
+func follow(_ client: Client, _ path: String, global: GlobalOptions, jsonLines: Bool, cancelOnInterrupt: Bool) throws -> Int32 {
+    let style: WatchStyle = global.json ? (jsonLines ? .jsonLines : .silent) : (stdoutIsTerminal ? .bar : .lines)
+    let (s, detached) = try waitForJob(client, path, style: style, cancelOnInterrupt: cancelOnInterrupt)
+    if global.json {
+        if !jsonLines || detached {
+            if case .object(var pairs) = s.json {
+                pairs.append(("detached", .bool(detached)))
+                printLine(JSON.object(pairs).text)
+            }
+        }
+    } else if detached {
+        let local = global.local ? " (a private --local daemon stops with this command, which cancels the job)" : ""
+        printLine("Detached from job \(s.number); it goes on\(local). Follow it with: affinityctl job watch \(s.number)")
+    } else if style == .bar {
+        printLine(s.summaryLine)
+    }
+    if detached { return Exit.interrupted }
+    return s.exitCode
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Trains a new model as a daemon job (privileged).",
+        discussion: "Waits for the job with a progress bar on a terminal; Ctrl-C detaches unless --cancel-on-interrupt. The exit code is the job's: 0 completed, 1 failed, 3 cancelled.")
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var options: TrainingOptions
+
+    @Option(name: .long, help: "C', the number of affinities (default: 128).")
+    var affinities: UInt32?
+
+    func run() throws {
+        try runCommand(global) { client in
+            var o = options.dictionary()
+            if let affinities { o["affinities"] = .uint32(affinities) }
+            return try startAndFollow(client, global: global, options: options) {
+                try client.call(API.root, API.manager, "Train", [.vardict(o)], expecting: "o")[0].asObjectPath()
+            }
+        }
+    }
+}
+
+struct Finetune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Fine-tunes an existing model as a daemon job (privileged).",
+        discussion: "As train; the model keeps its number of affinities and the segmentation step is off unless --segmentation-step true.")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: ArgumentHelp("The model to start from (id or object path).", valueName: "model"))
+    var model: String
+
+    @OptionGroup var options: TrainingOptions
+
+    func run() throws {
+        try runCommand(global) { client in
+            let path = API.modelPath(model)
+            return try startAndFollow(client, global: global, options: options) {
+                try client.call(API.root, API.manager, "Finetune", [.objectPath(path), .vardict(options.dictionary())],
+                                expecting: "o", context: "There is no model \(model).")[0].asObjectPath()
+            }
+        }
+    }
+}
+
+struct Jobs: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Lists the daemon's jobs.")
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        try runCommand(global) { client in
+            let reply = try client.call(API.root, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects",
+                                        expecting: "a{oa{sa{sv}}}")
+            var jobs: [JobSnapshot] = []
+            for (pathValue, interfaces) in try reply[0].asDictionary() {
+                let path = try pathValue.asObjectPath()
+                guard path.hasPrefix(API.jobsPrefix) else { continue }
+                for (name, props) in try interfaces.asDictionary() where try name.asString() == API.job {
+                    jobs.append(JobSnapshot(path: path, try props.asVardict()))
+                }
+            }
+            jobs.sort { (UInt64($0.number) ?? 0) < (UInt64($1.number) ?? 0) }
+            if global.json {
+                printLine(JSON.object([("jobs", .array(jobs.map(\.json)))]).text)
+            } else if jobs.isEmpty {
+                printLine("No jobs.")
+            } else {
+                printLine(pad("JOB", 5) + pad("OPERATION", 15) + pad("STATE", 11) + pad("PROGRESS", 10) + pad("EPOCH", 8) + "STARTED")
+                for j in jobs {
+                    let started = j.startTime > 0 ? timestamp(j.startTime) : "-"
+                    printLine(pad(j.number, 5) + pad(j.operation, 15) + pad(j.state, 11) + pad("\(Int(j.progress * 100))%", 10)
+                              + pad(j.totalEpochs > 0 ? "\(j.displayEpoch)/\(j.totalEpochs)" : "-", 8) + started)
+                }
+            }
+            return Exit.ok
+        }
+    }
+}
+
+/// `s` padded with spaces to `width` (at least one space after).
+func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count) }
+
+/// Microseconds since the Unix epoch as local `yyyy-MM-dd HH:mm:ss`.
+func timestamp(_ microseconds: UInt64) -> String {
+    let f = DateFormatter()
+    f.dateFormat = "yyyy-MM-dd HH:mm:ss"
+    return f.string(from: Date(timeIntervalSince1970: Double(microseconds) / 1e6))
+}
+
+/// Checks a job argument: a number or an object path under /org/lesionaffinity/Affinity1/jobs.
+func validateJob(_ job: String) throws {
+    if job.hasPrefix("/") {
+        guard job.hasPrefix(API.jobsPrefix), UInt64(API.id(job)) != nil else {
+            throw ValidationError("'\(job)' is not a job object path (\(API.jobsPrefix)N).")
+        }
+    } else if UInt64(job) == nil {
+        throw ValidationError("'\(job)' is not a job number.")
+    }
+}
+
+struct JobCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "job", abstract: "Watches or cancels one job.", subcommands: [Watch.self, Cancel.self])
+
+    struct Watch: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Follows a job until it ends.",
+            discussion: "A progress bar (epoch, loss, ETA) on a terminal, plain lines otherwise, JSON lines with --json. Ctrl-C detaches unless --cancel-on-interrupt. The exit code is the job's: 0 completed, 1 failed, 3 cancelled.")
+
+        @OptionGroup var global: GlobalOptions
+
+        @Argument(help: ArgumentHelp("The job number (or object path).", valueName: "n"))
+        var job: String
+
+        @Flag(name: .customLong("cancel-on-interrupt"), help: "Ctrl-C cancels the job instead of detaching from it.")
+        var cancelOnInterrupt = false
+
+        func validate() throws { try validateJob(job) }
+
+        func run() throws {
+            try runCommand(global) { client in
+                try follow(client, API.jobPath(job), global: global, jsonLines: true, cancelOnInterrupt: cancelOnInterrupt)
+            }
+        }
+    }
+
+    struct Cancel: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Asks a job to stop (another user's job needs authorization).",
+            discussion: "With --wait, waits until it has stopped; the exit code is then the job's (3 when cancelled).")
+
+        @OptionGroup var global: GlobalOptions
+
+        @Argument(help: ArgumentHelp("The job number (or object path).", valueName: "n"))
+        var job: String
+
+        @Flag(name: .long, help: "Wait until the job has stopped.")
+        var wait = false
+
+        func validate() throws { try validateJob(job) }
+
+        func run() throws {
+            try runCommand(global) { client in
+                let path = API.jobPath(job)
+                _ = try client.call(path, API.job, "Cancel", [.vardict([:])], expecting: "", context: "There is no job \(API.id(path)).")
+                if wait {
+                    let (s, detached) = try waitForJob(client, path, style: .silent, cancelOnInterrupt: false)
+                    if global.json {
+                        if case .object(var pairs) = s.json {
+                            pairs.append(("cancel_requested", .bool(true)))
+                            printLine(JSON.object(pairs).text)
+                        }
+                    } else {
+                        printLine(s.summaryLine)
+                    }
+                    return detached ? Exit.interrupted : s.exitCode
+                }
+                if global.json {
+                    printLine(JSON.object([("job", .uint(UInt64(API.id(path)) ?? 0)), ("path", .string(path)),
+                                           ("cancel_requested", .bool(true))]).text)
+                } else {
+                    printLine("Cancel requested for job \(API.id(path)).")
+                }
+                return Exit.ok
+            }
+        }
+    }
+}
