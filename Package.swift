@@ -112,7 +112,7 @@ let package = Package(
         .testTarget(name: "BusTests", dependencies: ["Bus"], swiftSettings: swiftSettings),
         .testTarget(name: "ServiceTests", dependencies: ["Service", "Affinity", "Detection", "NN", "Tensor", "Imaging", "Bus", "TestSupport"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "CtlTests", dependencies: ["Affinity", "Imaging", "Bus", "TestSupport"],
+        .testTarget(name: "CtlTests", dependencies: ["Affinity", "Tensor", "Imaging", "Bus", "TestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "LabTests", dependencies: ["Affinity", "Imaging", "Evaluation", "Tensor", "NN", "TestSupport"],
                     swiftSettings: swiftSettings),

@@ -32,6 +32,45 @@ struct Affinityctl: ParsableCommand {
             Analyse.self, Train.self, Finetune.self, Jobs.self, JobCommand.self, Models.self, Plugins.self,
             Status.self, Version.self,
         ])
+
+    /// Parses with the global options (--bus, --json, --local) accepted before the subcommand too:
+    /// `affinityctl --bus X status` is read as `affinityctl status --bus X`.
+    static func main() {
+        let args = hoistingGlobalOptions(Array(CommandLine.arguments.dropFirst()))
+        do {
+            var command = try parseAsRoot(args)
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    /// Moves the global options that come before the subcommand to just after it.
+    static func hoistingGlobalOptions(_ args: [String]) -> [String] {
+        var globals: [String] = []
+        var i = 0
+        while i < args.count {
+            let a = args[i]
+            if a == "--json" || a == "--local" || a.hasPrefix("--bus=") {
+                globals.append(a)
+                i += 1
+            } else if a == "--bus", i + 1 < args.count {
+                globals += [a, args[i + 1]]
+                i += 2
+            } else {
+                break
+            }
+        }
+        guard !globals.isEmpty, i < args.count else { return args }
+        var path = [args[i]]
+        var j = i + 1
+        if let group = configuration.subcommands.first(where: { $0._commandName == args[i] }),
+           j < args.count, group.configuration.subcommands.contains(where: { $0._commandName == args[j] }) {
+            path.append(args[j])
+            j += 1
+        }
+        return path + globals + Array(args[j...])
+    }
 }
 
 /// Options every command takes.
