@@ -83,23 +83,36 @@ final class TinyData: TrainingData {
         // Through the classifier, the affinity layer, the mask-features branch, into the FPN and body.
         let checkedParams = m.classifier.parameters + m.affinity.parameters + m.backbone.fpnLayer.parameters
             + [m.backbone.blocks[5].conv2.weight, m.backbone.bn1.weight]
-        var worst = 0.0, worstName = "", checked = 0
+        // Directional derivatives along each tensor's own gradient (see SegmentationTrainingTests).
+        var worst = 0.0, worstName = "", errors: [Double] = []
         for p in checkedParams {
             let g = grads[p.name]!
-            let i = (0..<g.count).max { abs(g.data[$0]) < abs(g.data[$1]) }!
-            let v = p.value.data[i], h: Float = max(3e-3, abs(v) * 3e-2)
-            p.value.data[i] = v + h; let lp = try loss()
-            p.value.data[i] = v - h; let lm = try loss()
-            p.value.data[i] = v
-            let a = (lp - l0) / Double(h), b = (l0 - lm) / Double(h)
-            if abs(a - b) > 0.1 * max(abs(a), abs(b), 1e-4) { continue }
-            let num = (lp - lm) / (2 * Double(h)), ana = Double(g.data[i])
-            let err = abs(num - ana) / max(abs(num), abs(ana), 1e-4)
-            checked += 1
-            if err > worst { worst = err; worstName = "\(p.name)[\(i)]: numeric \(num), analytic \(ana)" }
+            var gn = 0.0, pn = 0.0
+            for i in 0..<g.count { gn += Double(g.data[i] * g.data[i]); pn += Double(p.value.data[i] * p.value.data[i]) }
+            gn = gn.squareRoot(); pn = pn.squareRoot()
+            guard gn > 1e-7 else { continue }
+            // A step that changes the loss by ≤ 0.2 % and each weight by ≤ 1e-4 of the tensor norm: the loss is
+            // piecewise smooth (the RPN box term is an L1 with kinks ~1e-2 away along ĝ).
+            let eps = min(max(1e-4 * pn, 1e-3), 2e-3 * max(l0, 0.1) / gn)
+            let original = p.value.clone()
+            func shifted(_ sign: Double) throws -> Double {
+                for i in 0..<g.count { p.value.data[i] = original.data[i] + Float(sign * eps * Double(g.data[i]) / gn) }
+                return try loss()
+            }
+            let lp = try shifted(1), lm = try shifted(-1)
+            try p.value.copy(from: original)
+            // Absolute floor: float32 losses carry ~1e-6 of noise, i.e. ~1e-2 in gradient units at this ε
+            // (conv_down.bias, followed by a batch-statistics BN, has a true gradient of exactly 0).
+            let err = abs((lp - lm) / (2 * eps) - gn) / max(gn, 0.05)
+            errors.append(err)
+            if err > worst { worst = err; worstName = "\(p.name): numeric \((lp - lm) / (2 * eps)), analytic \(gn)" }
         }
-        #expect(checked >= 15)
-        #expect(worst < 0.1, "worst \(worst) at \(worstName), checked \(checked)")
+        errors.sort()
+        #expect(errors.count >= 15)
+        // Nine sieve passes and four batch-statistics BNs over 8 RoIs make this loss strongly
+        // curved: the median deviation is ~2 %; a wrong backward term gives ≥ 50 %.
+        #expect(errors[errors.count / 2] < 0.03, "median relative error \(errors[errors.count / 2])")
+        #expect(worst < 0.25, "worst \(worst) at \(worstName), checked \(errors.count)")
         // The classification RoI branches get no gradient (paper Eq. 8), nor do the RPN and segmentation heads.
         _ = try loss()
         for p in m.classificationBranchParameters + m.segmentation.rpn.parameters + m.segmentation.segmentationHeadParameters {
@@ -160,7 +173,8 @@ final class TinyData: TrainingData {
             for i in 0..<p.value.count { maxDiff = max(maxDiff, abs(p.value.data[i] - q.value.data[i])) }
         }
         #expect(maxDiff <= 1e-6, "resumed run differs by \(maxDiff)")
-        #expect(c.state == a.state)
+        let sameState = c.state == a.state
+        #expect(sameState, "trainer state after resume: epoch \(c.state.epoch)/\(a.state.epoch), iteration \(c.state.iteration)/\(a.state.iteration)")
     }
 
     @Test func resumeRejectsAModelFile() throws {
