@@ -20,7 +20,7 @@ struct Analyse: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     @Argument(help: ArgumentHelp("Chest-CT slices (PNG; other formats through the daemon's decoder plugins).", valueName: "file"))
-    var files: [String] = []
+    var files: [String]
 
     @Option(name: .long, help: ArgumentHelp("Write the slice with the lesions tinted and boxed (PNG).", valueName: "out.png"))
     var overlay: String?
@@ -35,10 +35,6 @@ struct Analyse: ParsableCommand {
 
     @Option(name: .long, help: "The seed of the RoI-batch padding (default: the daemon's, 1).")
     var seed: UInt64?
-
-    func validate() throws {
-        if files.isEmpty { throw ValidationError("Name at least one image file.") }
-    }
 
     func run() throws {
         try runCommand(global) { client in

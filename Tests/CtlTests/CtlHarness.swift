@@ -83,11 +83,11 @@ final class CtlDaemon: @unchecked Sendable {
     let process = Process()
     let stateDirectory: URL
 
-    init(bus: CtlBus, stateDirectory: URL, timeout: Double = 60) throws {
+    init(bus: CtlBus, stateDirectory: URL, authorization: String = "none", timeout: Double = 60) throws {
         guard let exe = CtlPaths.affinityd else { throw BusError.failed("affinityd is not built (run swift build first).") }
         self.stateDirectory = stateDirectory
         process.executableURL = URL(fileURLWithPath: exe)
-        process.arguments = ["--bus", bus.address, "--state-dir", stateDirectory.path, "--authorization", "none"]
+        process.arguments = ["--bus", bus.address, "--state-dir", stateDirectory.path, "--authorization", authorization]
         process.environment = ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
@@ -235,4 +235,21 @@ enum CtlFixtures {
         _ = try PhantomDataset.write(to: url.path, count: 6, seed: 3, size: 128)
         return url
     }
+}
+
+/// A polkit authority on the private bus that says no to everything (for the 77 exit code).
+final class DenyingPolkit: @unchecked Sendable {
+    let connection: BusConnection
+
+    init(bus: CtlBus) throws {
+        connection = try BusConnection(address: bus.address)
+        var i = BusInterface("org.freedesktop.PolicyKit1.Authority")
+        i.method("CheckAuthorization", in: "(sa{sv})sa{ss}us", out: "(bba{ss})") { _ in
+            [.structure([.boolean(false), .boolean(false), .dictionary(keySignature: "s", valueSignature: "s", [])])]
+        }
+        try connection.export(path: "/org/freedesktop/PolicyKit1/Authority", interfaces: [i])
+        try connection.requestName("org.freedesktop.PolicyKit1")
+    }
+
+    func close() { connection.close() }
 }

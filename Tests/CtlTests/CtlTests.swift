@@ -8,13 +8,24 @@ import Testing
 final class Output: @unchecked Sendable {
     private let lock = NSLock()
     private var data = Data()
-    init(_ pipe: Pipe) {
+    convenience init(_ pipe: Pipe) {
+        self.init(pipe: pipe)
         pipe.fileHandleForReading.readabilityHandler = { [self] h in
             let d = h.availableData
             lock.withLock { data.append(d) }
         }
     }
+    private let pipe: Pipe
+    init(pipe: Pipe) { self.pipe = pipe }
     var text: String { lock.withLock { String(decoding: data, as: UTF8.self) } }
+
+    /// Everything, once the writer has exited: stops the handler and reads what is left.
+    func rest() -> String {
+        pipe.fileHandleForReading.readabilityHandler = nil
+        let tail = pipe.fileHandleForReading.readDataToEndOfFile()
+        lock.withLock { data.append(tail) }
+        return text
+    }
 }
 
 @Suite("affinityctl without a daemon")
@@ -250,6 +261,7 @@ struct CtlDaemonTests {
         #expect(eventually { out.text.contains("running") }, "\(out.text)")
         kill(p.processIdentifier, SIGINT)
         p.waitUntilExit()
+        _ = out.rest()
         #expect(p.terminationStatus == 130, "\(out.text)")
         #expect(out.text.contains("Detached from job"), "\(out.text)")
         let job3 = try #require(out.text.split(separator: "\n").first { $0.hasPrefix("Started job ") }
@@ -264,6 +276,7 @@ struct CtlDaemonTests {
         #expect(eventually { wOut.text.split(separator: "\n").count >= 2 }, "\(wOut.text)")
         kill(w.processIdentifier, SIGINT)
         w.waitUntilExit()
+        _ = wOut.rest()
         #expect(w.terminationStatus == 3, "\(wOut.text)")
         let lines = wOut.text.split(separator: "\n").compactMap {
             (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
@@ -346,5 +359,50 @@ struct CtlDaemonTests {
         defer { daemon.stop() }
         let reach = try ctl(["status", "--local", "--json", "--bus", bus.address], environment: env)
         #expect(reach.status == 0 && reach.json["bus"] as? String == bus.address && reach.stderr.isEmpty, "\(reach)")
+    }
+
+    @Test func notAuthorized() throws {
+        let dir = try CtlPaths.temporaryDirectory("polkit")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let bus = try CtlBus()
+        defer { bus.stop() }
+        let polkit = try DenyingPolkit(bus: bus)
+        defer { polkit.close() }
+        let daemon = try CtlDaemon(bus: bus, stateDirectory: dir.appendingPathComponent("state"), authorization: "polkit")
+        defer { daemon.stop() }
+        let model = try CtlFixtures.smallModel(in: dir)
+        let denied = try ctl(bus, ["models", "import", model.path])
+        #expect(denied.status == 77, "\(denied)")
+        let deniedJSON = try ctl(bus, ["train", "--dataset", dir.path, "--json"])
+        #expect(deniedJSON.status == 77 && deniedJSON.json["error"] as? String == "org.lesionaffinity.Affinity1.Error.NotAuthorized", "\(deniedJSON)")
+        // Unprivileged calls still work.
+        #expect(try ctl(bus, ["models", "list"]).status == 0)
+        // A file this user may not read (unless running as root, who reads everything).
+        if getuid() != 0 {
+            let locked = dir.appendingPathComponent("locked.png")
+            try Data([0]).write(to: locked)
+            chmod(locked.path, 0)
+            #expect(try ctl(bus, ["analyse", locked.path]).status == 77)
+        }
+    }
+}
+
+@Suite("affinityctl generated documentation")
+struct CtlDocsTests {
+    @Test(arguments: [("bash", "affinityctl.bash"), ("zsh", "_affinityctl"), ("fish", "affinityctl.fish")])
+    func completionsAreCurrent(_ shell: String, _ file: String) throws {
+        let r = try ctl(["--generate-completion-script", shell])
+        let committed = try String(contentsOf: CtlPaths.repository.appendingPathComponent("completions/\(file)"), encoding: .utf8)
+        #expect(r.status == 0 && r.stdout == committed, "completions/\(file) is stale: run scripts/generate-docs")
+    }
+
+    @Test func manPageNamesEveryCommandAndExitCode() throws {
+        let man = try String(contentsOf: CtlPaths.repository.appendingPathComponent("man/affinityctl.1"), encoding: .utf8)
+        for command in ["analyse", "train", "finetune", "jobs", "job watch", "job cancel", "models list", "models show",
+                        "models import", "models set\\-default", "plugins", "status", "version"] {
+            #expect(man.contains(".SS \(command)\n"), "man/affinityctl.1 has no section for \(command)")
+        }
+        for code in ["0", "1", "3", "4", "64", "69", "77", "130"] { #expect(man.contains(".TP\n.B \(code)\n")) }
+        #expect(man.contains("\\-\\-cancel\\-on\\-interrupt") && man.contains("AFFINITY_BUS_ADDRESS"))
     }
 }
