@@ -94,7 +94,9 @@ func runCommand(_ global: GlobalOptions, _ body: (Client) throws -> Int32) throw
     var local: LocalDaemon?
     var client: Client?
     let code: Int32
-    Interrupt.shared.install {}
+    // A signal while a private daemon starts or runs stops it before the exit.
+    let pending = PendingLocal()
+    Interrupt.shared.install { pending.stop() }
     do {
         let choice = BusChoice.resolve(global.bus)
         if global.local {
@@ -104,9 +106,8 @@ func runCommand(_ global: GlobalOptions, _ body: (Client) throws -> Int32) throw
                 client = probeClient
             } else {
                 probeClient?.close()
-                let l = try LocalDaemon.start(quiet: global.json)
+                let l = try LocalDaemon.start(quiet: global.json, started: { pending.set($0) })
                 local = l
-                Interrupt.shared.install { l.stop() }
                 client = Client(connection: try BusChoice.address(l.address).connect(), bus: .address(l.address))
             }
         } else {
@@ -123,6 +124,14 @@ func runCommand(_ global: GlobalOptions, _ body: (Client) throws -> Int32) throw
     client?.close()
     local?.stop()
     if code != 0 { throw ExitCode(code) }
+}
+
+/// The private daemon of `--local`, as soon as its processes exist (for the signal handler).
+final class PendingLocal: @unchecked Sendable {
+    private let lock = NSLock()
+    private var local: LocalDaemon?
+    func set(_ l: LocalDaemon) { lock.withLock { local = l } }
+    func stop() { lock.withLock { local }?.stop() }
 }
 
 /// Prints an error for people on stderr and, with `--json`, as an object on stdout.

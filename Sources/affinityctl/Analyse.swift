@@ -174,6 +174,8 @@ struct Analysis {
     var imageHeight: UInt32?
     var lungFieldArea: UInt64?
     var timings: [String: Double]
+    /// The plugins the daemon used ("id version", e.g. the decoder of a JPEG slice); empty for a PNG.
+    var plugins: [String]
     var overlayPath: String?
     var maskPath: String?
 
@@ -207,6 +209,7 @@ struct Analysis {
             }
         }
         timings = (try? r["timings"]?.asDoubleDict()) ?? [:]
+        plugins = (try? r["plugins"]?.asStrings()) ?? []
     }
 
     var probability: Double { Int(classIndex) < probabilities.count ? probabilities[Int(classIndex)] : .nan }
@@ -235,6 +238,7 @@ struct Analysis {
             ("model_path", .string(model)),
             ("model_sha256", .string(modelSHA256)),
             ("timings", .object(timings.keys.sorted().map { ($0, .double(timings[$0]!)) })),
+            ("plugins", .array(plugins.map(JSON.string))),
             ("overlay", overlayPath.map(JSON.string) ?? .null),
             ("mask", maskPath.map(JSON.string) ?? .null),
         ])
@@ -250,6 +254,7 @@ struct Analysis {
             lines.append("    \(i + 1): score \(fixed(l.score, 2)), \(l.area) px, box [\(box)]")
         }
         lines.append("  model \(modelID)" + (timings["total"].map { ", \(fixed($0, 2)) s" } ?? ""))
+        if !plugins.isEmpty { lines.append("  plugins: " + plugins.joined(separator: ", ")) }
         if let overlayPath { lines.append("  overlay written to \(overlayPath)") }
         if let maskPath { lines.append("  label map written to \(maskPath)") }
         return lines.joined(separator: "\n")

@@ -107,6 +107,13 @@ struct JobSnapshot: Equatable {
     }
 }
 
+/// The width of the terminal on stdout, nil when unknown.
+func terminalColumns() -> Int? {
+    var ws = winsize()
+    guard ioctl(1, UInt(TIOCGWINSZ), &ws) == 0, ws.ws_col > 0 else { return nil }
+    return Int(ws.ws_col)
+}
+
 /// `m:ss` or `h:mm:ss`.
 func formatDuration(_ seconds: Double) -> String {
     let t = Int(seconds.rounded())
@@ -158,7 +165,10 @@ func waitForJob(_ client: Client, _ path: String, style: WatchStyle, cancelOnInt
         case .jsonLines:
             if s != lastShown { printLine(s.json.text) }
         case .bar:
-            printRaw("\r" + s.bar() + "\u{1B}[K")
+            // One terminal line: a bar that wraps could not be redrawn in place.
+            var line = s.bar()
+            if let columns = terminalColumns(), line.count >= columns { line = String(line.prefix(max(1, columns - 1))) }
+            printRaw("\r" + line + "\u{1B}[K")
         case .lines:
             let key = "\(s.state) \(s.displayEpoch) \(Int(s.progress * 10))"
             if key != lastLineKey { printLine(s.summaryLine) }
@@ -280,8 +290,11 @@ func follow(_ client: Client, _ path: String, global: GlobalOptions, jsonLines: 
             }
         }
     } else if detached {
-        let local = global.local ? " (a private --local daemon stops with this command, which cancels the job)" : ""
-        printLine("Detached from job \(s.number); it goes on\(local). Follow it with: affinityctl job watch \(s.number)")
+        if global.local && client.bus != BusChoice.resolve(global.bus) {
+            printLine("Detached from job \(s.number); the private --local daemon stops with this command, which stops the job (its last epoch checkpoint is kept).")
+        } else {
+            printLine("Detached from job \(s.number); it goes on. Follow it with: affinityctl job watch \(s.number)")
+        }
     } else if style == .bar {
         printLine(s.summaryLine)
     }

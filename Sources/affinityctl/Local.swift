@@ -18,6 +18,7 @@ final class LocalDaemon {
     private var busPID: pid_t
     private var daemonPID: pid_t
     private var stopped = false
+    private let stopLock = NSLock()
 
     private init(address: String, stateDirectory: String, runtimeDirectory: String, busPID: pid_t, daemonPID: pid_t) {
         self.address = address
@@ -49,7 +50,9 @@ final class LocalDaemon {
 
     /// Starts the bus and the daemon and waits until the daemon answers (at most `timeout` seconds).
     /// - Throws: `CtlError` (69) when a program is missing or does not come up.
-    static func start(quiet: Bool, timeout: Double = 120) throws -> LocalDaemon {
+    /// - Parameter started: called with the daemon as soon as the bus process runs (so a signal
+    ///   handler can stop it while it comes up).
+    static func start(quiet: Bool, timeout: Double = 120, started: (LocalDaemon) -> Void = { _ in }) throws -> LocalDaemon {
         guard let affinityd = findAffinityd() else {
             throw CtlError(Exit.unavailable, "--local needs affinityd, next to affinityctl or on PATH; it was not found.")
         }
@@ -98,6 +101,7 @@ final class LocalDaemon {
             throw error
         }
         let local = LocalDaemon(address: address, stateDirectory: state, runtimeDirectory: runtime, busPID: busPID, daemonPID: 0)
+        started(local)
         let deadline = Date().addingTimeInterval(timeout)
         while !FileManager.default.fileExists(atPath: socket) {
             if Date() > deadline || !isAlive(busPID) {
@@ -143,6 +147,8 @@ final class LocalDaemon {
 
     /// Stops affinityd (SIGTERM, SIGKILL after 60 s), then the bus, and removes the socket directory. Idempotent.
     func stop() {
+        stopLock.lock()
+        defer { stopLock.unlock() }
         guard !stopped else { return }
         stopped = true
         if daemonPID > 0 { LocalDaemon.terminate(daemonPID, grace: 60) }

@@ -169,13 +169,24 @@ struct Plugins: ParsableCommand {
             } else if list.isEmpty {
                 printLine("No plugins loaded.")
             } else {
+                // Each entry: state "loaded" with id, version, kind, description, path; or "failed" with path and error.
+                func str(_ d: [String: DBusValue], _ k: String) -> String? {
+                    guard let v = d[k] else { return nil }
+                    if case .string(let s) = v { return s }
+                    return JSON(v).text
+                }
                 for p in list {
-                    let id = (try? p["id"]?.asString()) ?? "?"
-                    let version = p["version"].map { JSON($0).text.replacingOccurrences(of: "\"", with: "") } ?? "?"
-                    let kind = (try? p["kind"]?.asString()) ?? "?"
-                    let rest = p.keys.sorted().filter { !["id", "version", "kind"].contains($0) }
-                        .map { "\($0)=\(JSON(p[$0]!).text)" }.joined(separator: " ")
-                    printLine("\(id) \(version) (\(kind))" + (rest.isEmpty ? "" : "  " + rest))
+                    if str(p, "state") == "failed" {
+                        printLine("failed  \(str(p, "path") ?? "?"): \(str(p, "error") ?? "unknown error")")
+                        continue
+                    }
+                    var line = "\(str(p, "id") ?? "?") \(str(p, "version") ?? "?") (\(str(p, "kind") ?? "?"))"
+                    if let d = str(p, "description"), !d.isEmpty { line += "  " + d }
+                    if let path = str(p, "path") { line += "  [\(path)]" }
+                    let known: Set<String> = ["state", "id", "version", "kind", "description", "path", "error"]
+                    let rest = p.keys.sorted().filter { !known.contains($0) }.map { "\($0)=\(JSON(p[$0]!).text)" }
+                    if !rest.isEmpty { line += "  " + rest.joined(separator: " ") }
+                    printLine(line)
                 }
             }
             return Exit.ok

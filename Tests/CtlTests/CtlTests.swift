@@ -91,10 +91,18 @@ struct CtlDaemonTests {
         let statusText = try ctl(bus, ["status"])
         #expect(statusText.status == 0 && statusText.stdout.contains("state:          degraded")
                 && statusText.stdout.contains("default model:  none"), "\(statusText)")
+        // Plugins: whatever the daemon loaded (none, or the build folder's), the same in both modes.
         let plugins = try ctl(bus, ["plugins", "--json"])
-        #expect(plugins.status == 0 && (plugins.json["plugins"] as? [Any])?.isEmpty == true, "\(plugins)")
+        let pluginList = plugins.json["plugins"] as? [[String: Any]]
+        #expect(plugins.status == 0 && pluginList != nil, "\(plugins)")
         let pluginsText = try ctl(bus, ["plugins"])
-        #expect(pluginsText.status == 0 && pluginsText.stdout == "No plugins loaded.\n", "\(pluginsText)")
+        #expect(pluginsText.status == 0, "\(pluginsText)")
+        if let pluginList, !pluginList.isEmpty {
+            #expect(pluginsText.stdout.split(separator: "\n").count == pluginList.count, "\(pluginsText)")
+            for p in pluginList { if let id = p["id"] as? String { #expect(pluginsText.stdout.contains(id)) } }
+        } else {
+            #expect(pluginsText.stdout == "No plugins loaded.\n", "\(pluginsText)")
+        }
         let empty = try ctl(bus, ["models", "--json"])
         #expect(empty.status == 0 && (empty.json["models"] as? [Any])?.isEmpty == true, "\(empty)")
         let emptyText = try ctl(bus, ["models", "list"])
