@@ -304,6 +304,20 @@ struct CtlDaemonTests {
         #expect(again.status == 1 && again.stderr.contains("already finished"), "\(again)")
         let watchCancelled = try ctl(bus, ["job", "watch", String(job4), "--json"])
         #expect(watchCancelled.status == 3 && watchCancelled.jsonLines.last?["state"] as? String == "cancelled", "\(watchCancelled)")
+        // The same in text: train --no-wait, job cancel, then job watch sees it cancelled.
+        let startedText = try ctl(bus, ["train"] + long + ["--no-wait"])
+        let job5 = try #require(startedText.stdout.split(separator: " ").dropFirst(2).first.flatMap { Int($0) }, "\(startedText)")
+        #expect(startedText.status == 0 && startedText.stdout.contains("affinityctl job watch \(job5)"), "\(startedText)")
+        let cancelText = try ctl(bus, ["job", "cancel", String(job5)])
+        #expect(cancelText.status == 0 && cancelText.stdout == "Cancel requested for job \(job5).\n", "\(cancelText)")
+        let watch5 = try ctl(bus, ["job", "watch", String(job5), "--json"])
+        #expect(watch5.status == 3 && watch5.jsonLines.last?["state"] as? String == "cancelled", "\(watch5)")
+        // finetune --no-wait --json, then watched to its end.
+        let ft = try ctl(bus, ["finetune", modelID] + small + ["--no-wait", "--json"])
+        let job6 = try #require(ft.json["job"] as? Int, "\(ft)")
+        #expect(ft.json["operation"] as? String == "finetune", "\(ft)")
+        let watch6 = try ctl(bus, ["job", "watch", String(job6)])
+        #expect(watch6.status == 0 && watch6.stdout.contains("job \(job6) (finetune): completed"), "\(watch6)")
         #expect(daemon.process.isRunning)
     }
 
