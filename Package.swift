@@ -105,7 +105,7 @@ let package = Package(
         .testTarget(name: "NNTests", dependencies: ["NN", "Tensor", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "DetectionTests", dependencies: ["Detection", "NN", "Tensor", "TestSupport"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "AffinityTests", dependencies: ["Affinity", "Detection", "NN", "Tensor", "TestSupport"],
+        .testTarget(name: "AffinityTests", dependencies: ["Affinity", "Detection", "NN", "Tensor", "Imaging", "TestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging"], swiftSettings: swiftSettings),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"], exclude: ["Fixtures"], swiftSettings: swiftSettings),
