@@ -165,6 +165,18 @@ public final class MaskRCNN: Module {
 
     // MARK: - Inference
 
+    /// Checks an input image: [1, 3, H, W] with H and W positive multiples of 16 (the feature
+    /// stride; MODEL.md §1.5's transform pads to multiples of 32, `ModelInput` always gives 512×512).
+    /// - Throws: `DetectionError.invalidImage` with the shape at fault.
+    public static func checkImage(_ image: Tensor) throws {
+        guard image.shape.count == 4, image.shape[0] == 1, image.shape[1] == 3 else {
+            throw DetectionError.invalidImage("expected a [1, 3, H, W] tensor, got \(shapeString(image.shape))")
+        }
+        guard image.shape[2] >= 32, image.shape[3] >= 32, image.shape[2] % 16 == 0, image.shape[3] % 16 == 0 else {
+            throw DetectionError.invalidImage("sides must be multiples of 16 and at least 32 (pad or resize first), got \(image.shape[2])×\(image.shape[3])")
+        }
+    }
+
     /// Everything an eval-mode forward of the segmentation half computes.
     public struct Output {
         public var features: Tensor
@@ -181,6 +193,7 @@ public final class MaskRCNN: Module {
     /// all proposals, post-processing and the mask branch on the detections.
     /// - Precondition: image is [1, 3, H, W] with H and W multiples of 16 (see `ModelInput`).
     public func inference(_ image: Tensor, withMasks: Bool = true) throws -> Output {
+        try Self.checkImage(image)
         let (features, _) = try backbone.forward(image, training: false, workspace: workspace, keep: false)
         return try inference(features: features, imageHeight: image.shape[2], imageWidth: image.shape[3], withMasks: withMasks)
     }
@@ -247,7 +260,8 @@ public final class MaskRCNN: Module {
         guard targets.masks.count == targets.boxes.count, targets.masks.allSatisfy({ $0.count == targets.height * targets.width }) else {
             throw DetectionError.invalidTargets("\(targets.boxes.count) boxes, \(targets.masks.count) masks, masks must be \(targets.height)×\(targets.width)")
         }
-        guard image.shape.count == 4, image.shape[2] == targets.height, image.shape[3] == targets.width else {
+        try Self.checkImage(image)
+        guard image.shape[2] == targets.height, image.shape[3] == targets.width else {
             throw DetectionError.invalidTargets("image \(shapeString(image.shape)) and masks \(targets.height)×\(targets.width) differ in size")
         }
         for b in targets.boxes where !(b.x2 > b.x1 && b.y2 > b.y1) {

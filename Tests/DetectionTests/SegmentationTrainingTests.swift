@@ -102,8 +102,33 @@ import TestSupport
         #expect(throws: DetectionError.self) { try m.segmentationForwardBackward(image: img, targets: degenerate, rng: &rng) }
         var wrongSize = t; wrongSize.height = 32; wrongSize.width = 32
         #expect(throws: DetectionError.self) { try m.segmentationForwardBackward(image: img, targets: wrongSize, rng: &rng) }
+        // Sides that are not multiples of the feature stride are refused with a sentence, not a crash.
+        let odd = Tensor(shape: [1, 3, 50, 64])
+        var oddTargets = t; oddTargets.height = 50; oddTargets.masks = [[UInt8](repeating: 0, count: 50 * 64)]
+        #expect(throws: DetectionError.self) { try m.segmentationForwardBackward(image: odd, targets: oddTargets, rng: &rng) }
+        #expect(throws: DetectionError.self) { _ = try m.inference(Tensor(shape: [1, 3, 100, 64])) }
+        #expect(throws: DetectionError.self) { _ = try m.inference(Tensor(shape: [1, 1, 64, 64])) }
         var missingMask = t; missingMask.masks = []
         #expect(throws: DetectionError.self) { try m.segmentationForwardBackward(image: img, targets: missingMask, rng: &rng) }
+    }
+
+    @Test func nonSquareImagesWork() throws {
+        let m = Self.tinyModel(seed: 3)
+        let (square, t) = Self.tinySample(seed: 8)
+        // A 64×96 image: the 64×64 sample on the left, noise on the right.
+        let img = Tensor(shape: [1, 3, 64, 96])
+        for c in 0..<3 { for y in 0..<64 { for x in 0..<64 { img[0, c, y, x] = square[0, c, y, x] } } }
+        let masks = t.masks.map { mk -> [UInt8] in
+            var out = [UInt8](repeating: 0, count: 64 * 96)
+            for y in 0..<64 { for x in 0..<64 { out[y * 96 + x] = mk[y * 64 + x] } }
+            return out
+        }
+        var rng = SeededGenerator(seed: 4)
+        let l = try m.segmentationForwardBackward(image: img, targets: SegmentationTargets(boxes: t.boxes, masks: masks, height: 64, width: 96), rng: &rng)
+        #expect(l.total.isFinite && l.total > 0)
+        let out = try m.inference(img)
+        #expect(out.features.shape == [1, 256, 4, 6])
+        #expect(out.proposals.boxes.allSatisfy { $0.x2 <= 96 && $0.y2 <= 64 })
     }
 
     @Test func lossFallsByHalfWhenTraining() throws {
