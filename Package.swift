@@ -55,7 +55,7 @@ let package = Package(
         // The daemon: Service wired to Bus.
         .executableTarget(
             name: "affinityd",
-            dependencies: ["Service", "Bus", "CSystemd", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Service", "Bus", "CSystemd", "PluginHost", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings),
 
         // The CLI client: D-Bus only (Bus), PNG IO and overlays (Imaging); never the model.
@@ -66,7 +66,7 @@ let package = Package(
         .executableTarget(
             name: "affinity-lab",
             dependencies: [
-                "Tensor", "NN", "Detection", "Affinity", "Imaging", "Evaluation", "Service",
+                "Tensor", "NN", "Detection", "Affinity", "Imaging", "Evaluation", "Service", "PluginHost",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
@@ -110,11 +110,12 @@ let package = Package(
         .testTarget(name: "ImagingTests", dependencies: ["Imaging"], swiftSettings: swiftSettings),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"], exclude: ["Fixtures"], swiftSettings: swiftSettings),
         .testTarget(name: "BusTests", dependencies: ["Bus"], swiftSettings: swiftSettings),
-        .testTarget(name: "ServiceTests", dependencies: ["Service", "Affinity", "Detection", "NN", "Tensor", "Imaging", "Bus", "TestSupport"],
+        .testTarget(name: "ServiceTests", dependencies: ["Service", "Affinity", "Detection", "NN", "Tensor", "Imaging", "Bus", "TestSupport",
+                                                       "PluginHost"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "CtlTests", dependencies: ["Affinity", "Tensor", "Imaging", "Bus", "TestSupport"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "LabTests", dependencies: ["Affinity", "Imaging", "Evaluation", "Tensor", "NN", "TestSupport"],
+        .testTarget(name: "LabTests", dependencies: ["Affinity", "Imaging", "Evaluation", "Tensor", "NN", "TestSupport", "PluginHost"],
                     swiftSettings: swiftSettings),
     ]
 )

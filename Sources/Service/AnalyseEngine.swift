@@ -59,7 +59,23 @@ public struct AnalysisResult: Sendable {
     public var imageWidth: Int, imageHeight: Int
     /// Seconds per stage (decode, preprocess, the model's stages, label_map, queue wait, total).
     public var timings: [String: Double]
+    /// The plugins used (`id version`), e.g. the decoder plugin of a JPEG or DICOM slice; empty for
+    /// a PNG (read by the built-in decoder).
+    public var plugins: [String] = []
 }
+
+/// An image that a decoder outside the engine (a decoder plugin) read: gray in [0, 1], and who read it.
+public struct ExternallyDecodedImage: Sendable {
+    public var image: GrayImage
+    /// The decoder's `id version`.
+    public var decoder: String
+    public init(image: GrayImage, decoder: String) { self.image = image; self.decoder = decoder }
+}
+
+/// Decodes an image that is not a PNG: nil when no decoder recognises the bytes; throws when one
+/// recognises them but cannot decode them (or the image exceeds `limits`). The engine stays free of
+/// the plugin host: the daemon passes one built on its plugin registry.
+public typealias ImageDecoderHook = @Sendable (_ bytes: [UInt8], _ limits: ImageLimits) throws -> ExternallyDecodedImage?
 
 /// Reads the whole content of a descriptor, at most `limit` bytes.
 /// - Throws: `InvalidImage` when it cannot be read or is larger than `limit`.
@@ -180,10 +196,15 @@ public final class AnalyseEngine: @unchecked Sendable {
     private var _queueLimit: Int
     /// Called (on any thread) when the number of waiting or running analyses changes.
     public var onQueueChange: (@Sendable () -> Void)?
+    /// Reads images that are not PNGs (decoder plugins); nil: PNG only.
+    public let decoder: ImageDecoderHook?
 
     /// Starts `workers` worker threads.
-    public init(store: ModelStore, workers: Int = 1, queueLimit: Int = 16, limits: ImageLimits = ImageLimits()) {
+    /// - Parameter decoder: reads what is not a PNG (JPEG, DICOM through plugins); nil for PNG only.
+    public init(store: ModelStore, workers: Int = 1, queueLimit: Int = 16, limits: ImageLimits = ImageLimits(),
+                decoder: ImageDecoderHook? = nil) {
         self.store = store
+        self.decoder = decoder
         pool = ModelPool(store: store, perModel: max(1, workers))
         _limits = limits
         _queueLimit = max(0, queueLimit)
@@ -300,19 +321,42 @@ public final class AnalyseEngine: @unchecked Sendable {
             guard b.count <= limits.maxBytes else { throw ServiceError.invalidImage("The image is larger than the limit of \(limits.maxBytes) bytes") }
             bytes = b
         }
-        let image: PixelImage
-        do {
-            image = try PNG.decode(bytes, options: PNGReadOptions(maxDimension: limits.maxDimension, maxFileBytes: limits.maxBytes))
-        } catch let e as ImageError {
-            switch e {
-            case .notPNG: throw ServiceError(.unsupportedFormat, "The image is not a PNG image (it does not start with the PNG signature); only PNG is supported")
-            case .unsupported: throw ServiceError(.unsupportedFormat, e.description)
-            default: throw ServiceError.invalidImage(e.description)
+        // The model input, and the image's size (PNG: the built-in reader; else a decoder plugin).
+        var png: PixelImage?, gray: GrayImage?
+        let width: Int, height: Int
+        var plugins: [String] = []
+        if decoder == nil || (bytes.count >= 8 && Array(bytes[0..<8]) == PNG.signature) {
+            let image: PixelImage
+            do {
+                image = try PNG.decode(bytes, options: PNGReadOptions(maxDimension: limits.maxDimension, maxFileBytes: limits.maxBytes))
+            } catch let e as ImageError {
+                switch e {
+                case .notPNG: throw ServiceError(.unsupportedFormat, "The image is not a PNG image (it does not start with the PNG signature); only PNG is supported")
+                case .unsupported: throw ServiceError(.unsupportedFormat, e.description)
+                default: throw ServiceError.invalidImage(e.description)
+                }
             }
+            png = image
+            width = image.width; height = image.height
+        } else {
+            let external: ExternallyDecodedImage?
+            do { external = try decoder!(bytes, limits) } catch let e as ServiceError { throw e } catch {
+                throw ServiceError.invalidImage("The image cannot be decoded: \(error)")
+            }
+            guard let external else {
+                throw ServiceError(.unsupportedFormat, "The image is not a PNG image and no loaded decoder plugin recognises it")
+            }
+            guard external.image.width <= limits.maxDimension, external.image.height <= limits.maxDimension else {
+                throw ServiceError.invalidImage("The image is \(external.image.width)×\(external.image.height) pixels; the limit is \(limits.maxDimension) per side")
+            }
+            gray = external.image
+            width = external.image.width; height = external.image.height
+            plugins = [external.decoder]
         }
         let decoded = since(t0)
         let t1 = DispatchTime.now().uptimeNanoseconds
-        let input = try Tensor(shape: [1, 3, Preprocessing.modelSide, Preprocessing.modelSide], values: Preprocessing.modelInput(image))
+        let modelInput = png.map { Preprocessing.modelInput($0) } ?? Preprocessing.modelInput(gray!)
+        let input = try Tensor(shape: [1, 3, Preprocessing.modelSide, Preprocessing.modelSide], values: modelInput)
         let preprocess = since(t1)
         let (model, card) = try pool.checkOut(id)
         defer { pool.checkIn(id, model) }
@@ -324,14 +368,14 @@ public final class AnalyseEngine: @unchecked Sendable {
             throw ServiceError.failed("The model failed on this image: \(error)")
         }
         let t2 = DispatchTime.now().uptimeNanoseconds
-        let (png, lesions) = try labelMap(prediction, width: image.width, height: image.height)
+        let (labelMapPNG, lesions) = try labelMap(prediction, width: width, height: height)
         var timings = prediction.timings
         timings["decode"] = decoded
         timings["preprocess"] = preprocess
         timings["label_map"] = since(t2)
         timings["analyse_total"] = since(t0)
-        return AnalysisResult(modelID: id, modelSHA256: card.sha256, prediction: prediction, lesions: lesions, labelMapPNG: png,
-                              imageWidth: image.width, imageHeight: image.height, timings: timings)
+        return AnalysisResult(modelID: id, modelSHA256: card.sha256, prediction: prediction, lesions: lesions, labelMapPNG: labelMapPNG,
+                              imageWidth: width, imageHeight: height, timings: timings, plugins: plugins)
     }
 
     /// The label map of the detections in the original image's frame: each detection's 28×28 mask

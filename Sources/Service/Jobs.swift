@@ -285,7 +285,8 @@ public final class JobManager: @unchecked Sendable {
                 items.append(["class": .string(r.prediction.className), "class_index": .uint(UInt64(r.prediction.classIndex)),
                               "scores": .doubles(r.prediction.logits.map(Double.init)),
                               "probabilities": .doubles(r.prediction.probabilities.map(Double.init)),
-                              "lesion_count": .uint(UInt64(r.lesions.count)), "model": .model(r.modelID)])
+                              "lesion_count": .uint(UInt64(r.lesions.count)), "model": .model(r.modelID)]
+                             .merging(r.plugins.isEmpty ? [:] : ["plugins": .string(r.plugins.joined(separator: ", "))]) { a, _ in a })
             } catch {
                 let e = ServiceError(error)
                 failures += 1

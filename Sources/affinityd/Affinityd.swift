@@ -26,6 +26,10 @@ struct Affinityd: ParsableCommand {
     @Option(name: .long, help: "polkit or none (default: polkit on the system bus, none otherwise).")
     var authorization: String?
 
+    @Option(name: .customLong("plugin-dir"),
+            help: "A development plugin folder (repeatable; adds to plugin_dirs; the system folder is then not used).")
+    var pluginDirectories: [String] = []
+
     func run() throws {
         // Handle SIGTERM, SIGINT and SIGHUP on one thread with sigwait: block them before any
         // other thread starts (threads inherit the mask), whatever mask our parent gave us.
@@ -43,6 +47,7 @@ struct Affinityd: ParsableCommand {
             if let bus { try settings.set("bus", bus) }
             if let stateDir { try settings.set("state_dir", stateDir) }
             if let authorization { try settings.set("authorization", authorization) }
+            settings.pluginDirectories += pluginDirectories
         } catch {
             Log.error("\(error)")
             throw ExitCode(78)  // EX_CONFIG

@@ -18,9 +18,13 @@ struct DaemonConfig: Equatable {
     /// Where the interface XML files are; nil: found next to the build tree or in
     /// /usr/share/dbus-1/interfaces.
     var interfacesDirectory: String? = nil
+    /// Development plugin folders (`plugin_dirs`, comma-separated; `--plugin-dir`). Empty: the
+    /// system folder /usr/lib/affinity/plugins in system (root-owned) mode; otherwise these folders,
+    /// in development mode (any readable library loads), and not the system folder.
+    var pluginDirectories: [String] = []
 
     static let keys: Set<String> = ["bus", "authorization", "state_dir", "analyse_workers", "analyse_queue_limit",
-                                    "max_image_bytes", "max_image_dimension", "max_import_bytes", "log_level", "interfaces_dir"]
+                                    "max_image_bytes", "max_image_dimension", "max_import_bytes", "log_level", "interfaces_dir", "plugin_dirs"]
 
     /// Applies a configuration file's `key = value` lines (`#` and `;` comments, `[section]`
     /// headers ignored, values may be quoted).
@@ -64,6 +68,8 @@ struct DaemonConfig: Equatable {
             guard Self.priorities[value] != nil else { throw ConfigError("log_level must be err, warning, notice, info or debug, not '\(value)'.") }
             logLevel = value
         case "interfaces_dir": interfacesDirectory = value
+        case "plugin_dirs":
+            pluginDirectories = value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         default: throw ConfigError("unknown key '\(key)'; known keys: \(Self.keys.sorted().joined(separator: ", ")).")
         }
     }

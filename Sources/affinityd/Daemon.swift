@@ -2,6 +2,7 @@
 import Bus
 import Foundation
 import Imaging
+import PluginHost
 import Service
 
 /// Names of the API.
@@ -45,6 +46,9 @@ final class Daemon: @unchecked Sendable {
     let store: ModelStore
     let engine: AnalyseEngine
     let jobs: JobManager
+    /// The plugins loaded at start (never unloaded), and the folders that could not be listed.
+    let plugins: PluginRegistry
+    let pluginFolderFailures: [[String: String]]
     private(set) var config: DaemonConfig
     let configFile: String?
     let usePolkit: Bool
@@ -66,10 +70,53 @@ final class Daemon: @unchecked Sendable {
         self.bus = bus
         usePolkit = (config.authorization ?? (config.bus == "system" ? "polkit" : "none")) == "polkit"
         store = try ModelStore(stateDirectory: URL(fileURLWithPath: config.stateDirectory))
+        (plugins, pluginFolderFailures) = Daemon.loadPlugins(config.pluginDirectories)
         engine = AnalyseEngine(store: store, workers: config.analyseWorkers, queueLimit: config.analyseQueueLimit,
-                               limits: ImageLimits(maxBytes: config.maxImageBytes, maxDimension: config.maxImageDimension))
+                               limits: ImageLimits(maxBytes: config.maxImageBytes, maxDimension: config.maxImageDimension),
+                               decoder: Daemon.decoderHook(plugins))
         jobs = JobManager(store: store, engine: engine)
         xmlDirectory = Daemon.findInterfaces(config.interfacesDirectory)
+    }
+
+    /// Loads the plugins: the system folder (root-owned check) when no development folder is
+    /// configured, else the development folders. A folder that cannot be listed (or, in system
+    /// mode, is not root-owned) is reported; a missing system folder is not an error.
+    static func loadPlugins(_ developmentFolders: [String]) -> (PluginRegistry, [[String: String]]) {
+        let registry = PluginRegistry(mode: developmentFolders.isEmpty ? .system : .development)
+        var folderFailures: [[String: String]] = []
+        let folders = developmentFolders.isEmpty ? [PluginRegistry.systemDirectory] : developmentFolders
+        for folder in folders {
+            if developmentFolders.isEmpty && !FileManager.default.fileExists(atPath: folder) { continue }
+            do { try registry.loadDirectory(folder) } catch {
+                Log.error("Plugin folder \(folder) not used: \(error)")
+                folderFailures.append(["state": "failed", "path": folder, "error": "\(error)"])
+            }
+        }
+        for p in registry.plugins { Log.info("Plugin \(p.record) (\(p.kind.rawValue)) loaded from \(p.path).") }
+        for f in registry.failures { Log.warn("Plugin \(f.path) not loaded: \(f.reason)") }
+        return (registry, folderFailures)
+    }
+
+    /// Analyse's reader for what is not a PNG: the loaded decoder plugin that probes highest, its
+    /// header checked against the limits before the pixels are allocated. nil when none claims the bytes.
+    static func decoderHook(_ registry: PluginRegistry) -> ImageDecoderHook {
+        return { bytes, limits in
+            let ranked = registry.decoders.map { ($0, $0.probe(bytes)) }.filter { $0.1 > 0 }.sorted { $0.1 > $1.1 }
+            guard let best = ranked.first?.0 else { return nil }
+            do {
+                let g = try best.geometry(bytes)
+                guard g.width <= limits.maxDimension, g.height <= limits.maxDimension else {
+                    throw ServiceError.invalidImage("The image is \(g.width)×\(g.height) pixels (\(best.plugin.record)); the limit is \(limits.maxDimension) per side")
+                }
+                let decoded = try best.decode(bytes)
+                return ExternallyDecodedImage(image: decoded.image, decoder: decoded.decoder)
+            } catch let e as PluginError {
+                if case .callFailed(_, _, let code, _) = e, statusName(code) == "unsupported" {
+                    throw ServiceError(.unsupportedFormat, e.description)
+                }
+                throw ServiceError.invalidImage(e.description)
+            }
+        }
     }
 
     /// The directory holding org.lesionaffinity.Affinity1.Manager.xml: the configured one, a
@@ -332,8 +379,10 @@ final class Daemon: @unchecked Sendable {
         }
         i.method("ListPlugins", in: "a{sv}", out: "aa{sv}") { [self] call in
             _ = try strictOptions(call.argument(0), [])
-            // No plugin host is wired into the daemon yet (DESIGN §4): the list is truthfully empty.
-            return [.vardicts([])]
+            // Loaded plugins (state, id, version, kind, description, path), then what failed to
+            // load (state "failed", path, error): files, then folders.
+            let entries = plugins.listing + pluginFolderFailures
+            return [.vardicts(entries.map { $0.mapValues { DBusValue.string($0) } })]
         }
         i.property("Version", "s", emitsChangedSignal: false) { .string(API.version) }
         i.property("ApiVersion", "u", emitsChangedSignal: false) { .uint32(1) }
@@ -425,6 +474,7 @@ final class Daemon: @unchecked Sendable {
             "timings": .doubleDict(r.timings),
             "image_width": .uint32(UInt32(r.imageWidth)),
             "image_height": .uint32(UInt32(r.imageHeight)),
+            "plugins": .strings(r.plugins),
         ]
     }
 
