@@ -172,6 +172,11 @@ final class DiskTrainingData: TrainingData {
 
     func segmentationSample(_ i: Int) throws -> SegmentationSample {
         guard let segmentation else { throw LabError.badData("no segmentation set was given") }
+        return try Self.segmentationSample(segmentation, i, side: side)
+    }
+
+    /// Item `i` of an on-disk segmentation set at `side × side`.
+    static func segmentationSample(_ segmentation: SegmentationSet, _ i: Int, side: Int) throws -> SegmentationSample {
         let item = segmentation.items[i]
         let image = try labReadPNG(item.image)
         let input = try labModelInput(image, side: side)

@@ -20,15 +20,27 @@ struct ImagePrediction {
     /// Pixels > 0.5 of each pasted mask.
     var maskAreas: [Int]
     var timings: [String: Double]
+    /// Plugins used (`id version`): the decoder of a non-PNG image.
+    var plugins: [String] = []
 }
 
-/// Reads, preprocesses and predicts one PNG.
-func predictFile(_ path: String, model: AffinityModel, seed: UInt64, withDetections: Bool = true, keepMasks: Bool = false) throws -> ImagePrediction {
+/// Reads, preprocesses and predicts one image: a PNG, or (with `reader`) any format a decoder
+/// plugin recognises.
+func predictFile(_ path: String, model: AffinityModel, seed: UInt64, withDetections: Bool = true, keepMasks: Bool = false,
+                 reader: LabImageReader? = nil) throws -> ImagePrediction {
     let t0 = DispatchTime.now().uptimeNanoseconds
-    let image = try labReadPNG(path)
+    let image: LabImage
+    var plugins: [String] = []
+    if let reader {
+        let r = try reader.read(path)
+        image = r.image
+        plugins = r.plugin.map { [$0] } ?? []
+    } else {
+        image = .png(try labReadPNG(path))
+    }
     let tRead = secondsSince(t0)
     let t1 = DispatchTime.now().uptimeNanoseconds
-    let input = try labModelInput(image)
+    let input = try image.modelInput()
     let tPre = secondsSince(t1)
     var rng = SeededGenerator(seed: seed)
     let p: Prediction
@@ -47,11 +59,11 @@ func predictFile(_ path: String, model: AffinityModel, seed: UInt64, withDetecti
         if keepMasks { masks.append(pasted) }
     }
     var timings = p.timings
-    timings["read_png"] = tRead
+    timings[plugins.isEmpty ? "read_png" : "read_image"] = tRead
     timings["preprocess"] = tPre
     if withDetections { timings["rescale_masks"] = secondsSince(t2) }
     return ImagePrediction(path: path, width: image.width, height: image.height, prediction: p, boxes: boxes, masks: masks,
-                           maskAreas: areas, timings: timings)
+                           maskAreas: areas, timings: timings, plugins: plugins)
 }
 
 /// `affinity-lab predict`: the full inference of the original test script on PNG slices.
@@ -59,10 +71,11 @@ struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Classify chest-CT slices (normal / common pneumonia / COVID-19) and detect lesions.",
         discussion: """
-        Each PNG is read, made gray → 3 channels, resized to 512×512 and standardised per image \
+        Each image is read (PNG built in; JPEG, DICOM and other formats through the decoder plugin \
+        that recognises the bytes, from --plugin-dir or the executable's folder), made gray → 3 channels, resized to 512×512 and standardised per image \
         (MODEL.md §1.4), then run through the model. --json prints one JSON object per image and line: \
         image, logits, class_index, class, probabilities, roi_batch {boxes, scores}, detections \
-        [{box, score, mask_area}], timings (seconds per stage), plus image_size, image_id. RoI boxes \
+        [{box, score, mask_area}], timings (seconds per stage), plus image_size, image_id, plugins (the decoder plugin's "id version", if one was used). RoI boxes \
         are in the 512×512 model input; detection boxes and mask areas in the image's own pixels. \
         Exit codes: 3 missing file, 4 unreadable image, 5 unusable weights, 1 other failures.
         """)
@@ -82,7 +95,9 @@ struct Predict: ParsableCommand {
     @Option(help: "Seed of the RoI-batch padding rule (used only when fewer than 8 RoIs survive).")
     var seed: UInt64 = 1
 
-    @Argument(help: "PNG images.")
+    @OptionGroup var plugins: PluginOptions
+
+    @Argument(help: "Images: PNG, or any format a decoder plugin reads (JPEG, DICOM).")
     var images: [String]
 
     func validate() throws {
@@ -94,8 +109,9 @@ struct Predict: ParsableCommand {
         try labRun {
             let model = try labLoadModel(weights, affinities: affinities)
             var results: [COCOResult] = []
+            let reader = LabImageReader(folders: plugins.pluginDirectories)
             for (i, path) in images.enumerated() {
-                let r = try predictFile(path, model: model, seed: seed, keepMasks: cocoOut != nil)
+                let r = try predictFile(path, model: model, seed: seed, keepMasks: cocoOut != nil, reader: reader)
                 let imageID = i + 1
                 if cocoOut != nil {
                     for (k, d) in r.prediction.detections.enumerated() {
@@ -139,13 +155,14 @@ struct Predict: ParsableCommand {
             "roi_batch": ["boxes": p.roiBoxes.map { jsonBox($0) }, "scores": p.roiScores.map { jsonNumber($0) }],
             "detections": dets,
             "timings": r.timings,
+            "plugins": r.plugins,
         ]
     }
 
     static func text(_ r: ImagePrediction) -> String {
         let p = r.prediction
         func f(_ v: Float) -> String { String(format: "%.4f", v) }
-        var lines = ["\(r.path): \(p.className) (class \(p.classIndex))"]
+        var lines = ["\(r.path): \(p.className) (class \(p.classIndex))" + (r.plugins.isEmpty ? "" : " [decoded by \(r.plugins.joined(separator: ", "))]")]
         lines.append("  probabilities normal \(f(p.probabilities[0])), common pneumonia \(f(p.probabilities[1])), COVID-19 \(f(p.probabilities[2]))")
         lines.append("  logits [\(p.logits.map(f).joined(separator: ", "))]")
         lines.append("  RoI batch scores [\(p.roiScores.map(f).joined(separator: ", "))]")

@@ -64,7 +64,7 @@ func checkpointConfig(_ path: String) throws -> TrainingConfig {
 
 /// Runs Algorithm 1 to the end (or to --max-iterations): metrics.jsonl, a checkpoint per epoch,
 /// the best epoch's model, a progress bar on a terminal.
-func runTraining(kind: String, model: AffinityModel, data: DiskTrainingData, config: TrainingConfig, options o: TrainRunOptions,
+func runTraining(kind: String, model: AffinityModel, data: TrainingData, config: TrainingConfig, options o: TrainRunOptions,
                  extraMetadata: [String: String]) throws {
     if let t = o.threads { Engine.threads = t }
     try labMakeDirectory(o.out)
@@ -205,6 +205,8 @@ struct Train: ParsableCommand {
 
     @OptionGroup var options: TrainRunOptions
 
+    @OptionGroup var formats: DataFormatOptions
+
     func validate() throws {
         try requirePositive(affinities, "--affinities")
         try requirePositive(epochs, "--epochs")
@@ -226,13 +228,13 @@ struct Train: ParsableCommand {
             if trainConvReduce { config.trainConvReduce = true }
             if let v = options.seed { config.seed = v }
             config.segmentationStep = true
-            let cls = try ClassificationSet(directory: classificationData ?? data!, split: .train)
-            let seg = try SegmentationSet(directory: segmentationData ?? data!, split: .train)
+            let (trainingData, meta) = try labTrainingData(classificationDirectory: classificationData ?? data!,
+                                                           segmentationDirectory: segmentationData ?? data!, formats: formats,
+                                                           side: options.imageSize)
             let model = AffinityModel(affinities: config.affinities)
             var rng = SeededGenerator(seed: config.seed)
             model.initialize(rng: &rng)
-            try runTraining(kind: "train", model: model, data: DiskTrainingData(classification: cls, segmentation: seg, side: options.imageSize),
-                            config: config, options: options, extraMetadata: ["classification_data": cls.root, "segmentation_data": seg.root])
+            try runTraining(kind: "train", model: model, data: trainingData, config: config, options: options, extraMetadata: meta)
         }
     }
 }
@@ -271,6 +273,8 @@ struct Finetune: ParsableCommand {
 
     @OptionGroup var options: TrainRunOptions
 
+    @OptionGroup var formats: DataFormatOptions
+
     func validate() throws {
         try requirePositive(epochs, "--epochs")
         _ = try parseCopyRule(copyRule)
@@ -289,18 +293,56 @@ struct Finetune: ParsableCommand {
             if trainConvReduce { config.trainConvReduce = true }
             if let v = options.seed { config.seed = v }
             config.segmentationStep = !noSegmentation
-            let cls = try ClassificationSet(directory: data, split: .train)
-            var seg: SegmentationSet? = nil
+            var segmentationDirectory: String? = nil
             if !noSegmentation {
                 let dir = segmentationData ?? data
-                guard segmentationData != nil || directoryExists(dir + "/segmentation") || directoryExists(dir + "/imgs") else {
+                guard segmentationData != nil || formats.segmentationFormat != nil || directoryExists(dir + "/segmentation")
+                        || directoryExists(dir + "/imgs") else {
                     throw LabError.badData("no segmentation set: give --segmentation-data or --no-segmentation")
                 }
-                seg = try SegmentationSet(directory: dir, split: .train)
+                segmentationDirectory = dir
             }
-            try runTraining(kind: "finetune", model: model, data: DiskTrainingData(classification: cls, segmentation: seg, side: options.imageSize),
-                            config: config, options: options,
-                            extraMetadata: ["classification_data": cls.root, "segmentation_data": seg?.root ?? "", "finetuned_from": weights])
+            var (trainingData, meta) = try labTrainingData(classificationDirectory: data, segmentationDirectory: segmentationDirectory,
+                                                           formats: formats, side: options.imageSize)
+            meta["finetuned_from"] = weights
+            try runTraining(kind: "finetune", model: model, data: trainingData, config: config, options: options, extraMetadata: meta)
         }
     }
+}
+
+/// The training data of `train` / `finetune`: the built-in layouts, or reader plugins for the sets
+/// named by `--data-format` / `--segmentation-format`; the checkpoint metadata records the roots
+/// and the plugins used (`plugins`: "id version" list, comma-separated).
+func labTrainingData(classificationDirectory: String, segmentationDirectory: String?, formats: DataFormatOptions,
+                     side: Int) throws -> (TrainingData, [String: String]) {
+    var meta: [String: String] = [:]
+    let registry = formats.usesPlugins ? try formats.plugins.registry() : nil
+    var pluginCls: PluginSet? = nil, pluginSeg: PluginSet? = nil
+    var diskCls: ClassificationSet? = nil, diskSeg: SegmentationSet? = nil
+    if let f = formats.dataFormat {
+        pluginCls = try PluginSet(format: f, directory: classificationDirectory, subfolder: "classification", split: .train,
+                                  options: formats.dataOptions, registry: registry!)
+        meta["classification_data"] = pluginCls!.root
+        meta["data_format"] = f
+    } else {
+        diskCls = try ClassificationSet(directory: classificationDirectory, split: .train)
+        meta["classification_data"] = diskCls!.root
+    }
+    if let dir = segmentationDirectory {
+        if let f = formats.segmentationFormat {
+            pluginSeg = try PluginSet(format: f, directory: dir, subfolder: "segmentation", split: .train,
+                                      options: formats.dataOptions, registry: registry!)
+            meta["segmentation_data"] = pluginSeg!.root
+            meta["segmentation_format"] = f
+        } else {
+            diskSeg = try SegmentationSet(directory: dir, split: .train)
+            meta["segmentation_data"] = diskSeg!.root
+        }
+    } else {
+        meta["segmentation_data"] = ""
+    }
+    let used = ((pluginCls?.plugins ?? []) + (pluginSeg?.plugins ?? [])).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+    if !used.isEmpty { meta["plugins"] = used.joined(separator: ", ") }
+    let data = try LabTrainingData(disk: diskCls, classification: pluginCls, diskSegmentation: diskSeg, segmentation: pluginSeg, side: side)
+    return (data, meta)
 }

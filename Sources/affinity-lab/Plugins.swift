@@ -1,0 +1,243 @@
+import Affinity
+import ArgumentParser
+import Detection
+import Foundation
+import Imaging
+import PluginHost
+import Tensor
+
+/// `--plugin-dir`, shared by the commands that use plugins.
+struct PluginOptions: ParsableArguments {
+    @Option(name: .customLong("plugin-dir"),
+            help: "A folder of plugin libraries (*.so; repeatable). Default: the folder of this executable, where SwiftPM puts the package's plugins.")
+    var pluginDirectories: [String] = []
+
+    /// The registry over the given folders (development mode: any readable library loads), made once.
+    func registry() throws -> PluginRegistry {
+        try labPluginRegistry(pluginDirectories)
+    }
+}
+
+/// The folder of the running executable.
+var executableFolder: String {
+    URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().path
+}
+
+/// Loads every `*.so` of `folders` (default: the executable's folder) into a development-mode
+/// registry. A folder given explicitly that cannot be listed is an error; the default folder
+/// without plugins is not.
+func labPluginRegistry(_ folders: [String]) throws -> PluginRegistry {
+    let registry = PluginRegistry(mode: .development)
+    if folders.isEmpty {
+        _ = try? registry.loadDirectory(executableFolder)
+        return registry
+    }
+    for f in folders {
+        guard directoryExists(f) else { throw LabError.missingDirectory(f) }
+        do { try registry.loadDirectory(f) } catch {
+            throw LabError(name: "plugin", message: sentence(String(describing: error)), code: 1)
+        }
+    }
+    return registry
+}
+
+/// `affinity-lab plugins`: what loads from the plugin folders, and why the rest does not.
+struct Plugins: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List the plugins (decoders, dataset readers, heads) found in the plugin folders.",
+        discussion: """
+        Each library is loaded as affinityd and the other commands load it (development mode: any \
+        readable file). Loaded plugins print as `id version (kind) path` and their description; files \
+        that do not load print as `failed path: reason`. --json prints {"plugins": [...]}, one object \
+        per file: state "loaded" with id, version, kind, description, path, or state "failed" with \
+        path and error. Exits 0 even when some files fail; 3 when a given folder does not exist.
+        """)
+
+    @OptionGroup var plugins: PluginOptions
+
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    func run() throws {
+        try labRun {
+            let registry = try plugins.registry()
+            if json {
+                print(jsonText(["plugins": registry.listing]))
+                return
+            }
+            if registry.plugins.isEmpty && registry.failures.isEmpty {
+                print("No plugins found in \(plugins.pluginDirectories.isEmpty ? executableFolder : plugins.pluginDirectories.joined(separator: ", ")).")
+            }
+            for p in registry.plugins {
+                print("\(p.id) \(p.version) (\(p.kind.rawValue)) \(p.path)")
+                if !p.summary.isEmpty { print("  \(p.summary)") }
+            }
+            for f in registry.failures { print("failed \(f.path): \(f.reason)") }
+        }
+    }
+}
+
+/// Reads an image file: PNG with the built-in reader, anything else with the decoder plugin that
+/// probes highest (loaded from `folders` on first use).
+final class LabImageReader {
+    let folders: [String]
+    private var registry: PluginRegistry?
+
+    init(folders: [String]) { self.folders = folders }
+
+    /// The image (PNG: as stored; other formats: gray) and the plugin used (nil for PNG).
+    func read(_ path: String) throws -> (image: LabImage, plugin: String?) {
+        guard fileExists(path) else { throw LabError.missingFile(path) }
+        let bytes: [UInt8]
+        do { bytes = try AtomicFile.read(path: path) } catch { throw LabError.badImage(path, sentence(String(describing: error))) }
+        if bytes.count >= 8, Array(bytes[0..<8]) == PNG.signature {
+            do { return (.png(try PNG.decode(bytes)), nil) } catch let e as ImageError { throw LabError.badImage(path, e.description) }
+        }
+        if registry == nil { registry = try labPluginRegistry(folders) }
+        do {
+            let d = try registry!.decodeImage(bytes)
+            return (.gray(d.image), d.decoder)
+        } catch let e as PluginError {
+            if case .unknownImageFormat = e {
+                throw LabError.badImage(path, "it is not a PNG, and no loaded decoder plugin recognises it (\(e))")
+            }
+            throw LabError.badImage(path, e.description)
+        }
+    }
+}
+
+/// A decoded image of either origin.
+enum LabImage {
+    case png(PixelImage)
+    case gray(GrayImage)
+
+    var width: Int { switch self { case .png(let p): return p.width; case .gray(let g): return g.width } }
+    var height: Int { switch self { case .png(let p): return p.height; case .gray(let g): return g.height } }
+
+    /// The model input [1, 3, side, side] (MODEL.md §1.4), as `labModelInput`.
+    func modelInput(side: Int = Preprocessing.modelSide) throws -> Tensor {
+        switch self {
+        case .png(let p): return try labModelInput(p, side: side)
+        case .gray(let g): return try labModelInput(g, side: side)
+        }
+    }
+}
+
+/// The model input of a gray image as [1, 3, side, side]; the same numbers as `labModelInput` of a
+/// gray PNG with these pixels.
+func labModelInput(_ gray: GrayImage, side: Int = Preprocessing.modelSide) throws -> Tensor {
+    if side == Preprocessing.modelSide {
+        return try Tensor(shape: [1, 3, side, side], values: Preprocessing.modelInput(gray))
+    }
+    var plane = Preprocessing.resized(gray, height: side, width: side).pixels
+    plane.withUnsafeMutableBufferPointer { Preprocessing.standardize($0.baseAddress!, count: side * side) }
+    return try Tensor(shape: [1, 3, side, side], values: plane + plane + plane)
+}
+
+/// A data set read through a dataset-reader plugin (`--data-format`), decoded into memory.
+struct PluginSet {
+    var root: String
+    /// The reader's `id version`, and the decoders used.
+    var plugins: [String]
+    var samples: [DatasetSample]
+    var broken: [BrokenEntry]
+
+    /// Opens `directory` (its `classification/` or `segmentation/` folder when it is a phantom
+    /// root) with reader `format`; `options` defaults to `{"split": split}` for the readers that
+    /// have splits. Broken entries are skipped and reported on stderr.
+    init(format: String, directory: String, subfolder: String, split: DataSplit, options: String?, registry: PluginRegistry) throws {
+        var dir = directory
+        guard directoryExists(dir) else { throw LabError.missingDirectory(dir) }
+        if directoryExists(dir + "/" + subfolder) { dir += "/" + subfolder }
+        root = dir
+        let reader: DatasetReaderPlugin
+        do { reader = try registry.reader(id: format) } catch {
+            let known = registry.plugins.filter { $0.kind == .datasetReader }.map(\.id).sorted()
+            throw LabError.badData("\(error) Readers loaded: \(known.isEmpty ? "none" : known.joined(separator: ", "))")
+        }
+        let opts = options ?? (["covidx-ct", "cncb-seg"].contains(format) && split != .all ? #"{"split": "\#(split.rawValue)"}"# : "{}")
+        let dataset: PluginDataset
+        do { dataset = try reader.open(root: dir, options: opts) } catch { throw LabError.badData(String(describing: error)) }
+        let (samples, broken) = dataset.loadAll(registry: registry)
+        self.samples = samples
+        self.broken = broken
+        plugins = [reader.plugin.record] + Set(samples.map(\.decoder)).filter { !$0.hasSuffix("(built in)") }.sorted()
+        for b in broken {
+            FileHandle.standardError.write(Data("affinity-lab: warning: \(format): skipped \(b.name): \(b.reason)\n".utf8))
+        }
+        guard !samples.isEmpty else { throw LabError.badData("the \(format) reader found no usable sample in \(dir) (\(broken.count) broken)") }
+    }
+
+    /// The labelled samples (classification).
+    var labelled: [DatasetSample] { samples.filter { $0.label != nil } }
+}
+
+/// Training data from any mix of on-disk sets and plugin sets.
+final class LabTrainingData: TrainingData {
+    let classificationCount: Int
+    let segmentationCount: Int
+    private let cls: (Int) throws -> ClassificationSample
+    private let seg: (Int) throws -> SegmentationSample
+
+    /// The classification set from `classification` (a plugin set) or else `disk`; the segmentation
+    /// set from `segmentation` (a plugin set) or else `diskSegmentation`.
+    init(disk: ClassificationSet?, classification: PluginSet?, diskSegmentation: SegmentationSet?, segmentation: PluginSet?,
+         side: Int) throws {
+        if let classification {
+            let items = classification.labelled
+            guard !items.isEmpty else { throw LabError.badData("the data set \(classification.root) has no labelled sample") }
+            classificationCount = items.count
+            cls = { i in ClassificationSample(image: try labModelInput(items[i].image, side: side), label: items[i].label!) }
+        } else if let disk {
+            let d = DiskTrainingData(classification: disk, segmentation: nil, side: side)
+            classificationCount = d.classificationCount
+            cls = d.classificationSample
+        } else {
+            throw LabError.badData("no classification set")
+        }
+        if let segmentation {
+            let items = segmentation.samples
+            segmentationCount = items.count
+            seg = { i in
+                let s = items[i]
+                let input = try labModelInput(s.image, side: side)
+                guard let map = s.labelMap else {
+                    return SegmentationSample(image: input, targets: SegmentationTargets(boxes: [], masks: [], height: side, width: side))
+                }
+                let lesions = map.map { $0 >= 2 ? UInt8(2) : 0 }
+                let resized = resizeNearest(lesions, width: s.image.width, height: s.image.height, to: side)
+                let inst = resized.withUnsafeBufferPointer { lesionInstances(labelMap: $0.baseAddress!, width: side, height: side) }
+                return SegmentationSample(image: input, targets: SegmentationTargets(instances: inst, height: side, width: side))
+            }
+        } else if let diskSegmentation {
+            segmentationCount = diskSegmentation.items.count
+            seg = { i in try DiskTrainingData.segmentationSample(diskSegmentation, i, side: side) }
+        } else {
+            segmentationCount = 0
+            seg = { _ in throw LabError.badData("no segmentation set was given") }
+        }
+    }
+
+    func classificationSample(_ i: Int) throws -> ClassificationSample { try cls(i) }
+    func segmentationSample(_ i: Int) throws -> SegmentationSample { try seg(i) }
+}
+
+/// `--data-format`, `--segmentation-format`, `--data-options` and the plugin folders, shared by
+/// `train` and `finetune`.
+struct DataFormatOptions: ParsableArguments {
+    @Option(name: .customLong("data-format"),
+            help: "Read the classification set through this dataset-reader plugin (covidx-ct, cncb-seg, ictcf, …) instead of the built-in layouts.")
+    var dataFormat: String?
+
+    @Option(name: .customLong("segmentation-format"),
+            help: "Read the segmentation set through this dataset-reader plugin (e.g. cncb-seg).")
+    var segmentationFormat: String?
+
+    @Option(name: .customLong("data-options"),
+            help: "JSON options for the reader plugins (default {\"split\": \"train\"} for covidx-ct and cncb-seg, {} otherwise).")
+    var dataOptions: String?
+
+    @OptionGroup var plugins: PluginOptions
+
+    var usesPlugins: Bool { dataFormat != nil || segmentationFormat != nil }
+}
