@@ -10,15 +10,15 @@ import TestSupport
 /// reference weights (`make_weights.py --keys keys_K128.json --seed 7`, C' = 128) and the
 /// reference's normalised input. Expected values: ../shared/fixtures/reference.
 @Suite(.serialized) struct AffinityParityTests {
-    static let model: AffinityModel = {
+    static let loaded: Result<AffinityModel, Error> = Result {
         let m = AffinityModel(affinities: 128)
-        do {
-            let f = try SafeTensorsFile(contentsOf: try ReferenceWeights.url())
-            try m.load(from: f, aliases: Dictionary(uniqueKeysWithValues: m.originalAliases.map { ($0.alias, $0.of) }))
-        } catch { fatalError("reference weights: \(error)") }
+        let f = try SafeTensorsFile(contentsOf: try ReferenceWeights.url())
+        try m.load(from: f, aliases: Dictionary(uniqueKeysWithValues: m.originalAliases.map { ($0.alias, $0.of) }))
         return m
-    }()
-    let ref = ReferenceWeights.covidTensors
+    }
+    /// The model with the reference weights (a missing python3/numpy or shared folder fails the test, with its reason).
+    static func model() throws -> AffinityModel { try loaded.get() }
+    var ref: SafeTensorsFile { get throws { try ReferenceWeights.covidTensors() } }
 
     func expectScaled(_ a: Tensor, _ name: String, _ tol: Float = 1e-3, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let e = try ref.tensor(name)
@@ -27,7 +27,7 @@ import TestSupport
     }
 
     @Test func classificationPathMatchesLayerByLayer() throws {
-        let m = Self.model
+        let m = try Self.model()
         let image = try ref.tensor("input_normalized").reshaped([1, 3, 512, 512])
         var rng = SeededGenerator(seed: 0)
         let (out, _) = try m.predict(image, withDetections: false, rng: &rng)
@@ -53,7 +53,7 @@ import TestSupport
     }
 
     @Test func weightsRoundTripInTheOriginalLayout() throws {
-        let m = Self.model
+        let m = try Self.model()
         var w = SafeTensorsWriter(metadata: ["affinity": "128"])
         m.addState(to: &w, aliases: m.originalAliases)
         let data = try w.serialized()

@@ -11,6 +11,15 @@ import TestSupport
 /// our preprocessing: the RoI batch, the affinity tensors, the logits, the detections and their
 /// pasted mask areas. Expected values: ../shared/fixtures/reference/run_K128_seed7.json.
 @Suite(.serialized) struct SixPhantomParityTests {
+    /// Its own model instance: a model (and its workspace) serves one forward at a time, and other
+    /// suites run in parallel with this one.
+    static let loaded: Result<AffinityModel, Error> = Result {
+        let m = AffinityModel(affinities: 128)
+        try m.load(from: try SafeTensorsFile(contentsOf: try ReferenceWeights.url()),
+                   aliases: Dictionary(uniqueKeysWithValues: m.originalAliases.map { ($0.alias, $0.of) }))
+        return m
+    }
+
     static let images = ["0_normal_004.png", "0_normal_005.png", "1_cp_002.png", "1_cp_003.png", "2_covid_000.png", "2_covid_001.png"]
 
     func stats(_ t: Tensor) -> (mean: Double, std: Double, min: Float, max: Float) {
@@ -37,7 +46,7 @@ import TestSupport
 
     @Test(arguments: images)
     func image(_ name: String) throws {
-        let model = AffinityParityTests.model
+        let model = try Self.loaded.get()
         let ref = try #require(ReferenceWeights.result(name))
         let it = ref["intermediates"] as! [String: Any]
         let px = try PNG.read(path: TestPaths.reference("phantoms/imgs/\(name)").path)

@@ -9,14 +9,13 @@ import TestSupport
 /// reference weights (`make_weights.py --keys keys_K128.json --seed 7`) and the reference's own
 /// normalised input. Expected values: ../shared/fixtures/reference (README there).
 @Suite(.serialized) struct SegmentationParityTests {
-    static let model: MaskRCNN = {
+    static let loaded: Result<MaskRCNN, Error> = Result {
         let m = MaskRCNN()
-        do {
-            try m.load(from: try SafeTensorsFile(contentsOf: try ReferenceWeights.url()), strict: false)
-        } catch { fatalError("reference weights: \(error)") }
+        try m.load(from: try SafeTensorsFile(contentsOf: try ReferenceWeights.url()), strict: false)
         return m
-    }()
-    let ref = ReferenceWeights.covidTensors
+    }
+    static func model() throws -> MaskRCNN { try loaded.get() }
+    var ref: SafeTensorsFile { get throws { try ReferenceWeights.covidTensors() } }
 
     func expectScaled(_ a: Tensor, _ name: String, _ tol: Float = 1e-3, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let c = compare(a, try ref.tensor(name))
@@ -26,14 +25,14 @@ import TestSupport
     func image() throws -> Tensor { try ref.tensor("input_normalized").reshaped([1, 3, 512, 512]) }
 
     @Test func backboneAndFPN() throws {
-        let m = Self.model
+        let m = try Self.model()
         let (p, saved) = try m.backbone.forward(try image(), training: false, workspace: Workspace(), keep: true)
         try expectScaled(m.backbone.layer3Output(saved!), "backbone_layer3")
         try expectScaled(p, "fpn_out")
     }
 
     @Test func rpnProposalsBoxBranchAndDetections() throws {
-        let m = Self.model
+        let m = try Self.model()
         let out = try m.inference(try image())
         try expectScaled(out.objectness, "rpn_objectness")
         try expectScaled(out.deltas, "rpn_bbox_deltas")
