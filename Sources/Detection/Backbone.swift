@@ -33,16 +33,17 @@ public final class BasicBlock: Module {
             + (downsample.map { $0.conv.stateEntries + $0.bn.stateEntries } ?? [])
     }
 
-    public func forward(_ x: Tensor, training: Bool, workspace ws: Workspace) throws -> (Tensor, Saved) {
+    /// `keep: false` (inference) normalises in place: the pre-BN activations are not kept.
+    public func forward(_ x: Tensor, training: Bool, workspace ws: Workspace, keep: Bool = true) throws -> (Tensor, Saved) {
         let c1 = try conv1(x, workspace: ws)
-        let (r1, s1) = try bn1(c1, training: training)
+        let (r1, s1) = try bn1(c1, training: training, inPlace: !keep)
         reluInPlace(r1)
         let c2 = try conv2(r1, workspace: ws)
-        let (out, s2) = try bn2(c2, training: training)
+        let (out, s2) = try bn2(c2, training: training, inPlace: !keep)
         var dsConv: Tensor? = nil, dsSaved: BatchNormSaved? = nil
         if let ds = downsample {
             let d = try ds.conv(x, workspace: ws)
-            let (id, s) = try ds.bn(d, training: training)
+            let (id, s) = try ds.bn(d, training: training, inPlace: !keep)
             try addForward(out: out, out, id)
             dsConv = d; dsSaved = s
         } else {
@@ -125,12 +126,12 @@ public final class Backbone: Module {
         try x.expectRank(4, "backbone", "image")
         guard x.shape[1] == 3 else { throw TensorError.shapeMismatch(op: "backbone", detail: "image is \(shapeString(x.shape)), expected 3 channels") }
         let c1 = try conv1(x, workspace: ws)
-        let (r1, s1) = try bn1(c1, training: training)
+        let (r1, s1) = try bn1(c1, training: training, inPlace: !keep)
         reluInPlace(r1)
         var (h, idx) = try pool(r1)
         var saves: [BasicBlock.Saved] = []
         for b in blocks {
-            let (o, s) = try b.forward(h, training: training, workspace: ws)
+            let (o, s) = try b.forward(h, training: training, workspace: ws, keep: keep)
             if keep { saves.append(s) }
             h = o
         }

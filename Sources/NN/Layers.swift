@@ -30,7 +30,7 @@ public final class Conv2d: Module {
 
     /// out = conv(x)
     public func callAsFunction(_ x: Tensor, workspace: Workspace) throws -> Tensor {
-        let out = Tensor(shape: try outputShape(x.shape))
+        let out = Tensor(uninitializedShape: try outputShape(x.shape))
         try conv2dForward(out: out, input: x, weight: weight.value, bias: bias?.value, geometry: geometry, workspace: workspace)
         return out
     }
@@ -68,7 +68,7 @@ public final class ConvTranspose2d: Module {
         try x.expectRank(4, "conv_transpose2d", "input")
         let (oh, ow) = geometry.transposedOutputSize(h: x.shape[2], w: x.shape[3], outputPadding: outputPadding)
         guard oh > 0, ow > 0 else { throw TensorError.invalidArgument(op: "conv_transpose2d", detail: "input \(shapeString(x.shape)) gives an empty output") }
-        let out = Tensor(shape: [x.shape[0], geometry.outChannels, oh, ow])
+        let out = Tensor(uninitializedShape: [x.shape[0], geometry.outChannels, oh, ow])
         try convTranspose2dForward(out: out, input: x, weight: weight.value, bias: bias?.value, geometry: geometry,
                                    outputPadding: outputPadding, workspace: workspace)
         return out
@@ -103,7 +103,7 @@ public final class Linear: Module {
     /// out [n, out] = x [n, in] · Wᵀ + b. A 4-D input [n, c, h, w] is flattened to [n, c·h·w].
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         let flat = x.shape.count == 2 ? x : try x.reshaped([x.shape.first ?? 0, x.count / max(x.shape.first ?? 1, 1)])
-        let out = Tensor(shape: [flat.shape[0], outFeatures])
+        let out = Tensor(uninitializedShape: [flat.shape[0], outFeatures])
         try linearForward(out: out, input: flat, weight: weight.value, bias: bias?.value)
         return out
     }
@@ -149,8 +149,8 @@ public final class BatchNorm2d: Module {
 
     /// Normalises x with the batch statistics (training; updates the running ones) or the running
     /// statistics (eval). Returns the output and what backward needs.
-    public func callAsFunction(_ x: Tensor, training: Bool) throws -> (Tensor, BatchNormSaved) {
-        let out = Tensor(shape: x.shape)
+    public func callAsFunction(_ x: Tensor, training: Bool, inPlace: Bool = false) throws -> (Tensor, BatchNormSaved) {
+        let out = inPlace ? x : Tensor(uninitializedShape: x.shape)
         let saved = try batchNorm2dForward(out: out, input: x, gamma: weight.value, beta: bias.value, runningMean: runningMean,
                                            runningVar: runningVar, training: training, momentum: momentum, eps: eps)
         if training { numBatchesTracked.value += 1 }
@@ -174,7 +174,7 @@ public struct MaxPool2d {
         try x.expectRank(4, "max_pool2d", "input")
         let oh = (x.shape[2] + 2 * padding - kernel) / stride + 1, ow = (x.shape[3] + 2 * padding - kernel) / stride + 1
         guard oh > 0, ow > 0 else { throw TensorError.invalidArgument(op: "max_pool2d", detail: "input \(shapeString(x.shape)) too small") }
-        let out = Tensor(shape: [x.shape[0], x.shape[1], oh, ow])
+        let out = Tensor(uninitializedShape: [x.shape[0], x.shape[1], oh, ow])
         var idx = [Int32](repeating: 0, count: out.count)
         try idx.withUnsafeMutableBufferPointer {
             try maxPool2dForward(out: out, indices: $0.baseAddress!, input: x, kernel: kernel, stride: stride, padding: padding)

@@ -24,12 +24,12 @@ public final class TensorStorage: @unchecked Sendable {
     public let pointer: UnsafeMutablePointer<Float>
     public let capacity: Int
 
-    init(capacity: Int) {
+    init(capacity: Int, zeroed: Bool = true) {
         self.capacity = capacity
         // 64-byte alignment keeps SIMD loads and OpenBLAS happy.
         let raw = UnsafeMutableRawPointer.allocate(byteCount: max(capacity, 1) * 4, alignment: 64)
         pointer = raw.bindMemory(to: Float.self, capacity: max(capacity, 1))
-        pointer.initialize(repeating: 0, count: max(capacity, 1))
+        if zeroed { pointer.initialize(repeating: 0, count: max(capacity, 1)) }
     }
 
     deinit { UnsafeMutableRawPointer(pointer).deallocate() }
@@ -56,6 +56,16 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
         self.shape = shape
         self.count = shape.reduce(1, *)
         self.storage = TensorStorage(capacity: count)
+    }
+
+    /// A tensor whose contents are unspecified, for outputs a kernel overwrites completely
+    /// (saves the zero-fill pass over large activations).
+    /// - Precondition: every dimension is ≥ 0.
+    public init(uninitializedShape shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.shape = shape
+        self.count = shape.reduce(1, *)
+        self.storage = TensorStorage(capacity: count, zeroed: false)
     }
 
     /// A zero-filled tensor whose shape comes from outside (a file, a caller).
