@@ -167,6 +167,7 @@ public final class JobManager: @unchecked Sendable {
         for name in names {
             guard let n = Int(name), n > 0 else { continue }
             nextID = max(nextID, n + 1)
+            removeAtomicWriteLeftovers(in: runsDirectory.appendingPathComponent(name))
             guard let data = try? Data(contentsOf: runsDirectory.appendingPathComponent(name).appendingPathComponent("job.json")),
                   let rec = try? JSONDecoder().decode(JobRecord.self, from: data) else { continue }
             let job = Job(id: n, operation: rec.operation, startedByUID: rec.uid, totalEpochs: rec.totalEpochs)
@@ -179,6 +180,7 @@ public final class JobManager: @unchecked Sendable {
             if let m = rec.model { result["model"] = .model(m) }
             if state == .queued || state == .running {
                 job.finish(.failed, message: "The daemon stopped while this job ran; its last checkpoint is kept in runs/\(n)/.")
+                record(job)  // job.json says failed too, not still running
             } else {
                 job.finish(state, message: rec.message, result: result)
             }
@@ -412,6 +414,13 @@ public final class JobManager: @unchecked Sendable {
     }
 
     // MARK: Records
+
+    /// Removes `.<name>.tmp-*` files that an `AtomicFile.write` interrupted by a crash left in `dir`.
+    func removeAtomicWriteLeftovers(in dir: URL) {
+        for f in (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? [] where f.hasPrefix(".") && f.contains(".tmp-") {
+            try? FileManager.default.removeItem(at: dir.appendingPathComponent(f))
+        }
+    }
 
     struct JobRecord: Codable {
         var operation: String, uid: UInt32, state: String, epoch: Int, totalEpochs: Int, progress: Double

@@ -67,6 +67,10 @@ public final class ModelStore: @unchecked Sendable {
                   fm.fileExists(atPath: dir.appendingPathComponent("weights.safetensors").path) else { continue }
             cards[name] = card
         }
+        // An interrupted atomic write of default-model leaves `.default-model.tmp-*`.
+        for name in (try? fm.contentsOfDirectory(atPath: stateDirectory.path)) ?? [] where name.hasPrefix(".") && name.contains(".tmp-") {
+            try? fm.removeItem(at: stateDirectory.appendingPathComponent(name))
+        }
         if let text = try? String(contentsOf: defaultFile, encoding: .utf8) {
             let id = text.trimmingCharacters(in: .whitespacesAndNewlines)
             if cards[id] != nil { defaultID = id }
