@@ -132,10 +132,6 @@ public final class MaskRCNN: Module {
         return a
     }
 
-    /// Objectness of anchor i = (y·W + x)·A + a.
-    @inline(__always)
-    static func flatIndex(_ i: Int, a A: Int, plane: Int) -> (a: Int, cell: Int) { (i % A, i / A) }
-
     /// RPN proposals (MODEL.md §4.4): the top `preNMS` logits → decode → clip → NMS → first `postNMS`.
     public func proposals(objectness: Tensor, deltas: Tensor, imageHeight: Int, imageWidth: Int) -> Proposals {
         let A = config.anchorsPerLocation, h = objectness.shape[2], w = objectness.shape[3], plane = h * w
@@ -373,7 +369,6 @@ public final class MaskRCNN: Module {
             }
         }
         try backbone.backward(dFeatures, saved: bsaved!, workspace: ws)
-        _ = plane
         return losses
     }
 }
