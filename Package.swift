@@ -99,7 +99,7 @@ let package = Package(
                     swiftSettings: swiftSettings),
 
         // Tests.
-        .target(name: "TestSupport", dependencies: ["Tensor", "NN"], path: "Tests/TestSupport",
+        .target(name: "TestSupport", dependencies: ["Tensor", "NN", "Bus"], path: "Tests/TestSupport",
                 swiftSettings: swiftSettings),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "NNTests", dependencies: ["NN", "Tensor", "TestSupport"], swiftSettings: swiftSettings),
@@ -109,7 +109,7 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging"], swiftSettings: swiftSettings),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"], exclude: ["Fixtures"], swiftSettings: swiftSettings),
-        .testTarget(name: "BusTests", dependencies: ["Bus"], swiftSettings: swiftSettings),
+        .testTarget(name: "BusTests", dependencies: ["Bus", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "ServiceTests", dependencies: ["Service", "Affinity", "Detection", "NN", "Tensor", "Imaging", "Bus", "TestSupport",
                                                        "PluginHost"],
                     swiftSettings: swiftSettings),

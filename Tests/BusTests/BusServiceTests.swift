@@ -2,6 +2,7 @@
 // introspection, ObjectManager, fd passing, errors, concurrency, credentials, shutdown.
 import Bus
 import Foundation
+import TestSupport
 import Testing
 
 @Suite("Service on a private bus")

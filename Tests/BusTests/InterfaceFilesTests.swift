@@ -1,6 +1,7 @@
 // The interface XML in data/dbus: parsed, matched against DESIGN.md §3, served and read by gdbus.
 import Bus
 import Foundation
+import TestSupport
 import Testing
 
 /// `data/dbus` in this repository (found from this file's path).

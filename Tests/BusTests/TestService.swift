@@ -1,6 +1,7 @@
 // Test support: an exported test object exercising every handler kind, properties and fds.
 import Bus
 import Foundation
+import TestSupport
 
 /// The well-known name, path and interface of the test service.
 enum TestService {

@@ -1,3 +1,4 @@
+import TestSupport
 // Offline tests: values, signatures, the message builder and reader, malformed input.
 import Bus
 import Testing

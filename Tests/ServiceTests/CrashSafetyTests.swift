@@ -3,6 +3,7 @@
 import Affinity
 import Bus
 import Foundation
+import TestSupport
 import Imaging
 import NN
 import Service

@@ -3,6 +3,7 @@
 import Affinity
 import Bus
 import Foundation
+import TestSupport
 import Imaging
 import NN
 import Tensor
@@ -25,65 +26,6 @@ enum Paths {
         try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
         return d
     }
-}
-
-/// A private message bus (`dbus-daemon --nofork`, allow-all session config). `stop()` kills it.
-final class PrivateBus: @unchecked Sendable {
-    let address: String
-    private let process = Process()
-    private let directory: URL
-
-    init() throws {
-        directory = try Paths.temporaryDirectory("bus")
-        let config = directory.appendingPathComponent("bus.conf")
-        try """
-        <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
-         "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-        <busconfig>
-          <type>session</type>
-          <listen>unix:tmpdir=/tmp</listen>
-          <auth>EXTERNAL</auth>
-          <policy context="default">
-            <allow send_destination="*" eavesdrop="true"/>
-            <allow eavesdrop="true"/>
-            <allow own="*"/>
-          </policy>
-        </busconfig>
-        """.write(to: config, atomically: true, encoding: .utf8)
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/dbus-daemon")
-        process.arguments = ["--config-file=\(config.path)", "--print-address=1", "--nofork"]
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        var buffer = Data()
-        while !buffer.contains(UInt8(ascii: "\n")) {
-            let chunk = out.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            buffer.append(chunk)
-        }
-        let text = String(decoding: buffer, as: UTF8.self)
-        guard let line = text.split(separator: "\n").first, line.hasPrefix("unix:") else {
-            kill(process.processIdentifier, SIGKILL)
-            throw BusError.failed("dbus-daemon printed no address: \(text)")
-        }
-        address = String(line)
-    }
-
-    deinit { stop() }
-
-    func stop() {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
-        if address.hasPrefix("unix:path="), let path = address.split(separator: ",").first?.split(separator: "=", maxSplits: 1).last {
-            try? FileManager.default.removeItem(atPath: String(path))
-        }
-        try? FileManager.default.removeItem(at: directory)
-    }
-
-    func connect() throws -> BusConnection { try BusConnection(address: address) }
 }
 
 /// A datagram socket the test owns, given to the daemon as NOTIFY_SOCKET; collects the messages.
@@ -220,50 +162,9 @@ final class FakePolkit: @unchecked Sendable {
     func close() { connection.close() }
 }
 
-/// The result of running a command-line tool.
-struct ToolResult {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-}
-
-/// Runs `/usr/bin/<tool> args…` and waits.
-func runTool(_ tool: String, _ args: [String]) throws -> ToolResult {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/" + tool)
-    p.arguments = args
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    p.environment = ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "SYSTEMD_COLORS": "0", "NO_COLOR": "1"]
-    try p.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return ToolResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
-}
-
 /// busctl against the private bus.
 func busctl(_ bus: PrivateBus, _ args: [String]) throws -> ToolResult {
     try runTool("busctl", ["--address=\(bus.address)"] + args)
-}
-
-/// Waits until `condition` holds or `seconds` pass; returns whether it held.
-func waitUntil(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        usleep(20_000)
-    }
-    return condition()
-}
-
-/// A thread-safe list that signal handlers append to.
-final class Collected<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var items: [T] = []
-    func append(_ x: T) { lock.lock(); items.append(x); lock.unlock() }
-    var all: [T] { lock.lock(); defer { lock.unlock() }; return items }
 }
 
 enum Fixtures {

@@ -3,6 +3,7 @@
 import Affinity
 import Bus
 import Foundation
+import TestSupport
 import Glibc
 import Imaging
 import PluginHost

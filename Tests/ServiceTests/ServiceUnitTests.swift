@@ -1,6 +1,7 @@
 // Service without a bus: model store, data-set validation.
 import Affinity
 import Foundation
+import TestSupport
 import Imaging
 import NN
 import Service

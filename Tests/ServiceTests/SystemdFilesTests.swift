@@ -1,5 +1,6 @@
 // The systemd unit passes `systemd-analyze verify`; scripts/install stages every file.
 import Foundation
+import TestSupport
 import Testing
 
 @Suite("systemd files")

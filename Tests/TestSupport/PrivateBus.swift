@@ -1,17 +1,17 @@
-// Test support: a private dbus-daemon per test, and running the real D-Bus tools against it.
+// A private dbus-daemon per test, and running the real D-Bus tools against it (BusTests, ServiceTests).
 import Bus
 import Foundation
 
 /// A private message bus: `dbus-daemon --nofork` with an allow-everything session config in a
 /// temporary directory. `stop()` (or deinit) kills it and removes the directory.
-final class PrivateBus: @unchecked Sendable {
+public final class PrivateBus: @unchecked Sendable {
     /// The address printed by the daemon (`unix:path=/tmp/dbus-…,guid=…`).
-    let address: String
+    public let address: String
     private let process: Process
     private let directory: URL
 
     /// Starts the daemon and reads its address from its stdout.
-    init() throws {
+    public init() throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("bus-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let config = directory.appendingPathComponent("bus.conf")
@@ -55,7 +55,7 @@ final class PrivateBus: @unchecked Sendable {
 
     /// Kills the daemon (SIGKILL: a child spawned from a dispatch worker thread inherits a mask
     /// that blocks SIGTERM) and removes its directory (idempotent).
-    func stop() {
+    public func stop() {
         if process.isRunning {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
@@ -69,20 +69,20 @@ final class PrivateBus: @unchecked Sendable {
     }
 
     /// A new connection to this bus.
-    func connect(workerQueue: DispatchQueue? = nil) throws -> BusConnection {
+    public func connect(workerQueue: DispatchQueue? = nil) throws -> BusConnection {
         try BusConnection(address: address, workerQueue: workerQueue)
     }
 }
 
 /// The result of running a command-line tool.
-struct ToolResult {
-    var status: Int32
-    var stdout: String
-    var stderr: String
+public struct ToolResult {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
 }
 
 /// Runs `/usr/bin/<tool> args…`, optionally with `stdin` from a file descriptor, and waits.
-func runTool(_ tool: String, _ args: [String], stdin: FileHandle? = nil) throws -> ToolResult {
+public func runTool(_ tool: String, _ args: [String], stdin: FileHandle? = nil) throws -> ToolResult {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/" + tool)
     p.arguments = args
@@ -100,7 +100,7 @@ func runTool(_ tool: String, _ args: [String], stdin: FileHandle? = nil) throws 
 }
 
 /// Waits until `condition` holds or `seconds` pass; returns whether it held.
-func waitUntil(_ seconds: Double = 5, _ condition: () -> Bool) -> Bool {
+public func waitUntil(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if condition() { return true }
@@ -110,9 +110,10 @@ func waitUntil(_ seconds: Double = 5, _ condition: () -> Bool) -> Bool {
 }
 
 /// A thread-safe list that signal handlers append to.
-final class Collected<T>: @unchecked Sendable {
+public final class Collected<T>: @unchecked Sendable {
     private let lock = NSLock()
     private var items: [T] = []
-    func append(_ x: T) { lock.lock(); items.append(x); lock.unlock() }
-    var all: [T] { lock.lock(); defer { lock.unlock() }; return items }
+    public init() {}
+    public func append(_ x: T) { lock.lock(); items.append(x); lock.unlock() }
+    public var all: [T] { lock.lock(); defer { lock.unlock() }; return items }
 }
