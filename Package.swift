@@ -75,7 +75,8 @@ let package = Package(
         // The C ABI (plugins/include/affinity_plugin.h) as a module, for the host and Swift plugins.
         .systemLibrary(name: "CAffinityPlugin", path: "plugins/include"),
         // The loader, registry and Swift wrappers of the three plugin kinds.
-        .target(name: "PluginHost", dependencies: ["CAffinityPlugin", "Imaging", "Detection", "NN", "Tensor"],
+        // PluginHost depends on Affinity (its head plugins are `ClassificationHead`s); Affinity never on it.
+        .target(name: "PluginHost", dependencies: ["CAffinityPlugin", "Imaging", "Detection", "NN", "Tensor", "Affinity"],
                 swiftSettings: swiftSettings),
         // Plugin libraries (each its own dynamic library product, loaded with dlopen; no Swift module
         // of the host is linked into a plugin).
@@ -95,7 +96,7 @@ let package = Package(
         .target(name: "AffinityPluginAttention", dependencies: ["CAffinityPlugin", "AffinityPluginSupport"], path: "plugins/attention",
                 swiftSettings: kernelSettings),
         // --- end of plugins section ---
-        .testTarget(name: "PluginTests", dependencies: ["PluginHost", "Imaging", "Detection", "NN", "Tensor"],
+        .testTarget(name: "PluginTests", dependencies: ["PluginHost", "Affinity", "Imaging", "Detection", "NN", "Tensor"],
                     swiftSettings: swiftSettings),
 
         // Tests.

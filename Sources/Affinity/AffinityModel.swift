@@ -55,31 +55,43 @@ public struct RoIBatch: Sendable {
 }
 
 /// The One Shot Affinity Model: the segmentation Mask R-CNN plus the classification box and
-/// mask-features branches (`*_s2`), the affinity layer and the image classifier `s2new`.
+/// mask-features branches (`*_s2`), and the image-classification head: by default the affinity
+/// layer and the image classifier `s2new` (`AffinityHead`), or any other `ClassificationHead`.
 public final class AffinityModel: Module {
     public let segmentation: MaskRCNN
     public let boxHeadS2: BoxHead
     public let boxPredictorS2: BoxPredictor
     public let maskHeadS2: MaskHead
     public let maskPredictorS2: MaskFeaturePredictor
-    public let affinity: AffinityLayer
-    public let classifier = ImageClassifier()
+    /// The image-classification head (lesion mask features → 3 logits).
+    public let head: any ClassificationHead
     public var roiNMSThreshold: Float = 0.25
-    public var roiBatchSize: Int { affinity.batchSize }
+    /// B, the number of RoIs in the lesion-mask-feature batch (8).
+    public let roiBatchSize: Int
 
     public var backbone: Backbone { segmentation.backbone }
     var workspace: Workspace { segmentation.workspace }
 
-    public init(affinities: Int, config: DetectionConfig = DetectionConfig()) {
+    /// The model of the paper: the built-in affinity head with C' = `affinities`.
+    public convenience init(affinities: Int, config: DetectionConfig = DetectionConfig()) {
+        self.init(head: AffinityHead(affinities: affinities), config: config)
+    }
+
+    /// A model with `head` in place of the affinity layer + classifier.
+    public init(head: any ClassificationHead, config: DetectionConfig = DetectionConfig()) {
         segmentation = MaskRCNN(config: config)
         boxHeadS2 = BoxHead("roi_heads.box_head_s2", representation: config.representationSize)
         boxPredictorS2 = BoxPredictor("roi_heads.box_predictor_s2", inFeatures: config.representationSize)
         maskHeadS2 = MaskHead("roi_heads.mask_head_s2")
         maskPredictorS2 = MaskFeaturePredictor("roi_heads.mask_predictor_s2")
-        affinity = AffinityLayer(affinities: affinities)
+        self.head = head
+        roiBatchSize = (head as? AffinityHead)?.layer.batchSize ?? 8
     }
 
-    public var affinities: Int { affinity.affinities }
+    /// The built-in head, or nil when the model has another one.
+    public var affinityHead: AffinityHead? { head as? AffinityHead }
+    /// C' of the built-in head; 0 when the model has another head (it has no affinity layer).
+    public var affinities: Int { affinityHead?.affinities ?? 0 }
 
     /// The classification RoI branches (box_head_s2, box_predictor_s2, mask_head_s2, mask_predictor_s2).
     public var classificationBranchParameters: [Parameter] {
@@ -87,16 +99,16 @@ public final class AffinityModel: Module {
     }
 
     public var parameters: [Parameter] {
-        segmentation.parameters + classificationBranchParameters + affinity.parameters + classifier.parameters
+        segmentation.parameters + classificationBranchParameters + head.parameters
     }
 
     public var stateEntries: [StateEntry] {
         segmentation.stateEntries + boxHeadS2.stateEntries + boxPredictorS2.stateEntries + maskHeadS2.stateEntries + maskPredictorS2.stateEntries
-            + affinity.stateEntries + classifier.stateEntries
+            + head.stateEntries
     }
 
     /// The alias keys of the original state dict (alias → key), accepted on load and written on save.
-    public var originalAliases: [(alias: String, of: String)] { affinity.originalAliases }
+    public var originalAliases: [(alias: String, of: String)] { head.originalAliases }
 
     /// From-scratch initialisation of MODEL.md §13 (the `_s2` copies are overwritten by the first copy).
     public func initialize(rng: inout SeededGenerator) {
@@ -105,8 +117,7 @@ public final class AffinityModel: Module {
         HeadInit.kaimingConv(maskHeadS2.fcn1.weight, bias: maskHeadS2.fcn1.bias, rng: &rng)
         Init.kaimingNormalFanOut(maskPredictorS2.convMask.weight.value, rng: &rng); maskPredictorS2.convMask.bias?.value.fill(0.01)
         Init.kaimingNormalFanOut(maskPredictorS2.convReduce.weight.value, rng: &rng); maskPredictorS2.convReduce.bias?.value.fill(0.01)
-        affinity.initialize(rng: &rng)
-        classifier.initialize(rng: &rng)
+        head.initialize(rng: &rng)
     }
 
     /// Copies the segmentation branches into the classification ones (MODEL.md §5.3.1 `copy_weights`):
@@ -171,7 +182,8 @@ public final class AffinityModel: Module {
         public var maskHead: Tensor
         /// The lesion mask features [B, 256, 28, 28].
         public var lesionMaskFeatures: Tensor
-        public var affinity: AffinityLayer.Output
+        /// The affinity layer's X1, X2, x3 (nil for a head other than the built-in one).
+        public var affinity: AffinityLayer.Output?
         /// The image logits [1, 3] (0 normal, 1 common pneumonia, 2 COVID-19).
         public var logits: Tensor
     }
@@ -180,12 +192,11 @@ public final class AffinityModel: Module {
     public struct ClassificationSaved {
         var backbone: Backbone.Saved?
         var maskUp: Tensor
-        var affinity: AffinityLayer.Saved
-        var classifier: ImageClassifier.Saved
+        var head: ClassificationHeadOutput
     }
 
     /// The classification path on normalised features: proposals → box_head_s2/box_predictor_s2 →
-    /// RoI batch → mask_head_s2/mask_predictor_s2 → affinity layer → classifier.
+    /// RoI batch → mask_head_s2/mask_predictor_s2 → the head (affinity layer → classifier).
     public func classify(features: Tensor, imageHeight: Int, imageWidth: Int, rng: inout SeededGenerator,
                          fixedRoIBatch: RoIBatch? = nil) throws -> (ClassificationOutput, ClassificationSaved) {
         let ws = workspace
@@ -199,11 +210,10 @@ public final class AffinityModel: Module {
         let mpool = try roiAlignForward(features: features, boxes: batch.boxes, outputSize: 14, spatialScale: 1.0 / 16, samplingRatio: 2)
         let mh = try maskHeadS2.forward(mpool, workspace: ws)
         let (lmf, up) = try maskPredictorS2.forward(mh, workspace: ws)
-        let (aff, asaved) = try affinity.forward(lmf, workspace: ws)
-        let (logits, csaved) = try classifier.forward(aff.x3)
+        let h = try head.forward(lesionMaskFeatures: lmf, workspace: ws)
         let out = ClassificationOutput(features: features, proposals: props, classLogitsS2: logits2, boxRegressionS2: reg2, roiBatch: batch,
-                                       maskPool: mpool, maskHead: mh, lesionMaskFeatures: lmf, affinity: aff, logits: logits)
-        return (out, ClassificationSaved(backbone: nil, maskUp: up, affinity: asaved, classifier: csaved))
+                                       maskPool: mpool, maskHead: mh, lesionMaskFeatures: lmf, affinity: h.affinity, logits: h.logits)
+        return (out, ClassificationSaved(backbone: nil, maskUp: up, head: h))
     }
 
     /// The full inference of the original test script: eval-mode backbone and RPN, the
@@ -234,8 +244,8 @@ public final class AffinityModel: Module {
 
     /// The classification step's forward and backward (MODEL.md §8.2): eval-mode backbone and RPN,
     /// the classification path, L_CLS = mean of 3 BCE-with-logits terms against the one-hot label;
-    /// gradients accumulated into the backbone (body + FPN), the affinity layer and the classifier
-    /// (and `conv_reduce` if `trainReduce`). The classification RoI branches get no gradient.
+    /// gradients accumulated into the backbone (body + FPN) and the head (the affinity layer and the
+    /// classifier) (and `conv_reduce` if `trainReduce`). The classification RoI branches get no gradient.
     /// `fixedRoIBatch` replaces the RoI batch selection (for gradient checks: the selection is not
     /// differentiable, so the loss must not move through it).
     public func classificationForwardBackward(image: Tensor, label: Int, trainReduce: Bool = false,
@@ -250,8 +260,7 @@ public final class AffinityModel: Module {
         target.data[label] = 1
         let dLogits = Tensor(shape: [1, 3])
         let loss = try bceWithLogitsLoss(logits: out.logits, targets: target, grad: dLogits)
-        let dx3 = try classifier.backward(dLogits, saved: saved.classifier)
-        let dLMF = try affinity.backward(dx3, saved: saved.affinity, workspace: ws)
+        let dLMF = try head.backward(logitsGradient: dLogits, output: saved.head, workspace: ws)
         let dMH = try maskPredictorS2.backward(dLMF, input: out.maskHead, up: saved.maskUp, output: out.lesionMaskFeatures, trainReduce: trainReduce, workspace: ws)
         let dMPool = try maskHeadS2.fcn1.backward(try reluGradient(dMH, output: out.maskHead), input: out.maskPool, workspace: ws, parameterGradients: false)!
         let dFeatures = Tensor(shape: features.shape)

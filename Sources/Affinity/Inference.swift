@@ -21,43 +21,81 @@ public struct Prediction: Sendable {
     public var detections: [Detection]
     /// Pixels > 0.5 of each detection's pasted mask (same order as `detections`).
     public var maskAreas: [Int]
-    /// The affinity matrix X2 [C', 256], for inspection.
+    /// The affinity matrix X2 [C', 256], for inspection; [0, 256] (empty) for a model whose head is
+    /// not the built-in affinity head.
     public var affinityMatrix: Tensor
     /// Seconds per stage.
     public var timings: [String: Double]
 }
 
 /// Loads weights into an affinity model: our checkpoints, model files, or the original state dict
-/// (with its `sieve.1/.2` and `pars.*` duplicates); C' comes from the file's `affinity` metadata or
-/// from the shape of `affinity_layer.batch_to_feat_mat`.
+/// (with its `sieve.1/.2` and `pars.*` duplicates). The file's `head` metadata names its
+/// classification head: none (or `affinity`) is the built-in affinity head, whose C' comes from the
+/// `affinity` metadata or from the shape of `affinity_layer.batch_to_feat_mat`; any other id is a
+/// plugin head, made by the head factory from the file's `head_config` before the weights load.
 public enum ModelLoader {
     /// The number of affinities a weights file was made for.
+    /// - Throws: `ClassificationHeadError.notAffinityHead` for a file with a plugin head.
     public static func affinities(of file: SafeTensorsFile) throws -> Int {
+        guard file.headID == AffinityHead.id else {
+            throw ClassificationHeadError.notAffinityHead(id: file.headID, detail: "the weights have no affinity count")
+        }
         if let s = file.metadata["affinity"], let k = Int(s), k > 0 { return k }
         if let e = file.entries["affinity_layer.batch_to_feat_mat"], e.shape.count == 2, e.shape[1] > 0 { return e.shape[1] }
         throw CheckpointError.corrupt("the file names no affinity count and has no affinity_layer.batch_to_feat_mat")
     }
 
-    /// A model with the file's weights. `affinities` overrides (and must agree with) the file.
-    /// - Throws: `CheckpointError` naming missing, unexpected or mis-shaped keys.
-    public static func load(_ file: SafeTensorsFile, affinities: Int? = nil, config: DetectionConfig = DetectionConfig()) throws -> AffinityModel {
-        let k = try affinities ?? Self.affinities(of: file)
-        guard k > 0 else { throw CheckpointError.corrupt("affinities must be positive, got \(k)") }
-        let model = AffinityModel(affinities: k, config: config)
+    /// The head a weights file needs, with fresh parameters (the caller loads the weights).
+    /// - Throws: `ClassificationHeadError.headUnavailable` when the file's head is a plugin and
+    ///   `heads` is nil or does not know its id; `ClassificationHeadError.notAffinityHead` when
+    ///   `affinities` is given for a plugin head; the factory's error for a config it refuses.
+    public static func head(for file: SafeTensorsFile, affinities: Int? = nil,
+                            heads: (any ClassificationHeadFactory)? = nil) throws -> any ClassificationHead {
+        let id = file.headID
+        if id == AffinityHead.id {
+            let k = try affinities ?? Self.affinities(of: file)
+            guard k > 0 else { throw CheckpointError.corrupt("affinities must be positive, got \(k)") }
+            return AffinityHead(affinities: k)
+        }
+        guard isValidHeadID(id) else { throw ClassificationHeadError.invalidID(id) }
+        if affinities != nil {
+            throw ClassificationHeadError.notAffinityHead(id: id, detail: "a number of affinities does not apply to it")
+        }
+        let version = file.metadata["head_version"] ?? ""
+        guard let heads, let head = try heads.makeHead(id: id, config: file.metadata["head_config"] ?? "{}", seed: 0) else {
+            throw ClassificationHeadError.headUnavailable(id: id, version: version)
+        }
+        guard head.headID == id else { throw ClassificationHeadError.headMismatch(file: id, model: head.headID) }
+        return head
+    }
+
+    /// A model with the file's weights. `affinities` overrides (and must agree with) the file;
+    /// `heads` makes the head of a file whose head is a plugin.
+    /// - Throws: `ClassificationHeadError` (see `head(for:affinities:heads:)`), `CheckpointError`
+    ///   naming missing, unexpected or mis-shaped keys.
+    public static func load(_ file: SafeTensorsFile, affinities: Int? = nil, config: DetectionConfig = DetectionConfig(),
+                            heads: (any ClassificationHeadFactory)? = nil) throws -> AffinityModel {
+        let model = AffinityModel(head: try head(for: file, affinities: affinities, heads: heads), config: config)
         var aliases = Dictionary(uniqueKeysWithValues: model.originalAliases.map { ($0.alias, $0.of) })
         for name in file.names where name.hasPrefix("optimizer.") { aliases[name] = name }
         try model.load(from: file, aliases: aliases)
         return model
     }
 
-    public static func load(contentsOf url: URL, affinities: Int? = nil) throws -> AffinityModel {
-        try load(try SafeTensorsFile(contentsOf: url), affinities: affinities)
+    public static func load(contentsOf url: URL, affinities: Int? = nil, heads: (any ClassificationHeadFactory)? = nil) throws -> AffinityModel {
+        try load(try SafeTensorsFile(contentsOf: url), affinities: affinities, heads: heads)
     }
 
+    /// The metadata keys that describe a model's head; the model's own values replace any given.
+    static let headKeys: Set<String> = ["affinity", "head", "head_version", "head_config"]
+
     /// Writes a model file (original key layout with its aliases, so PyTorch's `load_state_dict`
-    /// reads it) atomically. `dtype` .f16 halves the size.
+    /// reads it) atomically. `dtype` .f16 halves the size. The metadata records the head
+    /// (`AffinityModel.headMetadata`).
     public static func save(_ model: AffinityModel, to url: URL, dtype: DType = .f32, metadata: [String: String] = [:]) throws {
-        var w = SafeTensorsWriter(metadata: metadata.merging(["affinity": String(model.affinities), "format": "lesionaffinity-model-1"]) { a, _ in a })
+        var meta = metadata.filter { !headKeys.contains($0.key) }.merging(model.headMetadata) { _, b in b }
+        meta["format"] = meta["format"] ?? "lesionaffinity-model-1"
+        var w = SafeTensorsWriter(metadata: meta)
         model.addState(to: &w, dtype: dtype, aliases: model.originalAliases)
         try w.write(to: url)
     }
@@ -94,7 +132,7 @@ public extension AffinityModel {
         let s = e.reduce(0, +)
         let cls = logits.indices.max { logits[$0] < logits[$1] } ?? 0
         return Prediction(logits: logits, classIndex: cls, probabilities: e.map { $0 / s }, roiBoxes: out.roiBatch.boxes,
-                          roiScores: out.roiBatch.scores, detections: dets, maskAreas: areas, affinityMatrix: out.affinity.x2, timings: timings)
+                          roiScores: out.roiBatch.scores, detections: dets, maskAreas: areas, affinityMatrix: out.affinity?.x2 ?? Tensor(shape: [0, out.lesionMaskFeatures.shape[1]]), timings: timings)
     }
 }
 

@@ -108,7 +108,9 @@ public final class OneShotTrainer {
     public init(model: AffinityModel, data: TrainingData, config: TrainingConfig) throws {
         guard data.classificationCount > 0 else { throw TrainingError.emptyData("the classification set is empty") }
         guard !config.segmentationStep || data.segmentationCount > 0 else { throw TrainingError.emptyData("the segmentation set is empty") }
-        guard config.affinities == model.affinities else { throw TrainingError.emptyData("config has C' = \(config.affinities), model \(model.affinities)") }
+        if model.affinityHead != nil, config.affinities != model.affinities {
+            throw TrainingError.emptyData("config has C' = \(config.affinities), model \(model.affinities)")
+        }
         self.model = model; self.data = data; self.config = config
         adam = Adam(learningRate: config.learningRate, weightDecay: config.weightDecay)
         let s = config.seed
@@ -119,9 +121,10 @@ public final class OneShotTrainer {
 
     /// Θ1 ∪ Θ2: what the segmentation step updates.
     public var segmentationParameters: [Parameter] { model.segmentation.parameters }
-    /// Θ1 ∪ Θ3: what the classification step updates.
+    /// Θ1 ∪ Θ3: what the classification step updates (Θ3: the head — the affinity layer and the
+    /// classifier, or the plugin head in their place).
     public var classificationParameters: [Parameter] {
-        model.backbone.parameters + model.affinity.parameters + model.classifier.parameters
+        model.backbone.parameters + model.head.parameters
             + (config.trainConvReduce ? model.maskPredictorS2.convReduce.parameters : [])
     }
 
@@ -204,9 +207,8 @@ public final class OneShotTrainer {
         let (moments, steps) = adam.stateTensors()
         for (name, t) in moments { w.add("optimizer." + name, t) }
         let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]
-        w.metadata = extraMetadata.merging([
+        w.metadata = extraMetadata.filter { !ModelLoader.headKeys.contains($0.key) }.merging(model.headMetadata) { _, b in b }.merging([
             "format": "lesionaffinity-checkpoint-1",
-            "affinity": String(model.affinities),
             "anchor_sizes": model.segmentation.config.anchorSizes.map { String($0) }.joined(separator: ","),
             "aspect_ratios": model.segmentation.config.aspectRatios.map { String($0) }.joined(separator: ","),
             "epoch": String(state.epoch),
@@ -218,14 +220,19 @@ public final class OneShotTrainer {
     }
 
     /// Restores model weights, optimizer and trainer state from `saveCheckpoint`'s file.
-    /// - Throws: `TrainingError.badCheckpoint` or `CheckpointError` naming what is wrong.
+    /// - Throws: `TrainingError.badCheckpoint`, `ClassificationHeadError.headMismatch` (a checkpoint
+    ///   of another head) or `CheckpointError` naming what is wrong.
     public func resume(from url: URL) throws {
         let f = try SafeTensorsFile(contentsOf: url)
         guard let ts = f.metadata["trainer_state"], let st = try? JSONDecoder().decode(TrainerState.self, from: Data(ts.utf8)),
               let ss = f.metadata["optimizer_steps"], let steps = try? JSONDecoder().decode([String: Int].self, from: Data(ss.utf8)) else {
             throw TrainingError.badCheckpoint("\(url.lastPathComponent) has no trainer state (is it a model file rather than a training checkpoint?)")
         }
-        if let cs = f.metadata["training_config"], let c = try? JSONDecoder().decode(TrainingConfig.self, from: Data(cs.utf8)), c.affinities != config.affinities {
+        guard f.headID == model.head.headID else {
+            throw ClassificationHeadError.headMismatch(file: f.headID, model: model.head.headID)
+        }
+        if model.affinityHead != nil, let cs = f.metadata["training_config"], let c = try? JSONDecoder().decode(TrainingConfig.self, from: Data(cs.utf8)),
+           c.affinities != config.affinities {
             throw TrainingError.badCheckpoint("checkpoint has C' = \(c.affinities), this run \(config.affinities)")
         }
         let aliases = Dictionary(uniqueKeysWithValues: model.originalAliases.map { ($0.alias, $0.of) })

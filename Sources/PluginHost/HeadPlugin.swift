@@ -1,3 +1,4 @@
+import Affinity
 import CAffinityPlugin
 import NN
 import Foundation
@@ -10,13 +11,17 @@ public struct HeadPlugin: Sendable {
 
     init(_ plugin: LoadedPlugin) { self.plugin = plugin }
 
+    /// The state-dict prefix of this plugin's parameters in model files: `head.<id>`.
+    public var statePrefix: String { "head." + plugin.id }
+
     /// A head with fresh parameters.
     /// - Parameters:
     ///   - config: the plugin's JSON config.
-    ///   - prefix: state-dict prefix of its parameters (e.g. `head` → `head.fc1.weight`).
+    ///   - prefix: state-dict prefix of its parameters; default `head.<id>` (e.g.
+    ///     `head.meanpool.fc1.weight`), the prefix of model files and checkpoints.
     /// - Throws: `PluginError.callFailed`.
-    public func create(config: String = "{}", seed: UInt64, prefix: String = "head") throws -> PluginHead {
-        try PluginHead(plugin: self, config: config, seed: seed, prefix: prefix)
+    public func create(config: String = "{}", seed: UInt64, prefix: String? = nil) throws -> PluginHead {
+        try PluginHead(plugin: self, config: config, seed: seed, prefix: prefix ?? statePrefix)
     }
 }
 
@@ -30,14 +35,22 @@ public struct HeadPlugin: Sendable {
 /// parameters' size (the MLP heads: ~50 k floats), negligible beside the 1.6 M-float feature batch.
 public final class PluginHead: Module {
     public let plugin: HeadPlugin
+    /// The JSON config the head was created from.
+    public let config: String
+    /// The state-dict prefix of the parameters.
+    public let prefix: String
     public let parameters: [Parameter]
     public var stateEntries: [StateEntry] { parameters.map { StateEntry($0.name, .float($0.value)) } }
     private let handle: UnsafeMutableRawPointer
     private let buffers: [(value: UnsafeMutablePointer<Float>, gradient: UnsafeMutablePointer<Float>, count: Int)]
     private var lastShape: [Int]?
+    /// Counts forwards, so that a backward can tell whether it belongs to the latest one.
+    private var forwardCount = 0
 
     init(plugin: HeadPlugin, config: String, seed: UInt64, prefix: String) throws {
         self.plugin = plugin
+        self.config = config
+        self.prefix = prefix
         let record = plugin.plugin.record
         var handle: UnsafeMutableRawPointer?
         var error = makeErrorBuffer()
@@ -95,6 +108,7 @@ public final class PluginHead: Module {
             throw PluginError.callFailed(plugin: plugin.plugin.record, operation: "forward", code: status, message: message(of: &error))
         }
         lastShape = s
+        forwardCount += 1
         return logits
     }
 
@@ -121,6 +135,44 @@ public final class PluginHead: Module {
     }
 }
 
+/// The plugin head as the model's classification head (in place of the affinity layer + classifier).
+extension PluginHead: ClassificationHead {
+    public var headID: String { plugin.plugin.id }
+    public var headVersion: String { plugin.plugin.version }
+    public var headConfig: String { config }
+    public var originalAliases: [(alias: String, of: String)] { [] }
+
+    /// Redraws the parameters: a fresh head of the same plugin and config made from a seed drawn
+    /// from `rng` gives the values. (Creation succeeded with this config once; should it fail now,
+    /// the values drawn at this head's own creation stay.)
+    public func initialize(rng: inout SeededGenerator) {
+        let seed = rng.next()
+        guard let fresh = try? PluginHead(plugin: plugin, config: config, seed: seed, prefix: prefix) else { return }
+        for (p, q) in zip(parameters, fresh.parameters) where p.value.count == q.value.count {
+            p.value.data.update(from: q.value.data, count: p.value.count)
+        }
+    }
+
+    /// What a forward hands to the matching backward: which forward it was.
+    struct ForwardToken { let index: Int }
+
+    public func forward(lesionMaskFeatures: Tensor, workspace: Workspace) throws -> ClassificationHeadOutput {
+        let logits = try forward(lesionMaskFeatures)
+        return ClassificationHeadOutput(logits: logits, affinity: nil, saved: ForwardToken(index: forwardCount))
+    }
+
+    /// The plugin keeps what its last forward needs, so only the output of the latest forward can
+    /// be differentiated; an older one is an error.
+    public func backward(logitsGradient: Tensor, output: ClassificationHeadOutput, workspace: Workspace) throws -> Tensor {
+        guard let token = output.saved as? ForwardToken, token.index == forwardCount, let shape = lastShape else {
+            throw TensorError.invalidArgument(op: "PluginHead.backward", detail: "the output is not that of the head's latest forward")
+        }
+        let featuresGradient = Tensor(shape: shape)
+        try backward(logitsGradient: logitsGradient, featuresGradient: featuresGradient)
+        return featuresGradient
+    }
+}
+
 /// MODEL.md §7 L_CLS: the mean over the 3 classes of BCE-with-logits against the one-hot label;
 /// writes ∂L/∂logits into `gradient` ([1, 3]) and returns the loss.
 public func classificationLoss(logits: Tensor, label: Int, gradient: Tensor) -> Float {
@@ -134,4 +186,15 @@ public func classificationLoss(logits: Tensor, label: Int, gradient: Tensor) -> 
         gradient.data[k] = Float((sigma - t) / 3)
     }
     return Float(loss / 3)
+}
+
+/// A registry makes the heads of its loaded head plugins (for `ModelLoader` and the trainer).
+extension PluginRegistry: ClassificationHeadFactory {
+    /// A head of the loaded head plugin `id` (state-dict prefix `head.<id>`), or nil when no head
+    /// plugin with that id is loaded.
+    /// - Throws: `PluginError.callFailed` when the plugin refuses the config.
+    public func makeHead(id: String, config: String, seed: UInt64) throws -> (any ClassificationHead)? {
+        guard let p = plugin(id: id), p.kind == .head else { return nil }
+        return try HeadPlugin(p).create(config: config, seed: seed)
+    }
 }

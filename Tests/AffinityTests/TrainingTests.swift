@@ -81,7 +81,7 @@ final class TinyData: TrainingData {
         let l0 = try loss()
         let grads = Dictionary(uniqueKeysWithValues: m.parameters.map { ($0.name, $0.grad.clone()) })
         // Through the classifier, the affinity layer, the mask-features branch, into the FPN and body.
-        let checkedParams = m.classifier.parameters + m.affinity.parameters + m.backbone.fpnLayer.parameters
+        let checkedParams = m.head.parameters + m.backbone.fpnLayer.parameters
             + [m.backbone.blocks[5].conv2.weight, m.backbone.bn1.weight]
         // Directional derivatives along each tensor's own gradient (see SegmentationTrainingTests).
         var worst = 0.0, worstName = "", errors: [Double] = []

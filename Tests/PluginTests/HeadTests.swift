@@ -140,7 +140,7 @@ struct HeadTests {
             let plugin = try sharedRegistry.head(id: id)
             #expect(throws: PluginError.self) { try plugin.create(config: #"{"hidden": 0}"#, seed: 1) }
             let head = try plugin.create(config: #"{"channels": 16, "hidden": 8}"#, seed: 1)
-            #expect(head.parameters.first { $0.name == "head.fc1.weight" }?.shape == [8, 16])
+            #expect(head.parameters.first { $0.name == "head.\(id).fc1.weight" }?.shape == [8, 16])
             #expect(throws: PluginError.self) { try head.forward(Tensor(shape: [8, 256, 4, 4])) }
             #expect(throws: TensorError.self) { try head.backward(logitsGradient: Tensor(shape: [1, 3]), featuresGradient: nil) }
             #expect(try head.forward(Tensor(shape: [8, 16, 4, 4])).shape == [1, 3])
