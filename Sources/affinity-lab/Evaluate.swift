@@ -4,7 +4,30 @@ import Detection
 import Evaluation
 import Foundation
 import Imaging
+import PluginHost
 import Tensor
+
+/// A classification image to evaluate: a file (read by path) or a sample a reader plugin decoded.
+struct EvaluationImage {
+    var name: String
+    var label: Int
+    var decoded: LabImage?
+}
+
+/// A segmentation image to evaluate: a file with its mask file, or a decoded sample with the
+/// lesion instances its reader's label map gives (at the image's own size).
+struct EvaluationSegmentationImage {
+    var name: String
+    var mask: String?
+    var decoded: LabImage?
+    var instances: [LesionInstance]?
+
+    /// The ground-truth lesions at the image's size.
+    func groundTruth(width: Int, height: Int) throws -> [LesionInstance] {
+        if let instances { return instances }
+        return try SegmentationSet.instances(maskPath: mask, width: width, height: height)
+    }
+}
 
 /// `affinity-lab evaluate`: the paper's classification metrics (Table 5) and mask AP (Table 4),
 /// plus the standard COCO mask AP, over on-disk data sets.
@@ -16,7 +39,11 @@ struct Evaluate: ParsableCommand {
         Tables 4 and 5, then the F1 variants, per-class metrics and COCO stats), confusion_matrix.png, \
         predictions.jsonl (one line per image) and, with a segmentation set, coco_gt.json / \
         coco_results.json for coco-eval. The author's mask AP is a per-image mean (MODEL.md §10); \
-        COCO's is dataset-level. Detections below --score-threshold are dropped before both.
+        COCO's is dataset-level. Detections below --score-threshold are dropped before both. \
+        --data-format / --segmentation-format ID read the sets through dataset-reader plugins (as \
+        train does; the split is passed as {"split": …} to covidx-ct and cncb-seg unless \
+        --data-options says otherwise); a model whose head is a plugin loads that plugin from the \
+        plugin folders.
         """)
 
     @Option(help: "Weights (model file, checkpoint or converted original).")
@@ -52,6 +79,8 @@ struct Evaluate: ParsableCommand {
     @Flag(help: "Print the metrics as one JSON object.")
     var json = false
 
+    @OptionGroup var formats: DataFormatOptions
+
     func validate() throws {
         try requirePositive(affinities, "--affinities")
         try requirePositive(maxImages, "--max-images")
@@ -65,18 +94,52 @@ struct Evaluate: ParsableCommand {
         try labRun {
             let split = DataSplit(rawValue: self.split)!
             // Check the inputs before loading the model.
-            let cls = try classificationData.map { try ClassificationSet(directory: $0, split: split) }
-            let seg = try segmentationData.map { try SegmentationSet(directory: $0, split: split) }
-            let model = try labLoadModel(weights, affinities: affinities)
+            let registry = formats.usesPlugins ? try formats.plugins.registry() : nil
+            var usedPlugins: [String] = []
+            var cls: (root: String, items: [EvaluationImage])? = nil
+            var seg: (root: String, items: [EvaluationSegmentationImage])? = nil
+            if let dir = classificationData {
+                if let f = formats.dataFormat {
+                    let set = try PluginSet(format: f, directory: dir, subfolder: "classification", split: split, options: formats.dataOptions,
+                                            registry: registry!)
+                    let items = set.labelled.map { EvaluationImage(name: set.root + "/" + $0.name, label: $0.label!, decoded: .gray($0.image)) }
+                    guard !items.isEmpty else { throw LabError.badData("the \(f) reader found no labelled sample in \(set.root)") }
+                    cls = (set.root, items)
+                    usedPlugins += set.plugins
+                } else {
+                    let set = try ClassificationSet(directory: dir, split: split)
+                    cls = (set.root, set.items.map { EvaluationImage(name: $0.path, label: $0.label, decoded: nil) })
+                }
+            }
+            if let dir = segmentationData {
+                if let f = formats.segmentationFormat {
+                    let set = try PluginSet(format: f, directory: dir, subfolder: "segmentation", split: split, options: formats.dataOptions,
+                                            registry: registry!)
+                    seg = (set.root, set.samples.map {
+                        EvaluationSegmentationImage(name: set.root + "/" + $0.name, mask: nil, decoded: .gray($0.image), instances: $0.instances)
+                    })
+                    usedPlugins += set.plugins
+                } else {
+                    let set = try SegmentationSet(directory: dir, split: split)
+                    seg = (set.root, set.items.map { EvaluationSegmentationImage(name: $0.image, mask: $0.mask, decoded: nil, instances: nil) })
+                }
+            }
+            let model = try labLoadModel(weights, affinities: affinities, pluginDirectories: formats.plugins.pluginDirectories)
+            if let h = model.headRecord { usedPlugins.append(h) }
+            usedPlugins = usedPlugins.reduce(into: []) { if !$0.contains($1) { $0.append($1) } }
             let name = modelName ?? (weights as NSString).lastPathComponent
             try labMakeDirectory(out)
             let t0 = DispatchTime.now().uptimeNanoseconds
             var report: [String: Any] = [
                 "weights": weights, "model": name, "affinities": model.affinities, "split": self.split,
-                "score_threshold": scoreThreshold,
+                "score_threshold": scoreThreshold, "head": model.head.headID, "plugins": usedPlugins,
             ]
+            if let f = formats.dataFormat, cls != nil { report["data_format"] = f }
+            if let f = formats.segmentationFormat, seg != nil { report["segmentation_format"] = f }
             var predictionLines: [String] = []
-            var markdown = "# Evaluation of \(name)\n\nWeights `\(weights)`, C' = \(model.affinities), split `\(self.split)`.\n\n"
+            let headText = model.headRecord.map { "head \($0)" } ?? "C' = \(model.affinities)"
+            var markdown = "# Evaluation of \(name)\n\nWeights `\(weights)`, \(headText), split `\(self.split)`"
+                + (usedPlugins.isEmpty ? "" : ", plugins \(usedPlugins.joined(separator: ", "))") + ".\n\n"
 
             if let cls {
                 let items = Array(cls.items.prefix(maxImages ?? Int.max))
@@ -85,10 +148,10 @@ struct Evaluate: ParsableCommand {
                 let showBar = !json && bar.enabled
                 for (i, item) in items.enumerated() {
                     if showBar { bar.update(i) }
-                    let r = try predictFile(item.path, model: model, seed: seed, withDetections: false)
+                    let r = try predictFile(item.name, model: model, seed: seed, withDetections: false, decoded: item.decoded)
                     try confusion.record(trueClass: item.label, predictedClass: r.prediction.classIndex)
                     predictionLines.append(jsonText([
-                        "set": "classification", "image": item.path, "true_class": item.label, "class_index": r.prediction.classIndex,
+                        "set": "classification", "image": item.name, "true_class": item.label, "class_index": r.prediction.classIndex,
                         "logits": r.prediction.logits.map { jsonNumber($0) }, "probabilities": r.prediction.probabilities.map { jsonNumber($0) },
                     ] as [String: Any]))
                 }
@@ -111,10 +174,10 @@ struct Evaluate: ParsableCommand {
                 let showBar = !json && bar.enabled
                 for (i, item) in items.enumerated() {
                     if showBar { bar.update(i) }
-                    let r = try predictFile(item.image, model: model, seed: seed, withDetections: true, keepMasks: true)
+                    let r = try predictFile(item.name, model: model, seed: seed, withDetections: true, keepMasks: true, decoded: item.decoded)
                     let imageID = i + 1
-                    cocoImages.append(COCOImage(id: imageID, width: r.width, height: r.height, fileName: (item.image as NSString).lastPathComponent))
-                    let gt = try SegmentationSet.instances(maskPath: item.mask, width: r.width, height: r.height)
+                    cocoImages.append(COCOImage(id: imageID, width: r.width, height: r.height, fileName: (item.name as NSString).lastPathComponent))
+                    let gt = try item.groundTruth(width: r.width, height: r.height)
                     var gtMasks: [BinaryMask] = []
                     for inst in gt {
                         let m = try BinaryMask(height: r.height, width: r.width, pixels: inst.mask)
@@ -135,7 +198,7 @@ struct Evaluate: ParsableCommand {
                     }
                     apImages.append(AuthorAPImage(groundTruth: gtMasks, predictions: preds))
                     predictionLines.append(jsonText([
-                        "set": "segmentation", "image": item.image, "image_id": imageID, "ground_truth_lesions": gt.count, "detections": kept,
+                        "set": "segmentation", "image": item.name, "image_id": imageID, "ground_truth_lesions": gt.count, "detections": kept,
                     ] as [String: Any]))
                 }
                 if showBar { bar.update(items.count); bar.finish() }

@@ -5,6 +5,7 @@ import Evaluation
 import Foundation
 import Imaging
 import NN
+import PluginHost
 import Tensor
 
 #if canImport(Glibc)
@@ -148,10 +149,29 @@ func labModelInput(_ image: PixelImage, side: Int = Preprocessing.modelSide) thr
 }
 
 /// Loads a weights file (model file, training checkpoint or converted original), naming the failure.
-func labLoadModel(_ path: String, affinities: Int? = nil) throws -> AffinityModel {
+/// A file whose classification head is a plugin loads only when `pluginDirectories` is given (the
+/// folders to load head plugins from; empty: the executable's folder) and the plugin is there.
+func labLoadModel(_ path: String, affinities: Int? = nil, pluginDirectories: [String]? = nil) throws -> AffinityModel {
     guard fileExists(path) else { throw LabError.missingFile(path) }
     do {
-        return try ModelLoader.load(contentsOf: URL(fileURLWithPath: path), affinities: affinities)
+        let file = try SafeTensorsFile(contentsOf: URL(fileURLWithPath: path))
+        var heads: PluginRegistry? = nil
+        if file.headID != AffinityHead.id {
+            guard let dirs = pluginDirectories else {
+                throw LabError(name: "unsupported-head",
+                               message: "Cannot use the weights \(path): their classification head is the plugin \"\(file.headID)\"; "
+                                   + "this command works with the built-in affinity head only.", code: 5)
+            }
+            heads = try labPluginRegistry(dirs)
+        }
+        return try ModelLoader.load(file, affinities: affinities, heads: heads)
+    } catch let e as LabError {
+        throw e
+    } catch let e as ClassificationHeadError {
+        if case .headUnavailable = e {
+            throw LabError(name: "missing-head-plugin", message: "Cannot load the weights \(path): \(sentence(e.description))", code: 5)
+        }
+        throw LabError.badWeights(path, e.description)
     } catch {
         throw LabError.badWeights(path, String(describing: error))
     }

@@ -23,10 +23,21 @@ var executableFolder: String {
     URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().path
 }
 
+/// The registries made so far, by folder list (one process loads each folder once, so that the
+/// data readers, decoders and heads of one command come from one registry).
+nonisolated(unsafe) private var labRegistries: [[String]: PluginRegistry] = [:]
+
 /// Loads every `*.so` of `folders` (default: the executable's folder) into a development-mode
-/// registry. A folder given explicitly that cannot be listed is an error; the default folder
-/// without plugins is not.
+/// registry, once per process and folder list. A folder given explicitly that cannot be listed is
+/// an error; the default folder without plugins is not.
 func labPluginRegistry(_ folders: [String]) throws -> PluginRegistry {
+    if let r = labRegistries[folders] { return r }
+    let registry = try makeLabPluginRegistry(folders)
+    labRegistries[folders] = registry
+    return registry
+}
+
+private func makeLabPluginRegistry(_ folders: [String]) throws -> PluginRegistry {
     let registry = PluginRegistry(mode: .development)
     if folders.isEmpty {
         _ = try? registry.loadDirectory(executableFolder)
@@ -223,7 +234,7 @@ final class LabTrainingData: TrainingData {
 }
 
 /// `--data-format`, `--segmentation-format`, `--data-options` and the plugin folders, shared by
-/// `train` and `finetune`.
+/// `train`, `finetune` and `evaluate`.
 struct DataFormatOptions: ParsableArguments {
     @Option(name: .customLong("data-format"),
             help: "Read the classification set through this dataset-reader plugin (covidx-ct, cncb-seg, ictcf, …) instead of the built-in layouts.")
@@ -234,7 +245,7 @@ struct DataFormatOptions: ParsableArguments {
     var segmentationFormat: String?
 
     @Option(name: .customLong("data-options"),
-            help: "JSON options for the reader plugins (default {\"split\": \"train\"} for covidx-ct and cncb-seg, {} otherwise).")
+            help: "JSON options for the reader plugins (default {\"split\": <the split read>} for covidx-ct and cncb-seg, {} otherwise).")
     var dataOptions: String?
 
     @OptionGroup var plugins: PluginOptions

@@ -22,16 +22,20 @@ struct ImagePrediction {
     var timings: [String: Double]
     /// Plugins used (`id version`): the decoder of a non-PNG image.
     var plugins: [String] = []
+    /// The model's head plugin (`id version`), nil for the built-in affinity head.
+    var head: String? = nil
 }
 
 /// Reads, preprocesses and predicts one image: a PNG, or (with `reader`) any format a decoder
-/// plugin recognises.
+/// plugin recognises, or (with `decoded`) an image already decoded (e.g. by a dataset reader).
 func predictFile(_ path: String, model: AffinityModel, seed: UInt64, withDetections: Bool = true, keepMasks: Bool = false,
-                 reader: LabImageReader? = nil) throws -> ImagePrediction {
+                 reader: LabImageReader? = nil, decoded: LabImage? = nil) throws -> ImagePrediction {
     let t0 = DispatchTime.now().uptimeNanoseconds
     let image: LabImage
     var plugins: [String] = []
-    if let reader {
+    if let decoded {
+        image = decoded
+    } else if let reader {
         let r = try reader.read(path)
         image = r.image
         plugins = r.plugin.map { [$0] } ?? []
@@ -63,7 +67,7 @@ func predictFile(_ path: String, model: AffinityModel, seed: UInt64, withDetecti
     timings["preprocess"] = tPre
     if withDetections { timings["rescale_masks"] = secondsSince(t2) }
     return ImagePrediction(path: path, width: image.width, height: image.height, prediction: p, boxes: boxes, masks: masks,
-                           maskAreas: areas, timings: timings, plugins: plugins)
+                           maskAreas: areas, timings: timings, plugins: plugins, head: model.headRecord)
 }
 
 /// `affinity-lab predict`: the full inference of the original test script on PNG slices.
@@ -107,7 +111,7 @@ struct Predict: ParsableCommand {
 
     func run() throws {
         try labRun {
-            let model = try labLoadModel(weights, affinities: affinities)
+            let model = try labLoadModel(weights, affinities: affinities, pluginDirectories: plugins.pluginDirectories)
             var results: [COCOResult] = []
             let reader = LabImageReader(folders: plugins.pluginDirectories)
             for (i, path) in images.enumerated() {
@@ -155,14 +159,15 @@ struct Predict: ParsableCommand {
             "roi_batch": ["boxes": p.roiBoxes.map { jsonBox($0) }, "scores": p.roiScores.map { jsonNumber($0) }],
             "detections": dets,
             "timings": r.timings,
-            "plugins": r.plugins,
+            "plugins": r.plugins + (r.head.map { [$0] } ?? []),
         ]
     }
 
     static func text(_ r: ImagePrediction) -> String {
         let p = r.prediction
         func f(_ v: Float) -> String { String(format: "%.4f", v) }
-        var lines = ["\(r.path): \(p.className) (class \(p.classIndex))" + (r.plugins.isEmpty ? "" : " [decoded by \(r.plugins.joined(separator: ", "))]")]
+        var lines = ["\(r.path): \(p.className) (class \(p.classIndex))" + (r.plugins.isEmpty ? "" : " [decoded by \(r.plugins.joined(separator: ", "))]")
+            + (r.head.map { " [head \($0)]" } ?? "")]
         lines.append("  probabilities normal \(f(p.probabilities[0])), common pneumonia \(f(p.probabilities[1])), COVID-19 \(f(p.probabilities[2]))")
         lines.append("  logits [\(p.logits.map(f).joined(separator: ", "))]")
         lines.append("  RoI batch scores [\(p.roiScores.map(f).joined(separator: ", "))]")

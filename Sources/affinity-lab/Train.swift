@@ -4,6 +4,7 @@ import Detection
 import Foundation
 import Imaging
 import NN
+import PluginHost
 import Tensor
 
 /// Options shared by `train` and `finetune`.
@@ -51,6 +52,47 @@ func parseCopyRule(_ s: String?) throws -> CopyRule? {
     return r
 }
 
+/// `--head` and `--head-config` of `train`.
+struct HeadOptions: ParsableArguments {
+    @Option(help: "Classification head: affinity (the built-in affinity layer + classifier, default) or the id of a head plugin (meanpool, attention, …) from the plugin folders.")
+    var head: String?
+
+    @Option(name: .customLong("head-config"), help: "JSON config of a head plugin (e.g. {\"hidden\": 64}; default {}).")
+    var headConfig: String?
+
+    func validate() throws {
+        if let h = head, h.isEmpty { throw ValidationError("--head must not be empty") }
+        if headConfig != nil && (head ?? AffinityHead.id) == AffinityHead.id {
+            throw ValidationError("--head-config applies to a head plugin (--head ID), not to the built-in affinity head")
+        }
+    }
+}
+
+/// The head recorded in a checkpoint's metadata: id and config (the built-in head: `affinity`, `{}`).
+func checkpointHead(_ path: String) throws -> (id: String, config: String) {
+    guard fileExists(path) else { throw LabError.missingFile(path) }
+    do {
+        let f = try SafeTensorsFile(contentsOf: URL(fileURLWithPath: path))
+        return (f.headID, f.metadata["head_config"] ?? "{}")
+    } catch { throw LabError.badWeights(path, String(describing: error)) }
+}
+
+/// A fresh model with the head `id`: the built-in affinity head with C' = `affinities`, or a head
+/// plugin from `registry` made from `config`. The parameters are drawn by `model.initialize`.
+func labMakeModel(head id: String, config: String, affinities: Int, seed: UInt64, plugins: PluginOptions) throws -> AffinityModel {
+    if id == AffinityHead.id { return AffinityModel(affinities: affinities) }
+    let registry = try plugins.registry()
+    let head: (any ClassificationHead)?
+    do { head = try registry.makeHead(id: id, config: config, seed: seed) } catch {
+        throw LabError(name: "bad-head-config", message: "The head \(id) refuses the config \(config): \(sentence(String(describing: error)))", code: 7)
+    }
+    guard let head else {
+        let known = [AffinityHead.id] + registry.plugins.filter { $0.kind == .head }.map(\.id).sorted()
+        throw LabError(name: "unknown-head", message: "No head plugin with the id \"\(id)\" is loaded. Heads available: \(known.joined(separator: ", ")).", code: 1)
+    }
+    return AffinityModel(head: head)
+}
+
 /// The training configuration stored in a checkpoint's metadata.
 func checkpointConfig(_ path: String) throws -> TrainingConfig {
     guard fileExists(path) else { throw LabError.missingFile(path) }
@@ -90,6 +132,10 @@ func runTraining(kind: String, model: AffinityModel, data: TrainingData, config:
 
     var meta = extraMetadata
     meta["kind"] = kind
+    if let h = model.headRecord {
+        let used = (meta["plugins"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        meta["plugins"] = (used.contains(h) ? used : used + [h]).joined(separator: ", ")
+    }
     meta["image_size"] = String(o.imageSize)
     func saveCheckpoint() throws {
         do { try trainer.saveCheckpoint(to: checkpointURL, extraMetadata: meta) } catch {
@@ -152,7 +198,7 @@ func runTraining(kind: String, model: AffinityModel, data: TrainingData, config:
     if !savedAfterLastStep && last != nil { try saveCheckpoint() }
     if !fileExists(modelURL.path) { try saveModel("last (no epoch finished yet)") }
     let summary: [String: Any] = [
-        "kind": kind, "out": o.out, "affinities": config.affinities,
+        "kind": kind, "out": o.out, "affinities": config.affinities, "head": model.head.headID,
         "iterations": trainer.state.totalIterations - startIterations, "total_iterations": trainer.state.totalIterations,
         "epoch": trainer.state.epoch, "iteration_in_epoch": trainer.state.iteration, "finished": trainer.isFinished,
         "epoch_mean_l_total": trainer.state.epochTotals.map { jsonNumber($0) }, "best_epoch": trainer.state.bestEpoch ?? NSNull(),
@@ -163,7 +209,7 @@ func runTraining(kind: String, model: AffinityModel, data: TrainingData, config:
     if o.json {
         print(jsonText(summary))
     } else {
-        print("\(kind): \(trainer.state.totalIterations - startIterations) iteration(s) in \(String(format: "%.1f", secondsSince(t0))) s; "
+        print("\(kind) (head \(model.headRecord ?? AffinityHead.id)): \(trainer.state.totalIterations - startIterations) iteration(s) in \(String(format: "%.1f", secondsSince(t0))) s; "
               + "epoch \(trainer.state.epoch) of \(config.epochs), iteration \(trainer.state.iteration) of \(itersPerEpoch)\(trainer.isFinished ? " (finished)" : "")")
         print("  checkpoint \(checkpointURL.path)\n  model      \(modelURL.path)\n  metrics    \(metricsPath)")
     }
@@ -179,7 +225,10 @@ struct Train: ParsableCommand {
         An epoch is one pass over the shuffled classification set; metrics.jsonl gets one line per \
         iteration ({"type":"iteration",...}) and per epoch ({"type":"epoch",...}). With --resume the \
         run continues exactly (settings default to the checkpoint's; --epochs may extend it). \
-        The backbone starts from random initialisation (no ImageNet weights are bundled).
+        The backbone starts from random initialisation (no ImageNet weights are bundled). \
+        --head ID trains a head plugin (from --plugin-dir or the executable's folder) in place of the \
+        affinity layer and classifier; its parameters are saved as head.<id>.* and the metadata \
+        records head, head_version and head_config.
         """)
 
     @Option(help: "Data root: a phantom set (affinity-lab phantoms) or a directory with classification/ and segmentation/.")
@@ -203,12 +252,17 @@ struct Train: ParsableCommand {
     @Flag(name: .customLong("train-conv-reduce"), help: "Train mask_predictor_s2.conv_reduce with L_CLS (default: frozen at its initial values, Eq. 8).")
     var trainConvReduce = false
 
+    @OptionGroup var headOptions: HeadOptions
+
     @OptionGroup var options: TrainRunOptions
 
     @OptionGroup var formats: DataFormatOptions
 
     func validate() throws {
         try requirePositive(affinities, "--affinities")
+        if affinities != nil, let h = headOptions.head, h != AffinityHead.id {
+            throw ValidationError("--affinities applies to the built-in affinity head, not to the head plugin \(h)")
+        }
         try requirePositive(epochs, "--epochs")
         _ = try parseCopyRule(copyRule)
         if data == nil && (classificationData == nil || segmentationData == nil) {
@@ -219,7 +273,14 @@ struct Train: ParsableCommand {
     func run() throws {
         try labRun {
             var config = TrainingConfig()
-            if let r = options.resume { config = try checkpointConfig(r) }
+            var headID = headOptions.head ?? AffinityHead.id, headConfig = headOptions.headConfig ?? "{}"
+            if let r = options.resume {
+                config = try checkpointConfig(r)
+                // The head of the checkpoint, unless --head names another (resume then refuses it).
+                let h = try checkpointHead(r)
+                if headOptions.head == nil { headID = h.id }
+                if headOptions.headConfig == nil && headID == h.id { headConfig = h.config }
+            }
             if let v = affinities { config.affinities = v }
             if let v = epochs { config.epochs = v }
             if let v = options.lr { config.learningRate = v }
@@ -231,7 +292,9 @@ struct Train: ParsableCommand {
             let (trainingData, meta) = try labTrainingData(classificationDirectory: classificationData ?? data!,
                                                            segmentationDirectory: segmentationData ?? data!, formats: formats,
                                                            side: options.imageSize)
-            let model = AffinityModel(affinities: config.affinities)
+            let model = try labMakeModel(head: headID, config: headConfig, affinities: config.affinities, seed: config.seed,
+                                         plugins: formats.plugins)
+            if model.affinityHead == nil { config.affinities = 0 }
             var rng = SeededGenerator(seed: config.seed)
             model.initialize(rng: &rng)
             try runTraining(kind: "train", model: model, data: trainingData, config: config, options: options, extraMetadata: meta)
@@ -282,7 +345,7 @@ struct Finetune: ParsableCommand {
 
     func run() throws {
         try labRun {
-            let model = try labLoadModel(weights)
+            let model = try labLoadModel(weights, pluginDirectories: formats.plugins.pluginDirectories)
             var config = TrainingConfig()
             if let r = options.resume { config = try checkpointConfig(r) } else { config.epochs = 20 }
             config.affinities = model.affinities
