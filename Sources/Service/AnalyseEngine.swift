@@ -62,6 +62,8 @@ public struct AnalysisResult: Sendable {
     /// The plugins used (`id version`), e.g. the decoder plugin of a JPEG or DICOM slice; empty for
     /// a PNG (read by the built-in decoder).
     public var plugins: [String] = []
+    /// Pixels of the lung field (`LungField.area`) at the original image's size; 0 when none is found.
+    public var lungFieldArea: Int = 0
 }
 
 /// An image that a decoder outside the engine (a decoder plugin) read: gray in [0, 1], and who read it.
@@ -192,6 +194,9 @@ public final class AnalyseEngine: @unchecked Sendable {
     private var pending: [(ImageSource, AnalyseRequest, UInt64, (Result<AnalysisResult, ServiceError>) -> Void)] = []
     private var running = 0
     private var stopped = false
+    /// Warm-up requests per worker (index): run by that worker before it takes queued analyses.
+    private var warmUps: [[() -> Void]]
+    private let workerCount: Int
     private var _limits: ImageLimits
     private var _queueLimit: Int
     /// Called (on any thread) when the number of waiting or running analyses changes.
@@ -208,8 +213,10 @@ public final class AnalyseEngine: @unchecked Sendable {
         pool = ModelPool(store: store, perModel: max(1, workers))
         _limits = limits
         _queueLimit = max(0, queueLimit)
+        workerCount = max(1, workers)
+        warmUps = Array(repeating: [], count: max(1, workers))
         for i in 0..<max(1, workers) {
-            let t = Thread { [weak self] in self?.workLoop() }
+            let t = Thread { [weak self] in self?.workLoop(i) }
             t.name = "analyse-\(i)"
             t.stackSize = 8 << 20
             t.start()
@@ -258,14 +265,64 @@ public final class AnalyseEngine: @unchecked Sendable {
         return try result.get()
     }
 
-    /// Loads the default model (or `id`) into the pool so that the first analysis does not wait.
-    /// - Throws: `ModelNotReady` when there is no default model; `ModelNotFound`, `Failed`.
+    /// Loads the default model (or `id`) into the pool and warms it up, so that the first analyses
+    /// neither wait for the weights nor grow the process: every worker thread checks out its own
+    /// instance (one per worker, as many as the pool keeps) and analyses a blank PNG of the model's
+    /// input size through the whole path (decode, preprocess, model with detections, label map,
+    /// lung field), which allocates the instance's workspaces, the BLAS buffers and the thread's
+    /// allocator arena at their steady-state sizes. Waits until every worker is done.
+    /// - Throws: `ModelNotReady` when there is no default model; `ModelNotFound`, `Failed` (also
+    ///   when the model fails on the blank image).
     public func preload(_ id: String? = nil) throws {
         guard let id = id ?? store.defaultModelID else {
             throw ServiceError(.modelNotReady, "No model is installed; import one with ImportModel or train one")
         }
+        // Load once first, so that a model whose weights do not load fails here, on this thread.
         let (m, _) = try pool.checkOut(id)
         pool.checkIn(id, m)
+        let blank = try Self.blankImagePNG()
+        let group = DispatchGroup()
+        let lock = NSLock()
+        var failure: Error?
+        var checkedOut = 0
+        let allOut = NSCondition()
+        let n = workerCount
+        try cond.withLock {
+            guard !stopped else { throw ServiceError.failed("The service is stopping") }
+            for w in 0..<n {
+                group.enter()
+                warmUps[w].append { [self] in
+                    defer { group.leave() }
+                    do {
+                        let (model, _) = try pool.checkOut(id)
+                        // Hold the instance until every worker has one (or a minute passes, when a
+                        // worker is busy), so that each worker warms a distinct instance.
+                        allOut.withLock { checkedOut += 1; allOut.broadcast() }
+                        allOut.lock()
+                        let deadline = Date().addingTimeInterval(60)
+                        while checkedOut < n && allOut.wait(until: deadline) {}
+                        allOut.unlock()
+                        defer { pool.checkIn(id, model) }
+                        _ = try analyse(.bytes(blank), AnalyseRequest(modelID: id), limits: ImageLimits(), instance: (model, nil))
+                    } catch {
+                        allOut.withLock { checkedOut += 1; allOut.broadcast() }
+                        lock.withLock { failure = failure ?? error }
+                    }
+                }
+            }
+            cond.broadcast()
+        }
+        group.wait()
+        if let failure {
+            let e = ServiceError(failure)
+            throw ServiceError(e.kind, "The model was loaded but its warm-up analysis failed: \(e.message)")
+        }
+    }
+
+    /// A black gray PNG of the model's input size (512×512).
+    static func blankImagePNG() throws -> [UInt8] {
+        let side = Preprocessing.modelSide
+        return try PNG.encode(try PixelImage(bytes: [UInt8](repeating: 0, count: side * side), width: side, height: side, format: .gray))
     }
 
     /// Refuses new work; waiting analyses fail with `Cancelled`; running ones finish.
@@ -281,10 +338,16 @@ public final class AnalyseEngine: @unchecked Sendable {
         onQueueChange?()
     }
 
-    private func workLoop() {
+    private func workLoop(_ index: Int) {
         while true {
             cond.lock()
-            while pending.isEmpty && !stopped { cond.wait() }
+            while pending.isEmpty && warmUps[index].isEmpty && !stopped { cond.wait() }
+            if !warmUps[index].isEmpty {
+                let warmUp = warmUps[index].removeFirst()
+                cond.unlock()
+                warmUp()
+                continue
+            }
             if stopped && pending.isEmpty { cond.unlock(); return }
             let (source, request, queued, completion) = pending.removeFirst()
             running += 1
@@ -307,7 +370,10 @@ public final class AnalyseEngine: @unchecked Sendable {
     }
 
     /// Reads, decodes, preprocesses and predicts (on the calling thread).
-    func analyse(_ source: ImageSource, _ request: AnalyseRequest, limits: ImageLimits) throws -> AnalysisResult {
+    /// - Parameter instance: a model instance of `request.modelID` the caller has checked out (and
+    ///   checks in); nil: one is checked out of the pool for the prediction.
+    func analyse(_ source: ImageSource, _ request: AnalyseRequest, limits: ImageLimits,
+                 instance: (AffinityModel, ModelCard?)? = nil) throws -> AnalysisResult {
         let t0 = DispatchTime.now().uptimeNanoseconds
         func since(_ t: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9 }
         guard let id = request.modelID ?? store.defaultModelID else {
@@ -358,8 +424,18 @@ public final class AnalyseEngine: @unchecked Sendable {
         let modelInput = png.map { Preprocessing.modelInput($0) } ?? Preprocessing.modelInput(gray!)
         let input = try Tensor(shape: [1, 3, Preprocessing.modelSide, Preprocessing.modelSide], values: modelInput)
         let preprocess = since(t1)
-        let (model, card) = try pool.checkOut(id)
-        defer { pool.checkIn(id, model) }
+        let tLung = DispatchTime.now().uptimeNanoseconds
+        let lungFieldArea = LungField.area(gray ?? png!.grayImage())
+        let lungField = since(tLung)
+        let model: AffinityModel, card: ModelCard
+        if let instance {
+            model = instance.0
+            guard let c = instance.1 ?? store.card(id) else { throw ServiceError.modelNotFound("There is no model '\(id)' in the store") }
+            card = c
+        } else {
+            (model, card) = try pool.checkOut(id)
+        }
+        defer { if instance == nil { pool.checkIn(id, model) } }
         var rng = SeededGenerator(seed: request.seed)
         let prediction: Prediction
         do {
@@ -372,10 +448,11 @@ public final class AnalyseEngine: @unchecked Sendable {
         var timings = prediction.timings
         timings["decode"] = decoded
         timings["preprocess"] = preprocess
+        timings["lung_field"] = lungField
         timings["label_map"] = since(t2)
         timings["analyse_total"] = since(t0)
         return AnalysisResult(modelID: id, modelSHA256: card.sha256, prediction: prediction, lesions: lesions, labelMapPNG: labelMapPNG,
-                              imageWidth: width, imageHeight: height, timings: timings, plugins: plugins)
+                              imageWidth: width, imageHeight: height, timings: timings, plugins: plugins, lungFieldArea: lungFieldArea)
     }
 
     /// The label map of the detections in the original image's frame: each detection's 28×28 mask

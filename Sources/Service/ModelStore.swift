@@ -118,7 +118,7 @@ public final class ModelStore: @unchecked Sendable {
     @discardableResult
     public func importModel(bytes: [UInt8], name: String?, affinities: Int? = nil, trainedOn: String = "",
                             metrics: [String: Double] = [:], head: String = "affinity",
-                            plugins: [ModelCard.Plugin] = []) throws -> ModelCard {
+                            plugins: [ModelCard.Plugin] = [], created: UInt64? = nil) throws -> ModelCard {
         if let a = affinities, a <= 0 || a > 4096 {
             throw ServiceError.invalidArgument("The number of affinities must be between 1 and 4096, got \(a)")
         }
@@ -142,9 +142,55 @@ public final class ModelStore: @unchecked Sendable {
         let id = String(digest.prefix(16))
         if let existing = card(id) { return existing }
         let card = ModelCard(id: id, name: name ?? "model \(id.prefix(8))", affinities: model.affinities, sha256: digest,
-                             created: unixMicroseconds(), trainedOn: trainedOn, metrics: metrics, head: head, plugins: plugins)
+                             created: created ?? unixMicroseconds(), trainedOn: trainedOn, metrics: metrics, head: head, plugins: plugins)
         try publish(card: card, weights: data)
         return card
+    }
+
+    /// Imports a bundled model directory (`weights.safetensors`, `card.json` with `ModelCard`'s
+    /// fields, of which `id`, `sha256` and `created` may be absent and are then computed) with its
+    /// card's name, C', training data, metrics, head and plugins.
+    /// - Returns: the model's card (the existing one if these weights are already stored).
+    /// - Throws: `Failed` when the files cannot be read; `UnsupportedFormat` when the card is not
+    ///   valid JSON of that schema, names another SHA-256 than the weights have, or the weights do
+    ///   not load.
+    @discardableResult
+    public func importBundled(_ directory: URL) throws -> ModelCard {
+        let weightsURL = directory.appendingPathComponent("weights.safetensors")
+        let cardURL = directory.appendingPathComponent("card.json")
+        let bytes: [UInt8]
+        do { bytes = [UInt8](try Data(contentsOf: weightsURL)) } catch {
+            throw ServiceError.failed("Cannot read the bundled model's weights \(weightsURL.path): \(error.localizedDescription)")
+        }
+        var card = BundledCard()
+        if FileManager.default.fileExists(atPath: cardURL.path) {
+            do { card = try JSONDecoder().decode(BundledCard.self, from: try Data(contentsOf: cardURL)) } catch {
+                throw ServiceError(.unsupportedFormat, "The bundled model card \(cardURL.path) is not a model card: \(error)")
+            }
+        }
+        let digest = sha256Hex(bytes)
+        if let expected = card.sha256, expected.lowercased() != digest {
+            throw ServiceError(.unsupportedFormat, "The bundled model card \(cardURL.path) gives SHA-256 \(expected), but the weights have \(digest)")
+        }
+        return try importModel(bytes: bytes, name: card.name ?? directory.lastPathComponent, affinities: card.affinities,
+                               trainedOn: card.trainedOn ?? "", metrics: card.metrics ?? [:], head: card.head ?? "affinity",
+                               plugins: card.plugins ?? [], created: card.created)
+    }
+
+    /// `card.json` of a bundled model: `ModelCard`'s fields, every one optional.
+    struct BundledCard: Decodable {
+        var id: String?
+        var name: String?
+        var affinities: Int?
+        var sha256: String?
+        var created: UInt64?
+        var trainedOn: String?
+        var metrics: [String: Double]?
+        var head: String?
+        var plugins: [ModelCard.Plugin]?
+        enum CodingKeys: String, CodingKey {
+            case id, name, affinities, sha256, created, trainedOn = "trained_on", metrics, head, plugins
+        }
     }
 
     /// Writes weights and card into `models/.tmp-…/`, fsyncs them, and renames the directory to

@@ -81,11 +81,14 @@ struct Predict: ParsableCommand {
         image, logits, class_index, class, probabilities, roi_batch {boxes, scores}, detections \
         [{box, score, mask_area}], timings (seconds per stage), plus image_size, image_id, plugins (the decoder plugin's "id version", if one was used). RoI boxes \
         are in the 512×512 model input; detection boxes and mask areas in the image's own pixels. \
-        Exit codes: 3 missing file, 4 unreadable image, 5 unusable weights, 1 other failures.
+        Without --weights the bundled demo model is used (trained on synthetic phantoms, for \
+        demonstration, not for diagnosis); a note on stderr says so. \
+        Exit codes: 3 missing file or no model (no --weights and no bundled model), 4 unreadable image, \
+        5 unusable weights, 1 other failures.
         """)
 
-    @Option(help: "Weights: a model file, a training checkpoint, or a converted original (safetensors).")
-    var weights: String
+    @Option(help: "Weights: a model file, a training checkpoint, or a converted original (safetensors). Default: the bundled demo model (models/phantom-demo; $AFFINITY_BUNDLED_MODELS overrides where it is looked for).")
+    var weights: String?
 
     @Option(help: "Number of affinities C' (default: from the weights file).")
     var affinities: Int?
@@ -111,7 +114,7 @@ struct Predict: ParsableCommand {
 
     func run() throws {
         try labRun {
-            let model = try labLoadModel(weights, affinities: affinities, pluginDirectories: plugins.pluginDirectories)
+            let model = try labLoadModel(try Self.weightsPath(weights), affinities: affinities, pluginDirectories: plugins.pluginDirectories)
             var results: [COCOResult] = []
             let reader = LabImageReader(folders: plugins.pluginDirectories)
             for (i, path) in images.enumerated() {
@@ -140,6 +143,21 @@ struct Predict: ParsableCommand {
                 }
             }
         }
+    }
+
+    /// `--weights`, or the bundled demo model's weights (with a note on stderr).
+    /// - Throws: `no-model` (exit 3) when neither is available.
+    static func weightsPath(_ given: String?) throws -> String {
+        if let given { return given }
+        guard let dir = BundledModel.defaultModel() else {
+            let configured = ProcessInfo.processInfo.environment[BundledModel.environmentVariable].map { " (\(BundledModel.environmentVariable)=\($0))" } ?? ""
+            throw LabError(name: "no-model",
+                           message: "No --weights given and no bundled model found\(configured); pass --weights FILE or install models/\(BundledModel.defaultName).",
+                           code: 3)
+        }
+        let path = BundledModel.weights(dir).path
+        FileHandle.standardError.write(Data("note: no --weights: using the bundled model \(dir.path), \(BundledModel.disclaimer).\n".utf8))
+        return path
     }
 
     /// The JSON object of issue 4 item 8 (plus image_size and image_id).

@@ -11,8 +11,10 @@ struct Analyse: ParsableCommand {
         discussion: """
             Each FILE is opened here and passed to the daemon as a file descriptor. For each slice the \
             result is the class with its probability, the number of lesions and their total area in \
-            pixels (and as a share of the lung field when the daemon reports the lung field), and the \
-            model that produced it. With several files, --overlay and --mask name directories that \
+            pixels and as a share of the lung field (the daemon's lung_field_area: the large dark \
+            regions inside the body with what they enclose; with --json lung_field_area_px and \
+            lesion_share_of_lung_field, null when the daemon does not report it or finds no lung \
+            field), and the model that produced it. With several files, --overlay and --mask name directories that \
             receive <name>.overlay.png and <name>.mask.png.
             """,
         aliases: ["analyze"])
@@ -200,7 +202,7 @@ struct Analysis {
         modelSHA256 = (try? r["model_sha256"]?.asString()) ?? ""
         imageWidth = try? r["image_width"]?.asUInt32()
         imageHeight = try? r["image_height"]?.asUInt32()
-        // Not in API version 1's result; shown when a daemon reports it.
+        // lung_field_area (u); an older daemon does not report it.
         if let v = r["lung_field_area"] {
             switch v {
             case .uint32(let x): lungFieldArea = UInt64(x)
@@ -214,6 +216,7 @@ struct Analysis {
 
     var probability: Double { Int(classIndex) < probabilities.count ? probabilities[Int(classIndex)] : .nan }
     var totalArea: UInt64 { lesions.reduce(0) { $0 + $1.area } }
+    /// The lesions' share of the lung field; nil when no lung field is reported or it is empty.
     var lungShare: Double? { lungFieldArea.flatMap { $0 > 0 ? Double(totalArea) / Double($0) : nil } }
     var modelID: String { API.id(model) }
 

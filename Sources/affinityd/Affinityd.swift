@@ -30,6 +30,10 @@ struct Affinityd: ParsableCommand {
             help: "A development plugin folder (repeatable; adds to plugin_dirs; the system folder is then not used).")
     var pluginDirectories: [String] = []
 
+    @Flag(name: .customLong("no-bundled-model"),
+          help: "Do not import the bundled demo model when no default model is installed (bundled_model = no).")
+    var noBundledModel = false
+
     func run() throws {
         // Handle SIGTERM, SIGINT and SIGHUP on one thread with sigwait: block them before any
         // other thread starts (threads inherit the mask), whatever mask our parent gave us.
@@ -48,6 +52,7 @@ struct Affinityd: ParsableCommand {
             if let stateDir { try settings.set("state_dir", stateDir) }
             if let authorization { try settings.set("authorization", authorization) }
             settings.pluginDirectories += pluginDirectories
+            if noBundledModel { settings.bundledModel = false }
         } catch {
             Log.error("\(error)")
             throw ExitCode(78)  // EX_CONFIG

@@ -22,9 +22,13 @@ struct DaemonConfig: Equatable {
     /// system folder /usr/lib/affinity/plugins in system (root-owned) mode; otherwise these folders,
     /// in development mode (any readable library loads), and not the system folder.
     var pluginDirectories: [String] = []
+    /// Whether a store without a default model gets the bundled demo model (models/phantom-demo,
+    /// found as `BundledModel.directory` says) imported and made the default at start.
+    var bundledModel = true
 
     static let keys: Set<String> = ["bus", "authorization", "state_dir", "analyse_workers", "analyse_queue_limit",
-                                    "max_image_bytes", "max_image_dimension", "max_import_bytes", "log_level", "interfaces_dir", "plugin_dirs"]
+                                    "max_image_bytes", "max_image_dimension", "max_import_bytes", "log_level", "interfaces_dir", "plugin_dirs",
+                                    "bundled_model"]
 
     /// Applies a configuration file's `key = value` lines (`#` and `;` comments, `[section]`
     /// headers ignored, values may be quoted).
@@ -70,6 +74,12 @@ struct DaemonConfig: Equatable {
         case "interfaces_dir": interfacesDirectory = value
         case "plugin_dirs":
             pluginDirectories = value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        case "bundled_model":
+            switch value.lowercased() {
+            case "yes", "true", "1", "on": bundledModel = true
+            case "no", "false", "0", "off": bundledModel = false
+            default: throw ConfigError("bundled_model must be yes or no, not '\(value)'.")
+            }
         default: throw ConfigError("unknown key '\(key)'; known keys: \(Self.keys.sorted().joined(separator: ", ")).")
         }
     }

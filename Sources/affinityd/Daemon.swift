@@ -1,4 +1,5 @@
 // The daemon: the Service objects exported on the bus as the API of DESIGN.md §3.
+import Affinity
 import Bus
 import Foundation
 import Imaging
@@ -142,6 +143,7 @@ final class Daemon: @unchecked Sendable {
     // MARK: Start and stop
 
     func start() throws {
+        if config.bundledModel && store.defaultModelID == nil { installBundledModel() }
         try bus.addObjectManager(at: API.root)
         let manager = managerInterface()
         for i in [manager, modelInterface(id: "x"), jobInterface(nil)].compactMap({ $0 }) {
@@ -174,6 +176,23 @@ final class Daemon: @unchecked Sendable {
             lock.withLock { starting = false; preloadError = error }
             refreshManager()
             Notify.send("READY=1")
+        }
+    }
+
+    /// With no default model: imports the bundled demo model (when one is found) into the store
+    /// and makes it the default. A failure is logged; the daemon then starts degraded as without it.
+    func installBundledModel() {
+        guard let dir = BundledModel.defaultModel() else {
+            Log.info("No default model, and no bundled model was found (\(BundledModel.environmentVariable) or share/lesionaffinity/models).")
+            return
+        }
+        do {
+            let card = try store.importBundled(dir)
+            try store.setDefault(card.id)
+            Log.log(Log.notice, "No default model was installed: using the bundled model \(card.name) (\(card.id)) from \(dir.path), "
+                    + "the phantom demo model, \(BundledModel.disclaimer).", ["MODEL_ID": card.id])
+        } catch {
+            Log.error("The bundled model in \(dir.path) was not installed: \(ServiceError(error).message)")
         }
     }
 
@@ -475,6 +494,7 @@ final class Daemon: @unchecked Sendable {
             "image_width": .uint32(UInt32(r.imageWidth)),
             "image_height": .uint32(UInt32(r.imageHeight)),
             "plugins": .strings(r.plugins),
+            "lung_field_area": .uint32(UInt32(clamping: r.lungFieldArea)),
         ]
     }
 

@@ -88,7 +88,10 @@ final class CtlDaemon: @unchecked Sendable {
         self.stateDirectory = stateDirectory
         process.executableURL = URL(fileURLWithPath: exe)
         process.arguments = ["--bus", bus.address, "--state-dir", stateDirectory.path, "--authorization", authorization]
-        process.environment = ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"]
+        // No bundled demo model (an empty AFFINITY_BUNDLED_MODELS folder): the tests start from an empty store.
+        let noBundled = stateDirectory.deletingLastPathComponent().appendingPathComponent("no-bundled-models")
+        try FileManager.default.createDirectory(at: noBundled, withIntermediateDirectories: true)
+        process.environment = ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "AFFINITY_BUNDLED_MODELS": noBundled.path]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()

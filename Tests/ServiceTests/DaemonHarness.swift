@@ -102,7 +102,11 @@ final class DaemonProcess: @unchecked Sendable {
             args += ["--config", file.path]
         }
         process.arguments = args + arguments
-        var env = ["PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": notify.path, "LANG": "C.UTF-8"]
+        // No bundled model unless the test gives one: an empty AFFINITY_BUNDLED_MODELS folder (else
+        // the daemon would find models/phantom-demo above the build folder and import it).
+        let noBundled = stateDirectory.deletingLastPathComponent().appendingPathComponent("no-bundled-models-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: noBundled, withIntermediateDirectories: true)
+        var env = ["PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": notify.path, "LANG": "C.UTF-8", "AFFINITY_BUNDLED_MODELS": noBundled.path]
         env.merge(environment) { _, b in b }
         process.environment = env
         process.standardOutput = FileHandle.nullDevice
