@@ -44,8 +44,29 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     public var trainConvReduce = false
     /// Run the segmentation step (fine-tuning may switch it off).
     public var segmentationStep = true
+    /// Run the classification step (segmentation pre-training switches it off: L_SEG only, the
+    /// classification branches still receive their copies).
+    public var classificationStep = true
     public var seed: UInt64 = 1
     public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case affinities, epochs, learningRate, weightDecay, copyRule, trainConvReduce, segmentationStep, classificationStep, seed
+    }
+
+    /// Decodes the configuration of any checkpoint version: keys added later take their defaults.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        affinities = try c.decode(Int.self, forKey: .affinities)
+        epochs = try c.decode(Int.self, forKey: .epochs)
+        learningRate = try c.decode(Float.self, forKey: .learningRate)
+        weightDecay = try c.decode(Float.self, forKey: .weightDecay)
+        copyRule = try c.decode(CopyRule.self, forKey: .copyRule)
+        trainConvReduce = try c.decode(Bool.self, forKey: .trainConvReduce)
+        segmentationStep = try c.decode(Bool.self, forKey: .segmentationStep)
+        classificationStep = try c.decodeIfPresent(Bool.self, forKey: .classificationStep) ?? true
+        seed = try c.decode(UInt64.self, forKey: .seed)
+    }
 }
 
 /// The state of a training run that a checkpoint must carry to resume exactly.
@@ -107,6 +128,7 @@ public final class OneShotTrainer {
 
     public init(model: AffinityModel, data: TrainingData, config: TrainingConfig) throws {
         guard data.classificationCount > 0 else { throw TrainingError.emptyData("the classification set is empty") }
+        guard config.segmentationStep || config.classificationStep else { throw TrainingError.emptyData("both the segmentation and the classification step are switched off") }
         guard !config.segmentationStep || data.segmentationCount > 0 else { throw TrainingError.emptyData("the segmentation set is empty") }
         if model.affinityHead != nil, config.affinities != model.affinities {
             throw TrainingError.emptyData("config has C' = \(config.affinities), model \(model.affinities)")
@@ -169,11 +191,14 @@ public final class OneShotTrainer {
         }
 
         // Classification step.
-        let c = try data.classificationSample(state.order[state.iteration])
-        model.zeroGrad()
-        let (cls, _) = try model.classificationForwardBackward(image: c.image, label: c.label, trainReduce: config.trainConvReduce, rng: &padding)
-        adam.step(classificationParameters)
-        state.epochClsSum += cls
+        var cls = 0.0
+        if config.classificationStep {
+            let c = try data.classificationSample(state.order[state.iteration])
+            model.zeroGrad()
+            (cls, _) = try model.classificationForwardBackward(image: c.image, label: c.label, trainReduce: config.trainConvReduce, rng: &padding)
+            adam.step(classificationParameters)
+            state.epochClsSum += cls
+        }
 
         let result = IterationResult(epoch: state.epoch, iteration: state.iteration, segmentation: seg, classification: cls, copied: copied)
         state.iteration += 1

@@ -252,6 +252,9 @@ struct Train: ParsableCommand {
     @Flag(name: .customLong("train-conv-reduce"), help: "Train mask_predictor_s2.conv_reduce with L_CLS (default: frozen at its initial values, Eq. 8).")
     var trainConvReduce = false
 
+    @Flag(name: .customLong("segmentation-only"), help: "Segmentation pre-training: only the segmentation step of each iteration (the classification branches still get their copies); continue with finetune for Algorithm 1.")
+    var segmentationOnly = false
+
     @OptionGroup var headOptions: HeadOptions
 
     @OptionGroup var options: TrainRunOptions
@@ -289,6 +292,7 @@ struct Train: ParsableCommand {
             if trainConvReduce { config.trainConvReduce = true }
             if let v = options.seed { config.seed = v }
             config.segmentationStep = true
+            if segmentationOnly { config.classificationStep = false }
             let (trainingData, meta) = try labTrainingData(classificationDirectory: classificationData ?? data!,
                                                            segmentationDirectory: segmentationData ?? data!, formats: formats,
                                                            side: options.imageSize)

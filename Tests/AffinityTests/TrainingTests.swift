@@ -177,6 +177,43 @@ final class TinyData: TrainingData {
         #expect(sameState, "trainer state after resume: epoch \(c.state.epoch)/\(a.state.epoch), iteration \(c.state.iteration)/\(a.state.iteration)")
     }
 
+    @Test("segmentation pre-training steps only the segmentation subset, still copies, and survives a checkpoint")
+    func segmentationOnly() throws {
+        var config = Self.config()
+        config.classificationStep = false
+        let m = Self.model(seed: 5)
+        let trainer = try OneShotTrainer(model: m, data: TinyData(), config: config)
+        let subsetS = Set(trainer.segmentationParameters.map(\.name))
+        let before = Dictionary(uniqueKeysWithValues: m.parameters.map { ($0.name, $0.value.array) })
+        var copies = 0
+        for _ in 0..<3 {
+            let r = try trainer.step()
+            #expect(r.classification == 0)
+            #expect(r.segmentation != nil)
+            if r.copied { copies += 1 }
+        }
+        #expect(copies >= 1, "the first segmentation step always copies")
+        var segmentationMoved = false
+        for p in m.parameters {
+            let changed = p.value.array != before[p.name]!
+            let copiedS2 = p.name.contains("_s2") && !p.name.contains("conv_reduce")
+            if subsetS.contains(p.name) { segmentationMoved = segmentationMoved || changed }
+            else if !copiedS2 { #expect(!changed, "\(p.name) changed without a classification step") }
+        }
+        #expect(segmentationMoved)
+        // The switch is part of the checkpoint's configuration; a configuration written before the
+        // switch existed decodes with both steps on.
+        let enc = try JSONEncoder().encode(config)
+        #expect(try JSONDecoder().decode(TrainingConfig.self, from: enc).classificationStep == false)
+        var old = try JSONSerialization.jsonObject(with: enc) as! [String: Any]
+        old["classificationStep"] = nil
+        let decoded = try JSONDecoder().decode(TrainingConfig.self, from: JSONSerialization.data(withJSONObject: old))
+        #expect(decoded.classificationStep && !decoded.segmentationStep == false)
+        var none = config
+        none.segmentationStep = false
+        #expect(throws: TrainingError.self) { _ = try OneShotTrainer(model: m, data: TinyData(), config: none) }
+    }
+
     @Test func resumeRejectsAModelFile() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("la-train-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
