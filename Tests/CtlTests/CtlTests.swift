@@ -156,11 +156,15 @@ struct CtlDaemonTests {
         #expect((r["class"] as? String)?.isEmpty == false, "\(r)")
         #expect(index >= 0 && index < 3 && r["probability"] as? Double == probabilities[index])
         #expect(r["model"] as? String == idA && (r["model_sha256"] as? String)?.count == 64)
-        #expect(r["lung_field_area_px"] is NSNull && r["lesion_share_of_lung_field"] is NSNull)
         let lesions = r["lesions"] as? [[String: Any]] ?? []
         #expect(r["lesion_count"] as? Int == lesions.count)
         let areas = lesions.map { $0["area_px"] as? Int ?? 0 }
         #expect(r["lesion_area_px"] as? Int == areas.reduce(0, +))
+        // The lung field the daemon reports is LungField's for this slice; the share is lesions over it.
+        let lung = r["lung_field_area_px"] as? Int ?? -1
+        #expect(lung == LungField.area(try PNG.read(path: slice.path).grayImage()) && lung > 10_000, "\(r)")
+        let share = r["lesion_share_of_lung_field"] as? Double ?? -1
+        #expect(abs(share - Double(areas.reduce(0, +)) / Double(max(lung, 1))) < 1e-9, "\(r)")
         // The label map on disk is the daemon's: each label's pixel count is that lesion's area.
         let labels = try PNG.read(path: mask)
         #expect(labels.width == 512 && labels.height == 512 && labels.format == .gray)
@@ -195,6 +199,7 @@ struct CtlDaemonTests {
         #expect(text.status == 0, "\(text)")
         #expect(text.stdout.hasPrefix("\(slice.path): ") && (text.stdout.contains("probability 0.") || text.stdout.contains("probability 1.")), "\(text)")
         #expect(text.stdout.contains("total area") && text.stdout.contains("model \(idB)"), "\(text)")
+        #expect(text.stdout.contains("% of the lung field)"), "\(text)")
 
         // Missing file: not found (4); not an image: failed (1); both reported, the first failure's code wins.
         let junk = dir.appendingPathComponent("notes.txt")
