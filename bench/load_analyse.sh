@@ -8,7 +8,7 @@
 # more than 10 %.
 #
 #   bench/load_analyse.sh            (binaries from $BIN, default .build/release, else .build-daemon2/release)
-#   CLIENTS=8 CALLS=25 QUEUE_LIMIT=16 CALL_TIMEOUT=300 WARM_ROUNDS=0 bench/load_analyse.sh
+#   CLIENTS=8 CALLS=25 QUEUE_LIMIT=16 CALL_TIMEOUT=300 WARM_ROUNDS=0 MODEL=weights.safetensors bench/load_analyse.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-8}
@@ -58,9 +58,12 @@ ADDRESS=$(head -n1 "$WORK/bus.address")
 "$BIN/affinity-lab" phantoms --out "$WORK/set" --count 6 --seed 3 --size 512 > /dev/null
 IMAGE=$(find "$WORK/set" -name '*.png' -path '*classification*' | sort | head -n1)
 [[ -n $IMAGE ]] || IMAGE=$(find "$WORK/set" -name '*.png' | sort | head -n1)
-"$BIN/affinity-lab" train --data "$WORK/set" --out "$WORK/run" --epochs 1 --affinities 8 --image-size 128 --seed 3 \
-    > "$WORK/train.log" 2>&1 || { cat "$WORK/train.log" >&2; exit 1; }
-MODEL=$WORK/run/model.safetensors
+# MODEL=weights.safetensors uses those weights instead of training.
+if [[ -z "${MODEL:-}" ]]; then
+    "$BIN/affinity-lab" train --data "$WORK/set" --out "$WORK/run" --epochs 1 --affinities 8 --image-size 128 --seed 3 \
+        > "$WORK/train.log" 2>&1 || { cat "$WORK/train.log" >&2; exit 1; }
+    MODEL=$WORK/run/model.safetensors
+fi
 [[ -f $MODEL ]] || { echo "load_analyse: training wrote no model.safetensors" >&2; ls "$WORK/run" >&2; exit 1; }
 
 printf 'analyse_queue_limit = %s\nlog_level = warning\n' "$QUEUE_LIMIT" > "$WORK/affinityd.conf"
@@ -119,7 +122,7 @@ awk '$1 == 1 { print $2 }' "$WORK/all" | sort -n > "$WORK/lat"
 pct() { awk -v p="$1" '{ a[NR] = $1 } END { if (NR == 0) { print "n/a"; exit } i = int(p * NR + 0.999999); if (i < 1) i = 1; if (i > NR) i = NR; print a[i] }' "$WORK/lat"; }
 WALL_MS=$(( (T1 - T0) / 1000000 ))
 echo "affinityd Analyse load: $CLIENTS clients x $CALLS calls = $TOTAL calls, analyse_queue_limit = $QUEUE_LIMIT, $(nproc) cores"
-echo "image: $(basename "$IMAGE") ($(stat -c %s "$IMAGE") bytes); model: C' = 8"
+echo "image: $(basename "$IMAGE") ($(stat -c %s "$IMAGE") bytes); model: $(basename "$MODEL")"
 echo "succeeded: $OK/$TOTAL (failed $FAILED, QueueFull $QUEUEFULL)"
 awk -v n="$OK" -v ms="$WALL_MS" 'BEGIN { printf "wall: %.1f s, throughput: %.3f calls/s\n", ms / 1000, n / (ms / 1000) }'
 echo "latency per call (client side, incl. affinityctl start-up): p50 $(pct 0.50) ms, p99 $(pct 0.99) ms, min $(head -n1 "$WORK/lat") ms, max $(tail -n1 "$WORK/lat") ms"

@@ -267,8 +267,8 @@ public final class AnalyseEngine: @unchecked Sendable {
 
     /// Loads the default model (or `id`) into the pool and warms it up, so that the first analyses
     /// neither wait for the weights nor grow the process: every worker thread checks out its own
-    /// instance (one per worker, as many as the pool keeps) and analyses a blank PNG of the model's
-    /// input size through the whole path (decode, preprocess, model with detections, label map,
+    /// instance (one per worker, as many as the pool keeps) and analyses a blank PNG and a phantom
+    /// slice of the model's input size through the whole path (decode, preprocess, model with detections, label map,
     /// lung field), which allocates the instance's workspaces, the BLAS buffers and the thread's
     /// allocator arena at their steady-state sizes. Waits until every worker is done.
     /// - Throws: `ModelNotReady` when there is no default model; `ModelNotFound`, `Failed` (also
@@ -280,7 +280,10 @@ public final class AnalyseEngine: @unchecked Sendable {
         // Load once first, so that a model whose weights do not load fails here, on this thread.
         let (m, _) = try pool.checkOut(id)
         pool.checkIn(id, m)
-        let blank = try Self.blankImagePNG()
+        // A blank slice, then a phantom chest slice with lesions: the blank one sizes the backbone
+        // and the classification path, the phantom the detection and mask paths (a blank slice
+        // gives few detections, and a first real slice would grow the process again).
+        let warmUpImages = [try Self.blankImagePNG(), try Self.phantomImagePNG()]
         let group = DispatchGroup()
         let lock = NSLock()
         var failure: Error?
@@ -303,7 +306,9 @@ public final class AnalyseEngine: @unchecked Sendable {
                         while checkedOut < n && allOut.wait(until: deadline) {}
                         allOut.unlock()
                         defer { pool.checkIn(id, model) }
-                        _ = try analyse(.bytes(blank), AnalyseRequest(modelID: id), limits: ImageLimits(), instance: (model, nil))
+                        for image in warmUpImages {
+                            _ = try analyse(.bytes(image), AnalyseRequest(modelID: id), limits: ImageLimits(), instance: (model, nil))
+                        }
                     } catch {
                         allOut.withLock { checkedOut += 1; allOut.broadcast() }
                         lock.withLock { failure = failure ?? error }
@@ -317,6 +322,11 @@ public final class AnalyseEngine: @unchecked Sendable {
             let e = ServiceError(failure)
             throw ServiceError(e.kind, "The model was loaded but its warm-up analysis failed: \(e.message)")
         }
+    }
+
+    /// A phantom COVID-19 chest slice of the model's input size (512×512), fixed seed.
+    static func phantomImagePNG() throws -> [UInt8] {
+        try PNG.encode(PhantomGenerator(seed: 1, size: Preprocessing.modelSide).slice(index: 0, class: .covid).pixelImage)
     }
 
     /// A black gray PNG of the model's input size (512×512).
