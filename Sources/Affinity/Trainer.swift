@@ -47,11 +47,16 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     /// Run the classification step (segmentation pre-training switches it off: L_SEG only, the
     /// classification branches still receive their copies).
     public var classificationStep = true
+    /// Learning rate of the head's parameters (Θ3, and `conv_reduce` when trained) in the
+    /// classification step; nil: `learningRate`, as in the paper. The backbone's L_CLS update and
+    /// the segmentation step keep `learningRate` (a fresh head next to pre-trained features learns
+    /// at a higher rate than the features it reads).
+    public var headLearningRate: Float? = nil
     public var seed: UInt64 = 1
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case affinities, epochs, learningRate, weightDecay, copyRule, trainConvReduce, segmentationStep, classificationStep, seed
+        case affinities, epochs, learningRate, weightDecay, copyRule, trainConvReduce, segmentationStep, classificationStep, headLearningRate, seed
     }
 
     /// Decodes the configuration of any checkpoint version: keys added later take their defaults.
@@ -65,6 +70,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         trainConvReduce = try c.decode(Bool.self, forKey: .trainConvReduce)
         segmentationStep = try c.decode(Bool.self, forKey: .segmentationStep)
         classificationStep = try c.decodeIfPresent(Bool.self, forKey: .classificationStep) ?? true
+        headLearningRate = try c.decodeIfPresent(Float.self, forKey: .headLearningRate)
         seed = try c.decode(UInt64.self, forKey: .seed)
     }
 }
@@ -150,6 +156,12 @@ public final class OneShotTrainer {
             + (config.trainConvReduce ? model.maskPredictorS2.convReduce.parameters : [])
     }
 
+    /// The part of the classification subset that `headLearningRate` applies to: Θ3 (and
+    /// `conv_reduce` when it is trained).
+    public var headParameters: [Parameter] {
+        model.head.parameters + (config.trainConvReduce ? model.maskPredictorS2.convReduce.parameters : [])
+    }
+
     public var isFinished: Bool { state.epoch >= config.epochs }
 
     /// Runs one iteration (starting a new epoch, with a new shuffle, when needed).
@@ -196,7 +208,16 @@ public final class OneShotTrainer {
             let c = try data.classificationSample(state.order[state.iteration])
             model.zeroGrad()
             (cls, _) = try model.classificationForwardBackward(image: c.image, label: c.label, trainReduce: config.trainConvReduce, rng: &padding)
-            adam.step(classificationParameters)
+            if let headRate = config.headLearningRate {
+                let head = headParameters
+                let names = Set(head.map(\.name))
+                adam.step(classificationParameters.filter { !names.contains($0.name) })
+                adam.learningRate = headRate
+                adam.step(head)
+                adam.learningRate = config.learningRate
+            } else {
+                adam.step(classificationParameters)
+            }
             state.epochClsSum += cls
         }
 

@@ -15,6 +15,9 @@ struct TrainRunOptions: ParsableArguments {
     @Option(help: "Learning rate (default 1e-5).")
     var lr: Float?
 
+    @Option(name: .customLong("head-lr"), help: "Learning rate of the head (affinity layer and classifier, or a head plugin) in the classification step (default: --lr, as the paper).")
+    var headLR: Float?
+
     @Option(name: .customLong("weight-decay"), help: "L2 weight decay added to the gradient (default 1e-3).")
     var weightDecay: Float?
 
@@ -41,6 +44,7 @@ struct TrainRunOptions: ParsableArguments {
         try requirePositive(threads, "--threads")
         if imageSize < 32 || imageSize % 16 != 0 { throw ValidationError("--image-size must be a multiple of 16 and at least 32, got \(imageSize)") }
         if let lr, !(lr > 0) { throw ValidationError("--lr must be positive") }
+        if let headLR, !(headLR > 0) { throw ValidationError("--head-lr must be positive") }
         if let weightDecay, !(weightDecay >= 0) { throw ValidationError("--weight-decay must not be negative") }
     }
 }
@@ -287,6 +291,7 @@ struct Train: ParsableCommand {
             if let v = affinities { config.affinities = v }
             if let v = epochs { config.epochs = v }
             if let v = options.lr { config.learningRate = v }
+            if let v = options.headLR { config.headLearningRate = v }
             if let v = options.weightDecay { config.weightDecay = v }
             if let v = try parseCopyRule(copyRule) { config.copyRule = v }
             if trainConvReduce { config.trainConvReduce = true }
@@ -355,6 +360,7 @@ struct Finetune: ParsableCommand {
             config.affinities = model.affinities
             if let v = epochs { config.epochs = v }
             if let v = options.lr { config.learningRate = v }
+            if let v = options.headLR { config.headLearningRate = v }
             if let v = options.weightDecay { config.weightDecay = v }
             if let v = try parseCopyRule(copyRule) { config.copyRule = v }
             if trainConvReduce { config.trainConvReduce = true }

@@ -214,6 +214,33 @@ final class TinyData: TrainingData {
         #expect(throws: TrainingError.self) { _ = try OneShotTrainer(model: m, data: TinyData(), config: none) }
     }
 
+    @Test("headLearningRate steps the head at its own rate and the backbone at the base rate")
+    func headLearningRate() throws {
+        var config = Self.config()
+        config.segmentationStep = false
+        config.learningRate = 1e-5
+        config.headLearningRate = 1e-3
+        let m = Self.model(seed: 6)
+        let trainer = try OneShotTrainer(model: m, data: TinyData(), config: config)
+        let before = Dictionary(uniqueKeysWithValues: m.parameters.map { ($0.name, $0.value.array) })
+        _ = try trainer.step()
+        // Adam's first step moves every parameter with a gradient by the learning rate (times
+        // m̂/√v̂ = ±1), so the largest move of each group is its rate.
+        func largestMove(_ ps: [Parameter]) -> Float {
+            var worst: Float = 0
+            for p in ps { let b = before[p.name]!; for i in 0..<p.value.count { worst = max(worst, abs(p.value.data[i] - b[i])) } }
+            return worst
+        }
+        let head = largestMove(trainer.headParameters), backbone = largestMove(m.backbone.parameters)
+        #expect(head > 0.9e-3 && head < 1.01e-3, "head moved \(head)")
+        #expect(backbone > 0.9e-5 && backbone < 1.01e-5, "backbone moved \(backbone)")
+        #expect(adamRate(trainer) == 1e-5, "the optimizer returns to the base rate")
+        let decoded = try JSONDecoder().decode(TrainingConfig.self, from: JSONEncoder().encode(config))
+        #expect(decoded.headLearningRate == 1e-3)
+    }
+
+    private func adamRate(_ t: OneShotTrainer) -> Float { t.adam.learningRate }
+
     @Test func resumeRejectsAModelFile() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("la-train-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
