@@ -294,6 +294,11 @@ final class ConnectionCore: @unchecked Sendable {
             waitMs = waitMs < 0 ? d : min(waitMs, d)
         }
         if dbus_connection_get_dispatch_status(conn) != DBUS_DISPATCH_COMPLETE { waitMs = 0 }
+        // Never sleep longer than 200 ms: a watch or timeout that libdbus adds or re-arms from
+        // another thread while this loop is in poll() (a pending call's timeout, a queued
+        // outgoing message) is then seen within 200 ms even if its wake-up was missed. A CI run
+        // hung here for 9 minutes on a method call's missing reply until a signal interrupted poll.
+        if waitMs < 0 || waitMs > 200 { waitMs = 200 }
         let timeout = Int32(clamping: waitMs)
         let n = fds.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), timeout) }
         if n < 0 {
