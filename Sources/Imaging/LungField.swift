@@ -143,21 +143,7 @@ public enum LungField {
         var component: [Int] = []
         var area = 0
         for start in 0..<n where state[start] == 1 {
-            component.removeAll(keepingCapacity: true)
-            state[start] = 4
-            component.append(start)
-            var head = 0
-            while head < component.count {
-                let i = component[head]
-                head += 1
-                let x = i % w, y = i / w
-                for ny in max(0, y - 1)...min(h - 1, y + 1) {
-                    for nx in max(0, x - 1)...min(w - 1, x + 1) where state[ny * w + nx] == 1 {
-                        state[ny * w + nx] = 4
-                        component.append(ny * w + nx)
-                    }
-                }
-            }
+            floodFill8(&state, width: w, height: h, start: start, from: 1, to: 4, visited: &component)
             let keep = component.count >= minimumArea
             for i in component { state[i] = keep ? 3 : 0 }
             if keep { area += component.count }

@@ -683,21 +683,7 @@ final class PhantomBuilder {
         for start in 0..<(bw * bh) where local[start] == 1 {
             let id = next
             next = next == 255 ? 2 : next + 1
-            local[start] = id
-            queue.removeAll(keepingCapacity: true)
-            queue.append(start)
-            var head = 0
-            while head < queue.count {
-                let j = queue[head]
-                head += 1
-                let jx = j % bw, jy = j / bw
-                for ny in max(0, jy - 1)...min(bh - 1, jy + 1) {
-                    for nx in max(0, jx - 1)...min(bw - 1, jx + 1) where local[ny * bw + nx] == 1 {
-                        local[ny * bw + nx] = id
-                        queue.append(ny * bw + nx)
-                    }
-                }
-            }
+            floodFill8(&local, width: bw, height: bh, start: start, from: 1, to: id, visited: &queue)
             if queue.count > bestSize {
                 bestSize = queue.count
                 best = id
