@@ -215,7 +215,7 @@ _affinityctl_train() {
     repeating_flags=()
     non_repeating_flags=(--json --local --no-wait --cancel-on-interrupt --version -h --help)
     repeating_options=()
-    non_repeating_options=(--bus --dataset --split --epochs --image-size --iterations-per-epoch --seed --learning-rate --weight-decay --copy-rule --segmentation-step --name --affinities)
+    non_repeating_options=(--bus --dataset --split --epochs --image-size --iterations-per-epoch --seed --learning-rate --weight-decay --copy-rule --segmentation-step --name --head-learning-rate --affinities --head --head-config)
     __affinityctl_offer_flags_options 0
 
     # Offer option value completions
@@ -256,7 +256,16 @@ _affinityctl_train() {
     '--name')
         return
         ;;
+    '--head-learning-rate')
+        return
+        ;;
     '--affinities')
+        return
+        ;;
+    '--head')
+        return
+        ;;
+    '--head-config')
         return
         ;;
     esac
@@ -266,7 +275,7 @@ _affinityctl_finetune() {
     repeating_flags=()
     non_repeating_flags=(--json --local --no-wait --cancel-on-interrupt --version -h --help)
     repeating_options=()
-    non_repeating_options=(--bus --dataset --split --epochs --image-size --iterations-per-epoch --seed --learning-rate --weight-decay --copy-rule --segmentation-step --name)
+    non_repeating_options=(--bus --dataset --split --epochs --image-size --iterations-per-epoch --seed --learning-rate --weight-decay --copy-rule --segmentation-step --name --head-learning-rate)
     __affinityctl_offer_flags_options 1
 
     # Offer option value completions
@@ -305,6 +314,9 @@ _affinityctl_finetune() {
         return
         ;;
     '--name')
+        return
+        ;;
+    '--head-learning-rate')
         return
         ;;
     esac

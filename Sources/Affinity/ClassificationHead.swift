@@ -59,6 +59,9 @@ public enum ClassificationHeadError: Error, CustomStringConvertible, Equatable {
     case notAffinityHead(id: String, detail: String)
     /// An id that cannot be a head's id.
     case invalidID(String)
+    /// The weights were made by another major version of the head plugin than the one loaded
+    /// (semantic versioning: a new major version may read the same parameters differently).
+    case versionMismatch(id: String, file: String, loaded: String)
 
     public var description: String {
         switch self {
@@ -71,6 +74,9 @@ public enum ClassificationHeadError: Error, CustomStringConvertible, Equatable {
             return "The model's classification head is the plugin \"\(id)\", not the built-in affinity head: \(detail)."
         case .invalidID(let id):
             return "\"\(id)\" is not a valid classification head id (lower-case letters, digits, '.', '_' and '-')."
+        case .versionMismatch(let id, let file, let loaded):
+            return "The weights were made with version \(file) of the head plugin \"\(id)\", but version \(loaded) is loaded; "
+                + "a different major version may not read them the same way."
         }
     }
 }

@@ -47,7 +47,8 @@ public enum ModelLoader {
 
     /// The head a weights file needs, with fresh parameters (the caller loads the weights).
     /// - Throws: `ClassificationHeadError.headUnavailable` when the file's head is a plugin and
-    ///   `heads` is nil or does not know its id; `ClassificationHeadError.notAffinityHead` when
+    ///   `heads` is nil or does not know its id; `.versionMismatch` when the file's `head_version`
+    ///   and the loaded plugin's version differ in their major version; `ClassificationHeadError.notAffinityHead` when
     ///   `affinities` is given for a plugin head; the factory's error for a config it refuses.
     public static func head(for file: SafeTensorsFile, affinities: Int? = nil,
                             heads: (any ClassificationHeadFactory)? = nil) throws -> any ClassificationHead {
@@ -66,6 +67,11 @@ public enum ModelLoader {
             throw ClassificationHeadError.headUnavailable(id: id, version: version)
         }
         guard head.headID == id else { throw ClassificationHeadError.headMismatch(file: id, model: head.headID) }
+        // Same major version (the part before the first '.'), or either version unknown.
+        func major(_ v: String) -> Substring { v.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false).first ?? "" }
+        if !version.isEmpty, !head.headVersion.isEmpty, major(version) != major(head.headVersion) {
+            throw ClassificationHeadError.versionMismatch(id: id, file: version, loaded: head.headVersion)
+        }
         return head
     }
 

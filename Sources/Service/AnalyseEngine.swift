@@ -446,6 +446,8 @@ public final class AnalyseEngine: @unchecked Sendable {
             (model, card) = try pool.checkOut(id)
         }
         defer { if instance == nil { pool.checkIn(id, model) } }
+        // The model's plugins (a plugin head) are used by this analysis too.
+        plugins += card.plugins.map { "\($0.id) \($0.version)" }.filter { !plugins.contains($0) }
         var rng = SeededGenerator(seed: request.seed)
         let prediction: Prediction
         do {

@@ -117,7 +117,14 @@ public struct TrainingSpec: Sendable {
     /// C' of a new model (Train); ignored by Finetune (the base model's).
     public var affinities = 128
     public var learningRate: Float = 1e-5
+    /// The learning rate of the classification head's own parameters (nil: `learningRate`).
+    public var headLearningRate: Float?
     public var weightDecay: Float = 1e-3
+    /// Train: the classification head of the new model, by id ("affinity", the built-in affinity
+    /// layer and classifier, or a loaded head plugin's id); Finetune: the base model's head.
+    public var head = AffinityHead.id
+    /// The head plugin's JSON configuration (Train with a plugin head).
+    public var headConfig = "{}"
     public var copyRule: CopyRule = .previous
     public var segmentationStep = true
     /// The new model's name (default: "trained by job N").
@@ -218,6 +225,13 @@ public final class JobManager: @unchecked Sendable {
         if let n = spec.iterationsPerEpoch, n < 1 { throw ServiceError.invalidArgument("iterations_per_epoch must be at least 1") }
         guard spec.affinities >= 1, spec.affinities <= 4096 else { throw ServiceError.invalidArgument("affinities must be between 1 and 4096") }
         guard spec.learningRate > 0, spec.learningRate.isFinite else { throw ServiceError.invalidArgument("learning_rate must be positive") }
+        if let h = spec.headLearningRate, !(h > 0 && h.isFinite) { throw ServiceError.invalidArgument("head_learning_rate must be positive") }
+        if spec.head != AffinityHead.id {
+            guard spec.baseModelID == nil else {
+                throw ServiceError.invalidArgument("Finetune keeps the base model's head; 'head' applies to Train only")
+            }
+            _ = try makeHead(spec)  // an unknown head or a refused config is the caller's error
+        }
         if let base = spec.baseModelID, store.card(base) == nil {
             throw ServiceError.modelNotFound("There is no model '\(base)' to fine-tune")
         }
@@ -269,6 +283,20 @@ public final class JobManager: @unchecked Sendable {
     }
 
     func runDirectory(_ id: Int) -> URL { runsDirectory.appendingPathComponent(String(id)) }
+
+    /// A fresh plugin head for a Train job (`spec.head`, `spec.headConfig`, seeded by `spec.seed`).
+    /// - Throws: `InvalidArgument` when no loaded head plugin has that id; `PluginFailed` when the
+    ///   plugin refuses the configuration.
+    private func makeHead(_ spec: TrainingSpec) throws -> any ClassificationHead {
+        let made: (any ClassificationHead)?
+        do { made = try store.heads?.makeHead(id: spec.head, config: spec.headConfig, seed: spec.seed) } catch {
+            throw ServiceError(.pluginFailed, "The head plugin '\(spec.head)' refuses the configuration \(spec.headConfig): \(error)")
+        }
+        guard let made else {
+            throw ServiceError.invalidArgument("No head plugin with the id '\(spec.head)' is loaded (the built-in head is '\(AffinityHead.id)')")
+        }
+        return made
+    }
 
     // MARK: Batch
 
@@ -335,6 +363,10 @@ public final class JobManager: @unchecked Sendable {
             var config = TrainingConfig()
             if let base = spec.baseModelID {
                 model = try store.loadModel(base).0
+            } else if spec.head != AffinityHead.id {
+                model = AffinityModel(head: try makeHead(spec))
+                var rng = SeededGenerator(seed: spec.seed)
+                model.initialize(rng: &rng)
             } else {
                 model = AffinityModel(affinities: spec.affinities)
                 var rng = SeededGenerator(seed: spec.seed)
@@ -344,6 +376,7 @@ public final class JobManager: @unchecked Sendable {
             config.epochs = spec.epochs
             config.learningRate = spec.learningRate
             config.weightDecay = spec.weightDecay
+            config.headLearningRate = spec.headLearningRate
             config.copyRule = spec.copyRule
             config.segmentationStep = spec.segmentationStep
             config.seed = spec.seed
@@ -399,7 +432,8 @@ public final class JobManager: @unchecked Sendable {
             if let last = s.epochTotals.last { metrics["loss_total"] = last }
             if let last = s.epochCls.last { metrics["loss_classification"] = last }
             if let last = s.epochSeg.last { metrics["loss_segmentation"] = last }
-            let card = try store.importModel(bytes: bytes, name: spec.name ?? "trained by job \(job.id)", affinities: model.affinities,
+            let card = try store.importModel(bytes: bytes, name: spec.name ?? "trained by job \(job.id)",
+                                             affinities: model.affinityHead == nil ? nil : model.affinities,
                                              trainedOn: spec.dataset.path, metrics: metrics)
             try? FileManager.default.removeItem(at: modelFile)
             onModelPublished?(card)

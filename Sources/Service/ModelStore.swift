@@ -47,12 +47,17 @@ public final class ModelStore: @unchecked Sendable {
     private let lock = NSLock()
     private var cards: [String: ModelCard] = [:]
     private var defaultID: String?
+    /// Makes the heads of models whose classification head is a plugin (the daemon's plugin
+    /// registry); nil: only models with the built-in affinity head import and load.
+    public let heads: (any ClassificationHeadFactory)?
 
     /// Opens (creating if needed) the store in `stateDirectory`; leftovers of an interrupted
     /// publish (`models/.tmp-*`) are removed, models without a readable card are skipped.
+    /// - Parameter heads: makes plugin heads (see `heads`).
     /// - Throws: `ServiceError.failed` if the directories cannot be created.
-    public init(stateDirectory: URL) throws {
+    public init(stateDirectory: URL, heads: (any ClassificationHeadFactory)? = nil) throws {
         self.stateDirectory = stateDirectory
+        self.heads = heads
         let fm = FileManager.default
         do {
             try fm.createDirectory(at: stateDirectory.appendingPathComponent("models"), withIntermediateDirectories: true)
@@ -108,10 +113,13 @@ public final class ModelStore: @unchecked Sendable {
     }
 
     /// Checks that `bytes` are model weights (our layout or the original state dict) and adds
-    /// them to the store unchanged; the same weights imported twice give the same model.
+    /// them to the store unchanged; the same weights imported twice give the same model. A file
+    /// whose head is a plugin (`head` metadata) loads only when `heads` makes that head; the card
+    /// then names the head and records its plugin's id and version.
     /// - Parameters:
-    ///   - affinities: C' when the file does not say (it must agree with the file when both do).
-    ///   - metrics, trainedOn, head, plugins: recorded in the card.
+    ///   - affinities: C' when the file does not say (it must agree with the file when both do;
+    ///     it does not apply to a plugin head).
+    ///   - metrics, trainedOn, plugins: recorded in the card. `head` is checked against the file's.
     /// - Returns: the model's card (the existing one if these weights are already stored).
     /// - Throws: `UnsupportedFormat` naming what is wrong when the bytes are not loadable weights;
     ///   `InvalidArgument` for a bad name or C'; `Failed` if the store cannot be written.
@@ -132,17 +140,28 @@ public final class ModelStore: @unchecked Sendable {
         let model: AffinityModel
         do {
             let file = try SafeTensorsFile(data: data)
-            model = try ModelLoader.load(file, affinities: affinities)
+            model = try ModelLoader.load(file, affinities: affinities, heads: heads)
+        } catch let e as ClassificationHeadError {
+            throw ServiceError(.unsupportedFormat, "The weights cannot be used: \(e.description)")
         } catch let e as CheckpointError {
             throw ServiceError(.unsupportedFormat, "The weights are not a usable safetensors model file: \(e.description)")
         } catch {
             throw ServiceError(.unsupportedFormat, "The weights are not a usable safetensors model file: \(error)")
         }
+        let fileHead = model.head.headID
+        guard head == fileHead || head == AffinityHead.id else {
+            throw ServiceError(.unsupportedFormat, "The card names the head '\(head)', but the weights were made for the head '\(fileHead)'")
+        }
+        var plugins = plugins
+        if model.affinityHead == nil, !plugins.contains(where: { $0.id == fileHead }) {
+            plugins.append(ModelCard.Plugin(id: fileHead, version: model.head.headVersion))
+        }
         let digest = sha256Hex(bytes)
         let id = String(digest.prefix(16))
         if let existing = card(id) { return existing }
-        let card = ModelCard(id: id, name: name ?? "model \(id.prefix(8))", affinities: model.affinities, sha256: digest,
-                             created: created ?? unixMicroseconds(), trainedOn: trainedOn, metrics: metrics, head: head, plugins: plugins)
+        let card = ModelCard(id: id, name: name ?? "model \(id.prefix(8))", affinities: model.affinityHead == nil ? 0 : model.affinities,
+                             sha256: digest, created: created ?? unixMicroseconds(), trainedOn: trainedOn, metrics: metrics,
+                             head: fileHead, plugins: plugins)
         try publish(card: card, weights: data)
         return card
     }
@@ -228,7 +247,10 @@ public final class ModelStore: @unchecked Sendable {
     public func loadModel(_ id: String) throws -> (AffinityModel, ModelCard) {
         guard let card = card(id) else { throw ServiceError.modelNotFound("There is no model '\(id)' in the store") }
         do {
-            return (try ModelLoader.load(contentsOf: weightsURL(id), affinities: card.affinities), card)
+            let affinities = card.head == AffinityHead.id && card.affinities > 0 ? card.affinities : nil
+            return (try ModelLoader.load(contentsOf: weightsURL(id), affinities: affinities, heads: heads), card)
+        } catch let e as ClassificationHeadError {
+            throw ServiceError(.modelNotReady, "Model '\(id)' cannot be loaded: \(e.description)")
         } catch {
             throw ServiceError.failed("The stored weights of model '\(id)' do not load: \(error)")
         }

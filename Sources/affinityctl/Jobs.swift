@@ -237,6 +237,9 @@ struct TrainingOptions: ParsableArguments {
     @Option(name: .long, help: "The new model's name.")
     var name: String?
 
+    @Option(name: .customLong("head-learning-rate"), help: "The learning rate of the classification head's own parameters (default: --learning-rate).")
+    var headLearningRate: Double?
+
     @Flag(name: .customLong("no-wait"), help: "Print the job and return at once instead of waiting for it.")
     var noWait = false
 
@@ -262,6 +265,7 @@ struct TrainingOptions: ParsableArguments {
         if let copyRule { o["copy_rule"] = .string(copyRule) }
         if let segmentationStep { o["segmentation_step"] = .boolean(segmentationStep) }
         if let name { o["name"] = .string(name) }
+        if let headLearningRate { o["head_learning_rate"] = .double(headLearningRate) }
         return o
     }
 }
@@ -313,10 +317,18 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "C', the number of affinities (default: 128).")
     var affinities: UInt32?
 
+    @Option(name: .long, help: "The classification head: affinity (the paper's, default) or the id of a head plugin the daemon has loaded (see: affinityctl plugins).")
+    var head: String?
+
+    @Option(name: .customLong("head-config"), help: ArgumentHelp("The head plugin's JSON configuration.", valueName: "json"))
+    var headConfig: String?
+
     func run() throws {
         try runCommand(global) { client in
             var o = options.dictionary()
             if let affinities { o["affinities"] = .uint32(affinities) }
+            if let head { o["head"] = .string(head) }
+            if let headConfig { o["head_config"] = .string(headConfig) }
             return try startAndFollow(client, global: global, options: options) {
                 try client.call(API.root, API.manager, "Train", [.vardict(o)], expecting: "o")[0].asObjectPath()
             }

@@ -16,6 +16,7 @@ struct ModelInfo {
     var createdAt: UInt64 { (try? props["CreatedAt"]?.asUInt64()) ?? 0 }
     var trainedOn: String { (try? props["TrainedOn"]?.asString()) ?? "" }
     var head: String { (try? props["Head"]?.asString()) ?? "" }
+    var plugins: [String] { (try? props["Plugins"]?.asStrings()) ?? [] }
     var metrics: [String: Double] { (try? props["Metrics"]?.asDoubleDict()) ?? [:] }
 
     var json: JSON {
@@ -23,6 +24,7 @@ struct ModelInfo {
             ("id", .string(id)), ("path", .string(path)), ("name", .string(name)), ("default", .bool(isDefault)),
             ("affinities", .uint(UInt64(affinities))), ("sha256", .string(sha256)), ("created_at_us", .uint(createdAt)),
             ("trained_on", .string(trainedOn)), ("head", .string(head)),
+            ("plugins", .array(plugins.map { .string($0) })),
             ("metrics", .object(metrics.keys.sorted().map { ($0, .double(metrics[$0]!)) })),
         ])
     }
@@ -87,7 +89,7 @@ struct Models: ParsableCommand {
                     printLine("id:          \(m.id)" + (m.isDefault ? " (default)" : ""))
                     printLine("name:        \(m.name)")
                     printLine("affinities:  \(m.affinities)")
-                    printLine("head:        \(m.head)")
+                    printLine("head:        \(m.head)" + (m.plugins.isEmpty ? "" : " (plugins: \(m.plugins.joined(separator: ", ")))"))
                     printLine("sha256:      \(m.sha256)")
                     printLine("created:     \(m.createdAt > 0 ? timestamp(m.createdAt) : "-")")
                     printLine("trained on:  \(m.trainedOn.isEmpty ? "-" : m.trainedOn)")

@@ -70,8 +70,9 @@ final class Daemon: @unchecked Sendable {
         self.configFile = configFile
         self.bus = bus
         usePolkit = (config.authorization ?? (config.bus == "system" ? "polkit" : "none")) == "polkit"
-        store = try ModelStore(stateDirectory: URL(fileURLWithPath: config.stateDirectory))
+        // The plugins first: the store makes the heads of plugin-head models with them.
         (plugins, pluginFolderFailures) = Daemon.loadPlugins(config.pluginDirectories)
+        store = try ModelStore(stateDirectory: URL(fileURLWithPath: config.stateDirectory), heads: plugins)
         engine = AnalyseEngine(store: store, workers: config.analyseWorkers, queueLimit: config.analyseQueueLimit,
                                limits: ImageLimits(maxBytes: config.maxImageBytes, maxDimension: config.maxImageDimension),
                                decoder: Daemon.decoderHook(plugins))
@@ -449,7 +450,8 @@ final class Daemon: @unchecked Sendable {
 
     func trainingSpec(_ value: DBusValue, baseModel: String?) throws -> TrainingSpec {
         let o = try strictOptions(value, ["dataset", "split", "epochs", "image_size", "iterations_per_epoch", "seed", "affinities",
-                                          "learning_rate", "weight_decay", "copy_rule", "segmentation_step", "name"])
+                                          "learning_rate", "weight_decay", "copy_rule", "segmentation_step", "name",
+                                          "head", "head_config", "head_learning_rate"])
         do {
             let path = try o.option("dataset") { try $0.asString() } ?? ""
             guard !path.isEmpty else { throw ServiceError.datasetInvalid("The option 'dataset' (s) must name a data set directory") }
@@ -468,6 +470,9 @@ final class Daemon: @unchecked Sendable {
             if let v = try o.option("weight_decay", { try $0.asDouble() }) { s.weightDecay = Float(v) }
             if let v = try o.option("segmentation_step", { try $0.asBool() }) { s.segmentationStep = v }
             if let v = try o.option("name", { try $0.asString() }) { s.name = v }
+            if let v = try o.option("head", { try $0.asString() }) { s.head = v }
+            if let v = try o.option("head_config", { try $0.asString() }) { s.headConfig = v }
+            if let v = try o.option("head_learning_rate", { try $0.asDouble() }) { s.headLearningRate = Float(v) }
             if let v = try o.option("copy_rule", { try $0.asString() }) {
                 try s.setCopyRule(v)
             }
@@ -567,8 +572,13 @@ final class Daemon: @unchecked Sendable {
         i.property("TrainedOn", "s", emitsChangedSignal: false) { .string(try card().trainedOn) }
         i.property("Metrics", "a{sd}", emitsChangedSignal: false) { .doubleDict(try card().metrics) }
         i.property("Head", "s", emitsChangedSignal: false) { .string(try card().head) }
+        i.property("Plugins", "as", emitsChangedSignal: false) { .strings(try card().plugins.map { "\($0.id) \($0.version)" }) }
         i.deferredMethod("ExportAffinityMatrix", in: "hha{sv}", out: "") { [self] call, reply in
             do {
+                let head = try card().head
+                guard head == AffinityHead.id else {
+                    throw ServiceError(.unsupportedFormat, "Model \(id) classifies with the head plugin '\(head)', which has no affinity matrix")
+                }
                 let image = try call.argument(0).asFileDescriptor()
                 let out = try call.argument(1).asFileDescriptor()
                 var request = try analyseRequest(call.argument(2))

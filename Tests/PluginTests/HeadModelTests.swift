@@ -201,5 +201,17 @@ struct HeadModelTests {
         var refused = SafeTensorsWriter(metadata: ["head": "meanpool", "head_config": #"{"hidden": 0}"#])
         refused.add("x", Tensor(shape: [1]))
         #expect(throws: PluginError.self) { _ = try ModelLoader.load(try SafeTensorsFile(data: try refused.serialized()), heads: sharedRegistry) }
+        // Weights of another major version of the plugin (1.0.0 is loaded): refused by name before
+        // any tensor is read; another minor version, or none recorded, goes on to the tensors.
+        var newer = SafeTensorsWriter(metadata: ["head": "meanpool", "head_version": "2.1.0", "head_config": "{}"])
+        newer.add("x", Tensor(shape: [1]))
+        #expect(throws: ClassificationHeadError.versionMismatch(id: "meanpool", file: "2.1.0", loaded: "1.0.0")) {
+            _ = try ModelLoader.load(try SafeTensorsFile(data: try newer.serialized()), heads: sharedRegistry)
+        }
+        for version in ["1.4.2", ""] {
+            var minor = SafeTensorsWriter(metadata: ["head": "meanpool", "head_version": version, "head_config": "{}"])
+            minor.add("x", Tensor(shape: [1]))
+            #expect(throws: CheckpointError.self) { _ = try ModelLoader.load(try SafeTensorsFile(data: try minor.serialized()), heads: sharedRegistry) }
+        }
     }
 }

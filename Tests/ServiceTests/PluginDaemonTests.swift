@@ -6,7 +6,9 @@ import Foundation
 import TestSupport
 import Glibc
 import Imaging
+import NN
 import PluginHost
+import Service
 import Tensor
 import Testing
 
@@ -137,6 +139,148 @@ struct PluginDaemonTests {
         let damaged = DaemonTests.error { try call("Analyse", [try DaemonTests.memfd(Array(jpeg.prefix(40))), .vardict([:])]) }
         #expect(damaged?.name == "org.lesionaffinity.Affinity1.Error.InvalidImage" && damaged?.message.contains("jpeg") == true,
                 "\(String(describing: damaged))")
+        #expect(daemon.process.isRunning)
+    }
+
+    /// A model whose head is the meanpool plugin, seeded, saved as a model file: (bytes, path).
+    static func meanpoolModel(registry: PluginRegistry, in dir: URL) throws -> ([UInt8], URL) {
+        let head = try #require(try registry.makeHead(id: "meanpool", config: "{\"hidden\": 16}", seed: 5))
+        let m = AffinityModel(head: head)
+        var rng = SeededGenerator(seed: 5)
+        m.initialize(rng: &rng)
+        let url = dir.appendingPathComponent("meanpool.safetensors")
+        try ModelLoader.save(m, to: url)
+        return ([UInt8](try Data(contentsOf: url)), url)
+    }
+
+    @Test func modelStoreWithAndWithoutTheHeadPlugin() throws {
+        let folder = try #require(PluginFixtures.buildFolder, "the plugin libraries are not built (swift build first)")
+        let dir = try Paths.temporaryDirectory("store-heads")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let registry = PluginRegistry(mode: .development)
+        try registry.load(path: folder + "/libaffinity-meanpool.so")
+        let (bytes, _) = try Self.meanpoolModel(registry: registry, in: dir)
+
+        // Without a head factory: a named refusal that names the plugin; nothing is stored.
+        let bare = try ModelStore(stateDirectory: dir.appendingPathComponent("bare"))
+        do {
+            _ = try bare.importModel(bytes: bytes, name: "mp")
+            Issue.record("a plugin-head model imported without its plugin")
+        } catch let e as ServiceError {
+            #expect(e.kind == .unsupportedFormat && e.message.contains("meanpool"), "\(e)")
+        }
+        #expect(bare.models.isEmpty)
+        // C' does not apply to a plugin head.
+        let store = try ModelStore(stateDirectory: dir.appendingPathComponent("state"), heads: registry)
+        #expect(throws: ServiceError.self) { try store.importModel(bytes: bytes, name: "mp", affinities: 8) }
+        #expect(store.models.isEmpty)
+
+        // With the registry: the card names the head and records the plugin; the model loads and predicts.
+        let card = try store.importModel(bytes: bytes, name: "mp")
+        #expect(card.head == "meanpool" && card.affinities == 0)
+        #expect(card.plugins == [ModelCard.Plugin(id: "meanpool", version: "1.0.0")])
+        let (model, loadedCard) = try store.loadModel(card.id)
+        #expect(loadedCard == card && model.head.headID == "meanpool")
+        var rng = SeededGenerator(seed: 1)
+        let slice = PhantomGenerator(seed: 11, size: 512).slice(index: 4, class: .covid).pixelImage
+        let p = try model.predictImage(try Tensor(shape: [1, 3, 512, 512], values: Preprocessing.modelInput(slice)), withDetections: false, rng: &rng)
+        #expect(p.logits.count == 3 && p.logits.allSatisfy(\.isFinite))
+        // A card that names another head than the weights is refused.
+        #expect(throws: ServiceError.self) { try store.importModel(bytes: bytes, name: "x", head: "attention") }
+
+        // The same store reopened without the plugin lists the model but cannot load it (ModelNotReady).
+        let reopened = try ModelStore(stateDirectory: dir.appendingPathComponent("state"))
+        #expect(reopened.card(card.id) == card)
+        do {
+            _ = try reopened.loadModel(card.id)
+            Issue.record("a plugin-head model loaded without its plugin")
+        } catch let e as ServiceError {
+            #expect(e.kind == .modelNotReady && e.message.contains("meanpool"), "\(e)")
+        }
+    }
+
+    /// Train over D-Bus with a plugin head, then analyse with the new model: the model records the
+    /// plugin (Head, Plugins), so does every result; the head's errors are the caller's.
+    @Test func trainAndAnalyseWithAPluginHead() throws {
+        let folder = try #require(PluginFixtures.buildFolder, "the plugin libraries are not built (swift build first)")
+        let dir = try Paths.temporaryDirectory("plugin-head-train")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = dir.appendingPathComponent("set")
+        try PhantomDataset.write(to: data.path, count: 6, seed: 3, size: 128)
+        let bus = try PrivateBus()
+        defer { bus.stop() }
+        let daemon = try DaemonProcess(bus: bus, stateDirectory: dir.appendingPathComponent("state"), arguments: ["--plugin-dir", folder])
+        defer { daemon.stop() }
+        let client = try bus.connect()
+        defer { client.close() }
+        func call(_ method: String, _ args: [DBusValue]) throws -> [DBusValue] {
+            try client.call(destination: D.name, path: D.root, interface: D.manager, method: method, args, timeout: .seconds(120))
+        }
+        let E = "org.lesionaffinity.Affinity1.Error."
+        let base: [String: DBusValue] = ["dataset": .string(data.path), "epochs": .uint32(1), "iterations_per_epoch": .uint32(2),
+                                         "image_size": .uint32(128), "seed": .uint64(3), "learning_rate": .double(1e-4)]
+
+        // Refused before a job exists: an unknown head, a config the plugin refuses, a bad rate.
+        let unknown = DaemonTests.error { try call("Train", [.vardict(base.merging(["head": .string("nosuch")]) { a, _ in a })]) }
+        #expect(unknown?.name == E + "InvalidArgument" && unknown?.message.contains("nosuch") == true, "\(String(describing: unknown))")
+        let badConfig = DaemonTests.error {
+            try call("Train", [.vardict(base.merging(["head": .string("meanpool"), "head_config": .string("{\"hidden\": \"many\"}")]) { a, _ in a })])
+        }
+        #expect(badConfig?.name == E + "PluginFailed" && badConfig?.message.contains("meanpool") == true, "\(String(describing: badConfig))")
+        let badRate = DaemonTests.error {
+            try call("Train", [.vardict(base.merging(["head": .string("meanpool"), "head_learning_rate": .double(-1)]) { a, _ in a })])
+        }
+        #expect(badRate?.name == E + "InvalidArgument", "\(String(describing: badRate))")
+        let runs = dir.appendingPathComponent("state/runs").path
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: runs)) ?? []).isEmpty, "a refused Train made a job")
+
+        // Train a meanpool-head model.
+        let completed = Collected<ReceivedSignal>()
+        let sub = try client.subscribe(MatchRule(interface: D.job, member: "Completed")) { completed.append($0) }
+        defer { sub.cancel() }
+        let options = base.merging(["head": .string("meanpool"), "head_config": .string("{\"hidden\": 32}"),
+                                    "head_learning_rate": .double(1e-3), "name": .string("pooled")]) { a, _ in a }
+        let job = try call("Train", [.vardict(options)])[0].asObjectPath()
+        #expect(waitUntil(600) { !completed.all.isEmpty }, "no Completed signal")
+        let signal = try #require(completed.all.first)
+        #expect(signal.path == job)
+        #expect(try signal.arguments[0].asBool() == true, "\(signal.arguments)")
+        let modelPath = try #require(try signal.arguments[2].asVardict()["model"]?.asObjectPath())
+        let props = try client.getAllProperties(destination: D.name, path: modelPath, interface: D.model)
+        #expect(props["Head"] == .string("meanpool") && props["Name"] == .string("pooled"), "\(props)")
+        #expect(props["Plugins"] == .strings(["meanpool 1.0.0"]), "\(props)")
+        #expect(props["Affinities"] == .uint32(0))
+        let id = String(modelPath.split(separator: "/").last!)
+        let file = try SafeTensorsFile(contentsOf: dir.appendingPathComponent("state/models/\(id)/weights.safetensors"))
+        #expect(file.headID == "meanpool" && file.metadata["head_config"]?.contains("32") == true, "\(file.metadata)")
+
+        // Analyse with it: the result records the head plugin; the logits are the stored model's.
+        let png = try Fixtures.slicePNG()
+        let r = try call("Analyse", [try DaemonTests.memfd(png), .vardict(["model": .objectPath(modelPath), "detections": .boolean(false)])])[0].asVardict()
+        #expect(try r["plugins"]?.asStrings() == ["meanpool 1.0.0"], "\(String(describing: r["plugins"]))")
+        #expect(r["model"] == .objectPath(modelPath))
+        let registry = PluginRegistry(mode: .development)
+        try registry.load(path: folder + "/libaffinity-meanpool.so")
+        let model = try ModelLoader.load(file, heads: registry)
+        var rng = SeededGenerator(seed: 1)
+        let image = try PNG.decode(png)
+        let expected = try model.predictImage(try Tensor(shape: [1, 3, 512, 512], values: Preprocessing.modelInput(image)), withDetections: false, rng: &rng)
+        let scores = try r["scores"]?.asDoubles() ?? []
+        #expect(scores.count == 3)
+        for (a, b) in zip(scores, expected.logits.map(Double.init)) {
+            #expect(abs(a - b) <= 1e-4 * max(1, abs(b)), "daemon \(scores) vs predictImage \(expected.logits)")
+        }
+        // A plugin head has no affinity matrix to draw; Finetune keeps the base model's head.
+        let out = try FileDescriptor.sealedMemfd(name: "out", contents: [])
+        let matrix = DaemonTests.error {
+            try client.call(destination: D.name, path: modelPath, interface: D.model, method: "ExportAffinityMatrix",
+                            [try DaemonTests.memfd(png), .unixFD(out), .vardict([:])], timeout: .seconds(120))
+        }
+        #expect(matrix?.name == E + "UnsupportedFormat" && matrix?.message.contains("meanpool") == true, "\(String(describing: matrix))")
+        let finetune = DaemonTests.error {
+            try call("Finetune", [.objectPath(modelPath), .vardict(base.merging(["head": .string("attention")]) { a, _ in a })])
+        }
+        #expect(finetune?.name == E + "InvalidArgument", "\(String(describing: finetune))")
         #expect(daemon.process.isRunning)
     }
 }
