@@ -215,7 +215,7 @@ _affinityctl_train() {
     repeating_flags=()
     non_repeating_flags=(--json --local --no-wait --cancel-on-interrupt --version -h --help)
     repeating_options=()
-    non_repeating_options=(--bus --dataset --split --epochs --image-size --iterations-per-epoch --seed --learning-rate --weight-decay --copy-rule --segmentation-step --name --head-learning-rate --affinities --head --head-config)
+    non_repeating_options=(--bus --dataset --split --epochs --image-size --iterations-per-epoch --seed --learning-rate --weight-decay --copy-rule --segmentation-step --name --head-learning-rate --data-format --segmentation-format --data-options --affinities --head --head-config)
     __affinityctl_offer_flags_options 0
 
     # Offer option value completions
@@ -259,6 +259,15 @@ _affinityctl_train() {
     '--head-learning-rate')
         return
         ;;
+    '--data-format')
+        return
+        ;;
+    '--segmentation-format')
+        return
+        ;;
+    '--data-options')
+        return
+        ;;
     '--affinities')
         return
         ;;
@@ -275,7 +284,7 @@ _affinityctl_finetune() {
     repeating_flags=()
     non_repeating_flags=(--json --local --no-wait --cancel-on-interrupt --version -h --help)
     repeating_options=()
-    non_repeating_options=(--bus --dataset --split --epochs --image-size --iterations-per-epoch --seed --learning-rate --weight-decay --copy-rule --segmentation-step --name --head-learning-rate)
+    non_repeating_options=(--bus --dataset --split --epochs --image-size --iterations-per-epoch --seed --learning-rate --weight-decay --copy-rule --segmentation-step --name --head-learning-rate --data-format --segmentation-format --data-options)
     __affinityctl_offer_flags_options 1
 
     # Offer option value completions
@@ -317,6 +326,15 @@ _affinityctl_finetune() {
         return
         ;;
     '--head-learning-rate')
+        return
+        ;;
+    '--data-format')
+        return
+        ;;
+    '--segmentation-format')
+        return
+        ;;
+    '--data-options')
         return
         ;;
     esac

@@ -131,7 +131,17 @@ public struct TrainingSpec: Sendable {
     public var name: String?
     /// Finetune: the model to start from.
     public var baseModelID: String?
+    /// Read the classification set through this dataset-reader plugin (e.g. "covidx-ct") instead
+    /// of the built-in layout (`JobManager.dataReader`).
+    public var dataFormat: String?
+    /// Read the segmentation set through this dataset-reader plugin (e.g. "cncb-seg").
+    public var segmentationFormat: String?
+    /// The readers' JSON options (nil: `{"split": split}` for the readers with splits).
+    public var dataOptions: String?
     public init(dataset: URL) { self.dataset = dataset }
+
+    /// Whether a dataset-reader plugin reads part of the data set.
+    public var usesReaders: Bool { dataFormat != nil || segmentationFormat != nil }
 
     /// Sets the copy rule by name ("previous" or "best").
     /// - Throws: `InvalidArgument` for another name.
@@ -141,6 +151,41 @@ public struct TrainingSpec: Sendable {
         }
         copyRule = rule
     }
+}
+
+/// A Train or Finetune data set read through dataset-reader plugins (what `JobManager.dataReader`
+/// returns): the classification samples when the spec's `dataFormat` is set, the segmentation
+/// samples when its `segmentationFormat` is set (the other count is 0: that part comes from the
+/// built-in layout).
+public struct ReaderTrainingData {
+    public var data: any TrainingData
+    /// `id version` of each plugin used (the readers, then the decoders of their images).
+    public var plugins: [String]
+    /// The entries the readers skipped, each `name: reason`.
+    public var skipped: [String]
+    public init(data: any TrainingData, plugins: [String], skipped: [String] = []) {
+        self.data = data; self.plugins = plugins; self.skipped = skipped
+    }
+}
+
+/// A job's training data: plugin-read and built-in parts together, at most `limit`
+/// classification samples (the first ones).
+private struct CombinedTrainingData: TrainingData {
+    let classification: any TrainingData
+    let segmentation: any TrainingData
+    let limit: Int?
+    var classificationCount: Int { min(classification.classificationCount, limit ?? Int.max) }
+    var segmentationCount: Int { segmentation.segmentationCount }
+    func classificationSample(_ i: Int) throws -> ClassificationSample { try classification.classificationSample(i) }
+    func segmentationSample(_ i: Int) throws -> SegmentationSample { try segmentation.segmentationSample(i) }
+}
+
+/// A job's data, read and checked, with what the model card records.
+private struct JobData {
+    var data: any TrainingData
+    /// The plugins that read it (`id version`).
+    var plugins: [String]
+    var skipped: [String]
 }
 
 /// Runs jobs: training jobs (Train, Finetune) one at a time on one thread, in order; batch analyses
@@ -155,7 +200,7 @@ public final class JobManager: @unchecked Sendable {
     private var jobs: [Int: Job] = [:]
     private var order: [Int] = []
     private var nextID = 1
-    private var trainingQueue: [(Job, TrainingSpec)] = []
+    private var trainingQueue: [(Job, TrainingSpec, JobData?)] = []
     private var stopping = false
     /// Called when a job is created (before it starts).
     public var onJobCreated: ((Job) -> Void)?
@@ -163,6 +208,12 @@ public final class JobManager: @unchecked Sendable {
     public var onModelPublished: ((ModelCard) -> Void)?
     /// Log lines from jobs: (priority 0–7, message, job id).
     public var log: ((Int, String, Int) -> Void)?
+    /// Reads a data set through dataset-reader plugins, for a job whose spec sets `dataFormat` or
+    /// `segmentationFormat` (the daemon's plugin registry; nil: only the built-in layout is read).
+    /// It throws `InvalidArgument` for an unknown reader id or refused options and
+    /// `DatasetInvalid` for a root the reader cannot open or without a usable sample; broken
+    /// entries are not errors but come back in `skipped`.
+    public var dataReader: ((TrainingSpec) throws -> ReaderTrainingData)?
 
     /// Reads the jobs of earlier runs from `runs/*/job.json`: a job recorded as queued or running
     /// (the daemon stopped or crashed) is reported as failed; its last checkpoint stays.
@@ -238,19 +289,74 @@ public final class JobManager: @unchecked Sendable {
         guard !spec.dataset.path.isEmpty, spec.dataset.path != "/" || false else {
             throw ServiceError.datasetInvalid("No data set path was given")
         }
-        // Validate up front: a broken data set is the caller's error, not a failed job.
-        _ = try PhantomLayoutData(root: spec.dataset, split: spec.split, side: spec.imageSize, limit: spec.iterationsPerEpoch)
+        // Validate up front: a broken data set is the caller's error, not a failed job. A set read
+        // through plugins is decoded here once and handed to the job.
+        let data = try jobData(spec)
         let job = try makeJob(spec.baseModelID == nil ? "train" : "finetune", uid: uid, epochs: spec.epochs)
         job.update { $0.result["run_directory"] = .string(runDirectory(job.id).path) }
         try? FileManager.default.createDirectory(at: runDirectory(job.id), withIntermediateDirectories: true)
         record(job)
         job.observe { [weak self] _, finished in if finished { self?.record(job) } }
         onJobCreated?(job)
+        if spec.usesReaders {
+            let readers = [spec.dataFormat.map { "\($0) (classification)" }, spec.segmentationFormat.map { "\($0) (segmentation)" }]
+            log?(6, "Job \(job.id) reads \(spec.dataset.path) through \(readers.compactMap { $0 }.joined(separator: " and ")): "
+                 + "\(data.data.classificationCount) classification and \(data.data.segmentationCount) segmentation samples, "
+                 + "\(data.skipped.count) broken \(data.skipped.count == 1 ? "entry" : "entries") skipped.", job.id)
+            for s in data.skipped.prefix(20) { log?(4, "Job \(job.id): skipped the broken entry \(s)", job.id) }
+            if data.skipped.count > 20 { log?(4, "Job \(job.id): and \(data.skipped.count - 20) more broken entries skipped.", job.id) }
+            job.update { $0.result["skipped_entries"] = .uint(UInt64(data.skipped.count)) }
+        }
         cond.withLock {
-            trainingQueue.append((job, spec))
+            trainingQueue.append((job, spec, spec.usesReaders ? data : nil))
             cond.signal()
         }
         return job
+    }
+
+    /// The data of a job: the built-in layout (`PhantomLayoutData`), or, when the spec names
+    /// reader plugins, their sets through `dataReader` with the built-in layout for the part they
+    /// do not read (segmentation only when the segmentation step runs).
+    /// - Throws: `DatasetInvalid`, `InvalidArgument`.
+    private func jobData(_ spec: TrainingSpec) throws -> JobData {
+        guard spec.usesReaders else {
+            let data = try PhantomLayoutData(root: spec.dataset, split: spec.split, side: spec.imageSize, limit: spec.iterationsPerEpoch)
+            return JobData(data: data, plugins: [], skipped: [])
+        }
+        guard ["train", "val", "test"].contains(spec.split) else {
+            throw ServiceError.invalidArgument("The split must be train, val or test, not '\(spec.split)'")
+        }
+        guard (64...1024).contains(spec.imageSize) else {
+            throw ServiceError.invalidArgument("The image size must be between 64 and 1024 pixels, got \(spec.imageSize)")
+        }
+        for (option, id) in [("data_format", spec.dataFormat), ("segmentation_format", spec.segmentationFormat)] {
+            if let id, id.isEmpty { throw ServiceError.invalidArgument("The option '\(option)' names no reader plugin") }
+        }
+        guard let dataReader else {
+            throw ServiceError.invalidArgument("This service reads data sets in the built-in layout only; "
+                + "data_format and segmentation_format need its dataset-reader plugins")
+        }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: spec.dataset.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ServiceError.datasetInvalid("The data set directory '\(spec.dataset.path)' does not exist")
+        }
+        let read = try dataReader(spec)
+        let needsBuiltIn = spec.dataFormat == nil || (spec.segmentationFormat == nil && spec.segmentationStep)
+        let builtIn: (any TrainingData)? = needsBuiltIn
+            ? try PhantomLayoutData(root: spec.dataset, split: spec.split, side: spec.imageSize, limit: spec.iterationsPerEpoch,
+                                    readClassification: spec.dataFormat == nil,
+                                    readSegmentation: spec.segmentationFormat == nil && spec.segmentationStep)
+            : nil
+        let data = CombinedTrainingData(classification: spec.dataFormat != nil ? read.data : builtIn!,
+                                        segmentation: spec.segmentationFormat != nil ? read.data : (builtIn ?? read.data),
+                                        limit: spec.iterationsPerEpoch)
+        guard data.classificationCount > 0 else {
+            throw ServiceError.datasetInvalid("The data set '\(spec.dataset.path)' has no usable classification sample")
+        }
+        if spec.segmentationStep && data.segmentationCount == 0 {
+            throw ServiceError.datasetInvalid("The data set '\(spec.dataset.path)' has no usable segmentation sample for the segmentation step")
+        }
+        return JobData(data: data, plugins: read.plugins, skipped: read.skipped)
     }
 
     /// Queues a batch analysis of `sources` (each descriptor kept open by `keepAlive` until done).
@@ -340,17 +446,19 @@ public final class JobManager: @unchecked Sendable {
             cond.lock()
             while trainingQueue.isEmpty && !stopping { cond.wait() }
             if trainingQueue.isEmpty { cond.unlock(); return }
-            let (job, spec) = trainingQueue.removeFirst()
+            let (job, spec, data) = trainingQueue.removeFirst()
             cond.unlock()
             if job.isCancelRequested {
                 job.finish(.cancelled, message: "Cancelled before it started.")
                 continue
             }
-            runTraining(job, spec)
+            runTraining(job, spec, data)
         }
     }
 
-    private func runTraining(_ job: Job, _ spec: TrainingSpec) {
+    /// Runs a training job on `prepared` (the data read when the job was queued) or, without it,
+    /// on its data set opened again.
+    private func runTraining(_ job: Job, _ spec: TrainingSpec, _ prepared: JobData?) {
         let start = unixMicroseconds()
         let dir = runDirectory(job.id)
         let checkpoint = dir.appendingPathComponent("checkpoint.safetensors")
@@ -358,7 +466,8 @@ public final class JobManager: @unchecked Sendable {
         record(job)
         log?(6, "Job \(job.id) (\(job.operation)) started on \(spec.dataset.path).", job.id)
         do {
-            let data = try PhantomLayoutData(root: spec.dataset, split: spec.split, side: spec.imageSize, limit: spec.iterationsPerEpoch)
+            let jobData = try prepared ?? self.jobData(spec)
+            let data = jobData.data
             let model: AffinityModel
             var config = TrainingConfig()
             if let base = spec.baseModelID {
@@ -434,7 +543,8 @@ public final class JobManager: @unchecked Sendable {
             if let last = s.epochSeg.last { metrics["loss_segmentation"] = last }
             let card = try store.importModel(bytes: bytes, name: spec.name ?? "trained by job \(job.id)",
                                              affinities: model.affinityHead == nil ? nil : model.affinities,
-                                             trainedOn: spec.dataset.path, metrics: metrics)
+                                             trainedOn: spec.dataset.path, metrics: metrics,
+                                             plugins: jobData.plugins.map(Self.cardPlugin))
             try? FileManager.default.removeItem(at: modelFile)
             onModelPublished?(card)
             job.finish(.completed, message: "Trained \(s.epochTotals.count) epochs; published model \(card.id).",
@@ -445,6 +555,12 @@ public final class JobManager: @unchecked Sendable {
             job.finish(.failed, message: e.message, result: ["error": .string("org.lesionaffinity.Affinity1.Error.\(e.kind.rawValue)")])
             log?(3, "Job \(job.id) failed: \(e.message)", job.id)
         }
+    }
+
+    /// A plugin's `id version` as a card's plugin record (the version is what follows the last space).
+    static func cardPlugin(_ record: String) -> ModelCard.Plugin {
+        guard let space = record.lastIndex(of: " ") else { return ModelCard.Plugin(id: record, version: "") }
+        return ModelCard.Plugin(id: String(record[..<space]), version: String(record[record.index(after: space)...]))
     }
 
     // MARK: Records

@@ -32,8 +32,11 @@ public final class PhantomLayoutData: TrainingData, @unchecked Sendable {
     ///   - side: the side the samples are resized to (64…1024).
     ///   - limit: at most this many classification samples (the first ones of the split file):
     ///     with Algorithm 1 this is the number of iterations per epoch.
+    ///   - readClassification, readSegmentation: read (and check) that part of the layout; the
+    ///     other part counts 0 samples (a job that reads it through a dataset-reader plugin).
     /// - Throws: `ServiceError` `DatasetInvalid` with a sentence naming up to five broken entries.
-    public init(root: URL, split: String = "train", side: Int = Preprocessing.modelSide, limit: Int? = nil) throws {
+    public init(root: URL, split: String = "train", side: Int = Preprocessing.modelSide, limit: Int? = nil,
+                readClassification: Bool = true, readSegmentation: Bool = true) throws {
         guard ["train", "val", "test"].contains(split) else {
             throw ServiceError.invalidArgument("The split must be train, val or test, not '\(split)'")
         }
@@ -71,7 +74,7 @@ public final class PhantomLayoutData: TrainingData, @unchecked Sendable {
         }
         var cls: [(URL, Int)] = []
         let clsFile = "classification/\(split)_COVIDx_CT.txt"
-        if let lines = readLines(clsFile) {
+        if readClassification, let lines = readLines(clsFile) {
             for (n, line) in lines.enumerated() where !line.isEmpty {
                 if let limit, cls.count >= limit { break }
                 let f = line.split(separator: " ")
@@ -85,7 +88,7 @@ public final class PhantomLayoutData: TrainingData, @unchecked Sendable {
         }
         var seg: [(URL, URL?)] = []
         let segFile = "segmentation/train_split_segmentation.txt"
-        if let lines = readLines(segFile) {
+        if readSegmentation, let lines = readLines(segFile) {
             for (n, line) in lines.enumerated() where !line.isEmpty {
                 let img = root.appendingPathComponent("segmentation/imgs").appendingPathComponent(line)
                 let mask = root.appendingPathComponent("segmentation/masks").appendingPathComponent(line)
@@ -102,8 +105,8 @@ public final class PhantomLayoutData: TrainingData, @unchecked Sendable {
                 }
             }
         }
-        if problems.isEmpty && cls.isEmpty { problems.append("\(clsFile) lists no images") }
-        if problems.isEmpty && seg.isEmpty { problems.append("\(segFile) lists no images") }
+        if readClassification && problems.isEmpty && cls.isEmpty { problems.append("\(clsFile) lists no images") }
+        if readSegmentation && problems.isEmpty && seg.isEmpty { problems.append("\(segFile) lists no images") }
         if !problems.isEmpty {
             let shown = problems.prefix(5).joined(separator: "; ")
             let more = problems.count > 5 ? " (and \(problems.count - 5) more)" : ""

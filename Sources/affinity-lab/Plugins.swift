@@ -135,52 +135,47 @@ enum LabImage {
 }
 
 /// The model input of a gray image as [1, 3, side, side]; the same numbers as `labModelInput` of a
-/// gray PNG with these pixels.
+/// gray PNG with these pixels (`PluginTrainingData.modelInput`).
 func labModelInput(_ gray: GrayImage, side: Int = Preprocessing.modelSide) throws -> Tensor {
-    if side == Preprocessing.modelSide {
-        return try Tensor(shape: [1, 3, side, side], values: Preprocessing.modelInput(gray))
-    }
-    var plane = Preprocessing.resized(gray, height: side, width: side).pixels
-    plane.withUnsafeMutableBufferPointer { Preprocessing.standardize($0.baseAddress!, count: side * side) }
-    return try Tensor(shape: [1, 3, side, side], values: plane + plane + plane)
+    try PluginTrainingData.modelInput(gray, side: side)
 }
 
-/// A data set read through a dataset-reader plugin (`--data-format`), decoded into memory.
+/// A data set read through a dataset-reader plugin (`--data-format`), decoded into memory: a
+/// `PluginDataSet` whose failures are `LabError`s and whose broken entries are reported on stderr.
 struct PluginSet {
-    var root: String
-    /// The reader's `id version`, and the decoders used.
-    var plugins: [String]
-    var samples: [DatasetSample]
-    var broken: [BrokenEntry]
+    let dataSet: PluginDataSet
 
     /// Opens `directory` (its `classification/` or `segmentation/` folder when it is a phantom
     /// root) with reader `format`; `options` defaults to `{"split": split}` for the readers that
     /// have splits. Broken entries are skipped and reported on stderr.
     init(format: String, directory: String, subfolder: String, split: DataSplit, options: String?, registry: PluginRegistry) throws {
-        var dir = directory
-        guard directoryExists(dir) else { throw LabError.missingDirectory(dir) }
-        if directoryExists(dir + "/" + subfolder) { dir += "/" + subfolder }
-        root = dir
-        let reader: DatasetReaderPlugin
-        do { reader = try registry.reader(id: format) } catch {
-            let known = registry.plugins.filter { $0.kind == .datasetReader }.map(\.id).sorted()
-            throw LabError.badData("\(error) Readers loaded: \(known.isEmpty ? "none" : known.joined(separator: ", "))")
+        let opts = options ?? PluginDataSet.defaultOptions(reader: format, split: split == .all ? nil : split.rawValue)
+        do {
+            dataSet = try PluginDataSet(format: format, directory: directory, subfolder: subfolder, options: opts, registry: registry)
+        } catch let e as PluginDataSetError {
+            throw labError(e)
         }
-        let opts = options ?? (["covidx-ct", "cncb-seg"].contains(format) && split != .all ? #"{"split": "\#(split.rawValue)"}"# : "{}")
-        let dataset: PluginDataset
-        do { dataset = try reader.open(root: dir, options: opts) } catch { throw LabError.badData(String(describing: error)) }
-        let (samples, broken) = dataset.loadAll(registry: registry)
-        self.samples = samples
-        self.broken = broken
-        plugins = [reader.plugin.record] + Set(samples.map(\.decoder)).filter { !$0.hasSuffix("(built in)") }.sorted()
-        for b in broken {
+        for b in dataSet.broken {
             FileHandle.standardError.write(Data("affinity-lab: warning: \(format): skipped \(b.name): \(b.reason)\n".utf8))
         }
-        guard !samples.isEmpty else { throw LabError.badData("the \(format) reader found no usable sample in \(dir) (\(broken.count) broken)") }
     }
 
+    var root: String { dataSet.root }
+    /// The reader's `id version`, and the decoders used.
+    var plugins: [String] { dataSet.plugins }
+    var samples: [DatasetSample] { dataSet.samples }
+    var broken: [BrokenEntry] { dataSet.broken }
     /// The labelled samples (classification).
-    var labelled: [DatasetSample] { samples.filter { $0.label != nil } }
+    var labelled: [DatasetSample] { dataSet.labelled }
+}
+
+/// A plugin data-set failure as the lab's error: a missing directory (exit 3), else bad data (exit 6).
+func labError(_ e: PluginDataSetError) -> LabError {
+    switch e {
+    case .missingDirectory(let path): return LabError.missingDirectory(path)
+    case .refusedOptions(_, _, let reason): return LabError.badData(reason)
+    default: return LabError.badData(e.description)
+    }
 }
 
 /// Training data from any mix of on-disk sets and plugin sets.
@@ -194,11 +189,15 @@ final class LabTrainingData: TrainingData {
     /// set from `segmentation` (a plugin set) or else `diskSegmentation`.
     init(disk: ClassificationSet?, classification: PluginSet?, diskSegmentation: SegmentationSet?, segmentation: PluginSet?,
          side: Int) throws {
-        if let classification {
-            let items = classification.labelled
-            guard !items.isEmpty else { throw LabError.badData("the data set \(classification.root) has no labelled sample") }
-            classificationCount = items.count
-            cls = { i in ClassificationSample(image: try labModelInput(items[i].image, side: side), label: items[i].label!) }
+        let plugin: PluginTrainingData
+        do {
+            plugin = try PluginTrainingData(classification: classification?.dataSet, segmentation: segmentation?.dataSet, side: side)
+        } catch let e as PluginDataSetError {
+            throw labError(e)
+        }
+        if classification != nil {
+            classificationCount = plugin.classificationCount
+            cls = plugin.classificationSample
         } else if let disk {
             let d = DiskTrainingData(classification: disk, segmentation: nil, side: side)
             classificationCount = d.classificationCount
@@ -206,20 +205,9 @@ final class LabTrainingData: TrainingData {
         } else {
             throw LabError.badData("no classification set")
         }
-        if let segmentation {
-            let items = segmentation.samples
-            segmentationCount = items.count
-            seg = { i in
-                let s = items[i]
-                let input = try labModelInput(s.image, side: side)
-                guard let map = s.labelMap else {
-                    return SegmentationSample(image: input, targets: SegmentationTargets(boxes: [], masks: [], height: side, width: side))
-                }
-                let lesions = map.map { $0 >= 2 ? UInt8(2) : 0 }
-                let resized = resizeNearest(lesions, width: s.image.width, height: s.image.height, to: side)
-                let inst = resized.withUnsafeBufferPointer { lesionInstances(labelMap: $0.baseAddress!, width: side, height: side) }
-                return SegmentationSample(image: input, targets: SegmentationTargets(instances: inst, height: side, width: side))
-            }
+        if segmentation != nil {
+            segmentationCount = plugin.segmentationCount
+            seg = plugin.segmentationSample
         } else if let diskSegmentation {
             segmentationCount = diskSegmentation.items.count
             seg = { i in try DiskTrainingData.segmentationSample(diskSegmentation, i, side: side) }

@@ -240,6 +240,15 @@ struct TrainingOptions: ParsableArguments {
     @Option(name: .customLong("head-learning-rate"), help: "The learning rate of the classification head's own parameters (default: --learning-rate).")
     var headLearningRate: Double?
 
+    @Option(name: .customLong("data-format"), help: ArgumentHelp("Read the classification set through this dataset-reader plugin of the daemon (covidx-ct, ictcf, …; see affinityctl plugins) instead of the built-in layout.", valueName: "reader"))
+    var dataFormat: String?
+
+    @Option(name: .customLong("segmentation-format"), help: ArgumentHelp("Read the segmentation set through this dataset-reader plugin (e.g. cncb-seg).", valueName: "reader"))
+    var segmentationFormat: String?
+
+    @Option(name: .customLong("data-options"), help: ArgumentHelp("JSON options for the reader plugins (default: {\"split\": <--split>} for covidx-ct, {\"split\": \"train\"} for cncb-seg, {} otherwise).", valueName: "json"))
+    var dataOptions: String?
+
     @Flag(name: .customLong("no-wait"), help: "Print the job and return at once instead of waiting for it.")
     var noWait = false
 
@@ -266,6 +275,9 @@ struct TrainingOptions: ParsableArguments {
         if let segmentationStep { o["segmentation_step"] = .boolean(segmentationStep) }
         if let name { o["name"] = .string(name) }
         if let headLearningRate { o["head_learning_rate"] = .double(headLearningRate) }
+        if let dataFormat { o["data_format"] = .string(dataFormat) }
+        if let segmentationFormat { o["segmentation_format"] = .string(segmentationFormat) }
+        if let dataOptions { o["data_options"] = .string(dataOptions) }
         return o
     }
 }

@@ -77,6 +77,7 @@ final class Daemon: @unchecked Sendable {
                                limits: ImageLimits(maxBytes: config.maxImageBytes, maxDimension: config.maxImageDimension),
                                decoder: Daemon.decoderHook(plugins))
         jobs = JobManager(store: store, engine: engine)
+        jobs.dataReader = Daemon.dataReaderHook(plugins)
         xmlDirectory = Daemon.findInterfaces(config.interfacesDirectory)
     }
 
@@ -117,6 +118,37 @@ final class Daemon: @unchecked Sendable {
                     throw ServiceError(.unsupportedFormat, e.description)
                 }
                 throw ServiceError.invalidImage(e.description)
+            }
+        }
+    }
+
+    /// Train's and Finetune's reader of data sets through the loaded dataset-reader plugins
+    /// (`data_format`, `segmentation_format`): the set under the data set's `classification/`
+    /// (`segmentation/`) folder when there is one, else the data set itself, with `data_options`
+    /// or `{"split": …}` (the job's split for classification, train for segmentation).
+    static func dataReaderHook(_ registry: PluginRegistry) -> (TrainingSpec) throws -> ReaderTrainingData {
+        return { spec in
+            do {
+                var sets: [PluginDataSet] = []
+                func read(_ format: String?, _ subfolder: String, split: String) throws -> PluginDataSet? {
+                    guard let format else { return nil }
+                    let set = try PluginDataSet(format: format, directory: spec.dataset.path, subfolder: subfolder,
+                                                options: spec.dataOptions ?? PluginDataSet.defaultOptions(reader: format, split: split),
+                                                registry: registry)
+                    sets.append(set)
+                    return set
+                }
+                let classification = try read(spec.dataFormat, "classification", split: spec.split)
+                let segmentation = try read(spec.segmentationFormat, "segmentation", split: "train")
+                let data = try PluginTrainingData(classification: classification, segmentation: segmentation, side: spec.imageSize)
+                let plugins = sets.flatMap(\.plugins).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+                let skipped = sets.flatMap { set in set.broken.map { "\($0.name) (\(set.format)): \($0.reason)" } }
+                return ReaderTrainingData(data: data, plugins: plugins, skipped: skipped)
+            } catch let e as PluginDataSetError {
+                switch e {
+                case .unknownReader, .refusedOptions, .invalidSide: throw ServiceError.invalidArgument(e.description)
+                default: throw ServiceError.datasetInvalid(e.description)
+                }
             }
         }
     }
@@ -451,7 +483,8 @@ final class Daemon: @unchecked Sendable {
     func trainingSpec(_ value: DBusValue, baseModel: String?) throws -> TrainingSpec {
         let o = try strictOptions(value, ["dataset", "split", "epochs", "image_size", "iterations_per_epoch", "seed", "affinities",
                                           "learning_rate", "weight_decay", "copy_rule", "segmentation_step", "name",
-                                          "head", "head_config", "head_learning_rate"])
+                                          "head", "head_config", "head_learning_rate", "data_format", "segmentation_format",
+                                          "data_options"])
         do {
             let path = try o.option("dataset") { try $0.asString() } ?? ""
             guard !path.isEmpty else { throw ServiceError.datasetInvalid("The option 'dataset' (s) must name a data set directory") }
@@ -475,6 +508,17 @@ final class Daemon: @unchecked Sendable {
             if let v = try o.option("head_learning_rate", { try $0.asDouble() }) { s.headLearningRate = Float(v) }
             if let v = try o.option("copy_rule", { try $0.asString() }) {
                 try s.setCopyRule(v)
+            }
+            if let v = try o.option("data_format", { try $0.asString() }) { s.dataFormat = v }
+            if let v = try o.option("segmentation_format", { try $0.asString() }) { s.segmentationFormat = v }
+            if let v = try o.option("data_options", { try $0.asString() }) {
+                guard (try? JSONSerialization.jsonObject(with: Data(v.utf8))) is [String: Any] else {
+                    throw ServiceError.invalidArgument("The option 'data_options' must be a JSON object, not '\(v)'")
+                }
+                guard s.usesReaders else {
+                    throw ServiceError.invalidArgument("The option 'data_options' applies to the reader plugins of data_format and segmentation_format; neither is given")
+                }
+                s.dataOptions = v
             }
             return s
         } catch let e as BusError { throw ServiceError.invalidArgument(e.message) }
