@@ -116,7 +116,7 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "CtlTests", dependencies: ["Affinity", "Tensor", "Imaging", "Bus", "TestSupport"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "LabTests", dependencies: ["Affinity", "Imaging", "Evaluation", "Tensor", "NN", "TestSupport", "PluginHost"],
+        .testTarget(name: "LabTests", dependencies: ["Affinity", "Imaging", "Evaluation", "Tensor", "NN", "TestSupport", "PluginHost", "Service"],
                     swiftSettings: swiftSettings),
     ]
 )

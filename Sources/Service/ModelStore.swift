@@ -196,6 +196,47 @@ public final class ModelStore: @unchecked Sendable {
                                plugins: card.plugins ?? [], created: card.created)
     }
 
+    /// What `installBundled` did.
+    public enum BundledInstall: Equatable, Sendable {
+        /// The bundled model became the default (the store had none, or had an earlier bundled model).
+        case installed(ModelCard, replaced: String?)
+        /// The default stays: it is this bundled model already, or a model the user chose.
+        case kept(String)
+    }
+
+    private var bundledFile: URL { stateDirectory.appendingPathComponent("bundled-model") }
+
+    /// Makes the bundled model in `directory` the default when the store has no default, or when
+    /// the default is an earlier bundled model (recorded in `<state>/bundled-model`; a store from
+    /// before that record counts a default with the bundled card's name) whose weights differ: a
+    /// newer release's demo model replaces the older one, a model the user imported or chose is
+    /// never replaced. The earlier model stays in the store.
+    /// - Throws: as `importBundled`; `Failed` if the default cannot be recorded.
+    public func installBundled(_ directory: URL) throws -> BundledInstall {
+        if let current = defaultModelID, let card = card(current) {
+            let recorded = (try? String(contentsOf: bundledFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            let bundledCard = try? JSONDecoder().decode(BundledCard.self, from: Data(contentsOf: directory.appendingPathComponent("card.json")))
+            let wasBundled = recorded.map { $0 == current } ?? (bundledCard?.name != nil && bundledCard?.name == card.name)
+            guard wasBundled else { return .kept(current) }
+            if let sha = bundledCard?.sha256?.lowercased(), sha == card.sha256 { return .kept(current) }
+            let installed = try importBundled(directory)
+            guard installed.id != current else { return .kept(current) }
+            try setDefault(installed.id)
+            try recordBundled(installed.id)
+            return .installed(installed, replaced: current)
+        }
+        let installed = try importBundled(directory)
+        try setDefault(installed.id)
+        try recordBundled(installed.id)
+        return .installed(installed, replaced: nil)
+    }
+
+    private func recordBundled(_ id: String) throws {
+        do { try NN.AtomicFile.write(Data((id + "\n").utf8), to: bundledFile) } catch {
+            throw ServiceError.failed("Cannot record the bundled model: \(error)")
+        }
+    }
+
     /// `card.json` of a bundled model: `ModelCard`'s fields, every one optional.
     struct BundledCard: Decodable {
         var id: String?

@@ -176,7 +176,7 @@ final class Daemon: @unchecked Sendable {
     // MARK: Start and stop
 
     func start() throws {
-        if config.bundledModel && store.defaultModelID == nil { installBundledModel() }
+        if config.bundledModel { installBundledModel() }
         try bus.addObjectManager(at: API.root)
         let manager = managerInterface()
         for i in [manager, modelInterface(id: "x"), jobInterface(nil)].compactMap({ $0 }) {
@@ -212,18 +212,25 @@ final class Daemon: @unchecked Sendable {
         }
     }
 
-    /// With no default model: imports the bundled demo model (when one is found) into the store
-    /// and makes it the default. A failure is logged; the daemon then starts degraded as without it.
+    /// With no default model, or with an earlier bundled model as the default: imports the
+    /// bundled demo model (when one is found) into the store and makes it the default
+    /// (`ModelStore.installBundled`). A failure is logged; the daemon then starts as without it.
     func installBundledModel() {
         guard let dir = BundledModel.defaultModel() else {
-            Log.info("No default model, and no bundled model was found (\(BundledModel.environmentVariable) or share/lesionaffinity/models).")
+            if store.defaultModelID == nil {
+                Log.info("No default model, and no bundled model was found (\(BundledModel.environmentVariable) or share/lesionaffinity/models).")
+            }
             return
         }
         do {
-            let card = try store.importBundled(dir)
-            try store.setDefault(card.id)
-            Log.log(Log.notice, "No default model was installed: using the bundled model \(card.name) (\(card.id)) from \(dir.path), "
-                    + "the phantom demo model, \(BundledModel.disclaimer).", ["MODEL_ID": card.id])
+            switch try store.installBundled(dir) {
+            case .kept: return
+            case .installed(let card, let replaced):
+                let why = replaced.map { "The bundled model has changed (the default was its earlier version, \($0)): using" }
+                    ?? "No default model was installed: using"
+                Log.log(Log.notice, "\(why) the bundled model \(card.name) (\(card.id)) from \(dir.path), "
+                        + "the phantom demo model, \(BundledModel.disclaimer).", ["MODEL_ID": card.id])
+            }
         } catch {
             Log.error("The bundled model in \(dir.path) was not installed: \(ServiceError(error).message)")
         }

@@ -14,12 +14,12 @@ struct BundledModelTests {
 
     /// A bundled models directory holding `phantom-demo/` with F16 weights (random, seeded) and a
     /// card without id, sha256 and created.
-    static func bundledDirectory(in dir: URL) throws -> (models: URL, weights: [UInt8]) {
-        let models = dir.appendingPathComponent("bundled")
+    static func bundledDirectory(in dir: URL, seed: UInt64 = 21, folder: String = "bundled") throws -> (models: URL, weights: [UInt8]) {
+        let models = dir.appendingPathComponent(folder)
         let demo = models.appendingPathComponent(BundledModel.defaultName)
         try FileManager.default.createDirectory(at: demo, withIntermediateDirectories: true)
         let m = AffinityModel(affinities: 8)
-        var rng = SeededGenerator(seed: 21)
+        var rng = SeededGenerator(seed: seed)
         m.initialize(rng: &rng)
         try ModelLoader.save(m, to: demo.appendingPathComponent("weights.safetensors"), dtype: .f16)
         let card = """
@@ -79,6 +79,48 @@ struct BundledModelTests {
         do { try store.importBundled(bad); Issue.record("a broken card was accepted") } catch let e as ServiceError {
             #expect(e.kind == .unsupportedFormat && e.message.contains("card"))
         }
+    }
+
+    @Test func aNewerBundledModelReplacesOnlyAnEarlierBundledDefault() throws {
+        let dir = try Paths.temporaryDirectory("bundled-upgrade")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (v1, w1) = try Self.bundledDirectory(in: dir, seed: 21, folder: "v1")
+        let (v2, w2) = try Self.bundledDirectory(in: dir, seed: 22, folder: "v2")
+        let demo1 = v1.appendingPathComponent(BundledModel.defaultName), demo2 = v2.appendingPathComponent(BundledModel.defaultName)
+        let id1 = String(sha256Hex(w1).prefix(16)), id2 = String(sha256Hex(w2).prefix(16))
+        #expect(id1 != id2)
+        let stateDir = dir.appendingPathComponent("state")
+        let store = try ModelStore(stateDirectory: stateDir)
+        // An empty store: installed; again: kept.
+        guard case .installed(let c1, nil) = try store.installBundled(demo1) else { Issue.record("v1 not installed"); return }
+        #expect(c1.id == id1 && store.defaultModelID == id1)
+        #expect(try store.installBundled(demo1) == .kept(id1))
+        // The next release's bundled model replaces it; the earlier one stays in the store.
+        guard case .installed(let c2, let replaced) = try store.installBundled(demo2) else { Issue.record("v2 not installed"); return }
+        #expect(c2.id == id2 && replaced == id1 && store.defaultModelID == id2)
+        #expect(store.card(id1) != nil)
+        // Reopened, the record holds: v2 is the bundled default, kept.
+        #expect(try ModelStore(stateDirectory: stateDir).installBundled(demo2) == .kept(id2))
+        // A default the user chose is never replaced, even by a changed bundled model.
+        try store.setDefault(id1)
+        #expect(try store.installBundled(demo2) == .kept(id1))
+        let (userBytes, _) = try Fixtures.smallModel(in: dir, seed: 9)
+        let user = try store.importModel(bytes: userBytes, name: "mine")
+        try store.setDefault(user.id)
+        #expect(try store.installBundled(demo2) == .kept(user.id) && store.defaultModelID == user.id)
+        // A store from before the record: a default with the bundled card's name counts as bundled,
+        // another name does not.
+        let legacyDir = dir.appendingPathComponent("legacy")
+        let legacy = try ModelStore(stateDirectory: legacyDir)
+        let old = try legacy.importBundled(demo1)
+        try legacy.setDefault(old.id)
+        #expect(!FileManager.default.fileExists(atPath: legacyDir.appendingPathComponent("bundled-model").path))
+        guard case .installed(let c3, let was) = try legacy.installBundled(demo2) else { Issue.record("legacy not upgraded"); return }
+        #expect(c3.id == id2 && was == old.id && legacy.defaultModelID == id2)
+        let other = try ModelStore(stateDirectory: dir.appendingPathComponent("other"))
+        let mine = try other.importModel(bytes: userBytes, name: "mine")
+        try other.setDefault(mine.id)
+        #expect(try other.installBundled(demo2) == .kept(mine.id))
     }
 
     @Test func daemonStartsWithTheBundledModel() throws {
