@@ -197,12 +197,13 @@ public final class AffinityModel: Module {
 
     /// The classification path on normalised features: proposals → box_head_s2/box_predictor_s2 →
     /// RoI batch → mask_head_s2/mask_predictor_s2 → the head (affinity layer → classifier).
+    /// `stage`: the features' RPN proposals and their pooling when the caller has them already
+    /// (the inference shares them with the segmentation detections; computed here otherwise).
     public func classify(features: Tensor, imageHeight: Int, imageWidth: Int, rng: inout SeededGenerator,
-                         fixedRoIBatch: RoIBatch? = nil) throws -> (ClassificationOutput, ClassificationSaved) {
+                         fixedRoIBatch: RoIBatch? = nil, stage: MaskRCNN.ProposalStage? = nil) throws -> (ClassificationOutput, ClassificationSaved) {
         let ws = workspace
-        let (obj, del, _) = try segmentation.rpn.forward(features, workspace: ws)
-        let props = segmentation.proposals(objectness: obj, deltas: del, imageHeight: imageHeight, imageWidth: imageWidth)
-        let pooled = try roiAlignForward(features: features, boxes: props.boxes, outputSize: 7, spatialScale: 1.0 / 16, samplingRatio: 2)
+        let st = try stage ?? segmentation.proposalStage(features: features, imageHeight: imageHeight, imageWidth: imageWidth)
+        let (props, pooled) = (st.proposals, st.pooled)
         let (rep, _) = try boxHeadS2.forward(pooled)
         let (logits2, reg2) = try boxPredictorS2.forward(rep)
         let batch = try fixedRoIBatch
@@ -223,10 +224,12 @@ public final class AffinityModel: Module {
     public func predict(_ image: Tensor, withDetections: Bool = true, rng: inout SeededGenerator) throws -> (ClassificationOutput, [Detection]) {
         try Self.checkImage(image)
         let (features, _) = try backbone.forward(image, training: false, workspace: workspace, keep: false)
-        let (out, _) = try classify(features: features, imageHeight: image.shape[2], imageWidth: image.shape[3], rng: &rng)
+        let h = image.shape[2], w = image.shape[3]
+        let stage = try segmentation.proposalStage(features: features, imageHeight: h, imageWidth: w)
+        let (out, _) = try classify(features: features, imageHeight: h, imageWidth: w, rng: &rng, stage: stage)
         var dets: [Detection] = []
         if withDetections {
-            dets = try segmentation.inference(features: features, imageHeight: image.shape[2], imageWidth: image.shape[3]).detections
+            dets = try segmentation.inference(features: features, imageHeight: h, imageWidth: w, stage: stage).detections
         }
         return (out, dets)
     }

@@ -123,10 +123,12 @@ public extension AffinityModel {
         let h = image.shape[2], w = image.shape[3]
         let t0 = DispatchTime.now().uptimeNanoseconds
         let (features, _) = try timed("backbone") { try backbone.forward(image, training: false, workspace: segmentation.workspace, keep: false) }
-        let (out, _) = try timed("classification") { try classify(features: features, imageHeight: h, imageWidth: w, rng: &rng) }
+        // The RPN, its proposals and their pooling serve both the classification path and the detections.
+        let stage = try timed("proposals") { try segmentation.proposalStage(features: features, imageHeight: h, imageWidth: w) }
+        let (out, _) = try timed("classification") { try classify(features: features, imageHeight: h, imageWidth: w, rng: &rng, stage: stage) }
         var dets: [Detection] = [], areas: [Int] = []
         if withDetections {
-            dets = try timed("segmentation") { try segmentation.inference(features: features, imageHeight: h, imageWidth: w).detections }
+            dets = try timed("segmentation") { try segmentation.inference(features: features, imageHeight: h, imageWidth: w, stage: stage).detections }
             areas = timed("paste_masks") {
                 dets.map { d in d.mask28.withUnsafeBufferPointer { pastedArea($0.baseAddress!, box: d.box, imageHeight: h, imageWidth: w) } }
             }

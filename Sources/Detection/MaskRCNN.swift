@@ -194,11 +194,30 @@ public final class MaskRCNN: Module {
         return try inference(features: features, imageHeight: image.shape[2], imageWidth: image.shape[3], withMasks: withMasks)
     }
 
-    /// The eval-mode heads on given features.
-    public func inference(features: Tensor, imageHeight: Int, imageWidth: Int, withMasks: Bool = true) throws -> Output {
+    /// The eval-mode RPN on given features, its proposals and their 7×7 RoIAlign pooling: the
+    /// part of the heads that the segmentation detections and the classification path share.
+    public struct ProposalStage {
+        public var objectness: Tensor
+        public var deltas: Tensor
+        public var proposals: Proposals
+        /// RoIAlign 7×7 of the features at the proposals, [R, 256, 7, 7].
+        public var pooled: Tensor
+    }
+
+    /// Runs the RPN on `features`, selects the proposals and pools them (eval mode).
+    public func proposalStage(features: Tensor, imageHeight: Int, imageWidth: Int) throws -> ProposalStage {
         let (obj, del, _) = try rpn.forward(features, workspace: workspace)
         let props = proposals(objectness: obj, deltas: del, imageHeight: imageHeight, imageWidth: imageWidth)
         let pooled = try roiAlignForward(features: features, boxes: props.boxes, outputSize: 7, spatialScale: 1.0 / 16, samplingRatio: 2)
+        return ProposalStage(objectness: obj, deltas: del, proposals: props, pooled: pooled)
+    }
+
+    /// The eval-mode heads on given features. `stage` is the features' `proposalStage` when the
+    /// caller has it already (computed here otherwise).
+    public func inference(features: Tensor, imageHeight: Int, imageWidth: Int, withMasks: Bool = true,
+                          stage: ProposalStage? = nil) throws -> Output {
+        let st = try stage ?? proposalStage(features: features, imageHeight: imageHeight, imageWidth: imageWidth)
+        let (obj, del, props, pooled) = (st.objectness, st.deltas, st.proposals, st.pooled)
         let (rep, _) = try boxHead.forward(pooled)
         let (logits, regression) = try boxPredictor.forward(rep)
         var dets = postprocess(proposals: props.boxes, logits: logits, regression: regression, imageHeight: imageHeight, imageWidth: imageWidth)

@@ -53,6 +53,27 @@ import TestSupport
         #expect(argmax(out.logits) == argmax(fs))
     }
 
+    /// The full inference computes the RPN, the proposals and their pooling once for both the
+    /// classification path and the detections: the same numbers as each path on its own.
+    @Test func sharedProposalStageGivesEachPathsOwnResult() throws {
+        let m = try Self.model()
+        let image = try ref.tensor("input_normalized").reshaped([1, 3, 512, 512])
+        var rng = SeededGenerator(seed: 0)
+        let p = try m.predictImage(image, withDetections: true, rng: &rng)
+        #expect(p.timings["proposals"] != nil)
+        var rng2 = SeededGenerator(seed: 0)
+        let (features, _) = try m.backbone.forward(image, training: false, workspace: m.segmentation.workspace, keep: false)
+        let (alone, _) = try m.classify(features: features, imageHeight: 512, imageWidth: 512, rng: &rng2)
+        #expect(p.logits == alone.logits.array, "\(p.logits) vs \(alone.logits.array)")
+        #expect(p.roiBoxes == alone.roiBatch.boxes)
+        let dets = try m.segmentation.inference(image).detections
+        #expect(p.detections.count == dets.count)
+        for (a, b) in zip(p.detections, dets) {
+            #expect(a.box == b.box && a.score == b.score && a.label == b.label)
+            #expect(a.mask28.count == b.mask28.count && zip(a.mask28, b.mask28).allSatisfy { $0 == $1 })
+        }
+    }
+
     @Test func weightsRoundTripInTheOriginalLayout() throws {
         let m = try Self.model()
         var w = SafeTensorsWriter(metadata: ["affinity": "128"])
