@@ -25,6 +25,8 @@ struct DesignedInterface: CustomStringConvertible, Sendable {
         DesignedInterface(name: "org.lesionaffinity.Affinity1.Model", members: [
             "ExportAffinityMatrix(hha{sv})→", "Name:s", "Affinities:u", "Sha256:s", "CreatedAt:t", "TrainedOn:s",
             "Metrics:a{sd}", "Head:s",
+            // Beyond DESIGN.md §3: the plugins a model needs (issue #7: model cards record them).
+            "Plugins:as",
         ]),
         DesignedInterface(name: "org.lesionaffinity.Affinity1.Job", members: [
             "Cancel(a{sv})→", "!Completed(bsa{sv})", "Operation:s", "State:s", "Progress:d", "Epoch:u", "TotalEpochs:u",
