@@ -172,6 +172,13 @@ func checkConv(_ op: String, input: Tensor, weight: Tensor, bias: Tensor?, out: 
 /// - Throws: `TensorError` naming the shapes when they do not fit.
 public func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?, geometry g: ConvGeometry, workspace: Workspace) throws {
     let (n, h, w, oh, ow) = try checkConv("conv2d", input: input, weight: weight, bias: bias, out: out, g: g)
+    if Engine.winograd && g.isWinogradEligible {
+        let u = workspace.buffer(4, count: 16 * g.outChannels * g.inChannels)
+        winogradTransformWeights(weight.data, outChannels: g.outChannels, inChannels: g.inChannels, flipped: false, u: u)
+        winogradConvolve(input: input.data, images: n, inChannels: g.inChannels, h: h, w: w, u: u, outChannels: g.outChannels,
+                         bias: bias.map { UnsafePointer($0.data) }, out: out.data, accumulate: false, workspace: workspace)
+        return
+    }
     let k = g.patchSize, plane = oh * ow, cout = g.outChannels
     let col = g.isPointwise ? nil : workspace.buffer(0, count: k * plane)
     for b in 0..<n {
@@ -197,6 +204,15 @@ public func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dO
     if let dWeight { try dWeight.expectShape(weight.shape, "conv2d backward", "dWeight") }
     let k = g.patchSize, plane = oh * ow, cout = g.outChannels, cin = g.inChannels
     let pointwise = g.isPointwise
+    // The input gradient of a 3×3 stride-1 convolution is a 3×3 stride-1 convolution of dOut with
+    // the kernels turned 180° and the channel axes swapped: Winograd, accumulated into dInput.
+    let winogradInput = dInput != nil && Engine.winograd && g.isWinogradEligible
+    if winogradInput, let dInput {
+        let u = workspace.buffer(4, count: 16 * cin * cout)
+        winogradTransformWeights(weight.data, outChannels: cin, inChannels: cout, flipped: true, u: u)
+        winogradConvolve(input: dOut.data, images: n, inChannels: cout, h: oh, w: ow, u: u, outChannels: cin, bias: nil,
+                         out: dInput.data, accumulate: true, workspace: workspace)
+    }
     for b in 0..<n {
         let x = input.data + b * cin * h * w
         let dy = dOut.data + b * cout * plane
@@ -209,7 +225,7 @@ public func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dO
             }
             sgemm(transB: true, m: cout, n: k, k: plane, a: dy, lda: plane, b: src, ldb: plane, beta: 1, c: dWeight.data, ldc: k)
         }
-        if let dInput {
+        if let dInput, !winogradInput {
             let dx = dInput.data + b * cin * h * w
             if pointwise {
                 sgemm(transA: true, m: k, n: plane, k: cout, a: weight.data, lda: k, b: dy, ldb: plane, beta: 1, c: dx, ldc: plane)

@@ -17,6 +17,11 @@ public enum Engine {
         set { _threads = max(1, newValue); openblas_set_num_threads(Int32(_threads)); configured = true }
     }
 
+    /// 3×3 stride-1 convolutions (forward and input gradient) by Winograd F(2×2, 3×3) instead of
+    /// im2col + GEMM (default on; `AFFINITY_WINOGRAD=0` turns it off). The results agree to float
+    /// rounding (about 1e-6 of the outputs' scale).
+    nonisolated(unsafe) public static var winograd: Bool = ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD"] != "0"
+
     @inline(__always) static func configureOnce() {
         if !configured {
             configured = true

@@ -1,0 +1,132 @@
+// Winograd F(2×2, 3×3) for the 3×3, stride-1, padding-1 convolutions (Lavin & Gray 2016): each
+// 2×2 block of outputs from a 4×4 block of input with 16 multiplications instead of 36. The 16
+// element-wise products over channels become 16 GEMMs [K×C]·[C×tiles]; the transforms are additions.
+// Used by conv2dForward and by conv2dBackward's input gradient (a 3×3 convolution with the weights
+// turned 180° and their channel axes swapped).
+
+extension ConvGeometry {
+    /// 3×3 kernel, stride 1, padding 1, dilation 1: the shape Winograd F(2×2, 3×3) computes here.
+    var isWinogradEligible: Bool {
+        kernelH == 3 && kernelW == 3 && strideH == 1 && strideW == 1 && padH == 1 && padW == 1 && dilationH == 1 && dilationW == 1
+    }
+}
+
+/// The 16 transformed weights U = G·g·Gᵀ of every (out, in) channel pair, stored as 16 matrices
+/// [outChannels × inChannels]: u[(ξ·K + k)·C + c]. `weight` is [K, C, 3, 3]; with `flipped` it is
+/// [C, K, 3, 3] and each kernel is used turned by 180° (the input gradient's convolution).
+func winogradTransformWeights(_ weight: UnsafePointer<Float>, outChannels K: Int, inChannels C: Int, flipped: Bool,
+                              u: UnsafeMutablePointer<Float>) {
+    let plane = K * C
+    parallelFor(K, minChunk: 8) { k in
+        for c in 0..<C {
+            let src = flipped ? weight + (c * K + k) * 9 : weight + (k * C + c) * 9
+            @inline(__always) func tap(_ i: Int) -> Float { flipped ? src[8 - i] : src[i] }
+            let g0 = SIMD4<Float>(tap(0), tap(1), tap(2), 0)
+            let g1 = SIMD4<Float>(tap(3), tap(4), tap(5), 0)
+            let g2 = SIMD4<Float>(tap(6), tap(7), tap(8), 0)
+            // Gg (4×3): rows g0, (g0+g1+g2)/2, (g0−g1+g2)/2, g2; then (Gg)Gᵀ: the same on each row.
+            let t = (g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2)
+            let dst = u + k * C + c
+            @inline(__always) func store(_ r: Int, _ row: SIMD4<Float>) {
+                let a = row[0], b = row[1], d = row[2]
+                dst[(4 * r) * plane] = a
+                dst[(4 * r + 1) * plane] = 0.5 * (a + b + d)
+                dst[(4 * r + 2) * plane] = 0.5 * (a - b + d)
+                dst[(4 * r + 3) * plane] = d
+            }
+            store(0, t.0); store(1, t.1); store(2, t.2); store(3, t.3)
+        }
+    }
+}
+
+/// out (= or +=) conv3×3(input, U) + bias for a batch of [C, H, W] images, stride 1, padding 1;
+/// `u` from `winogradTransformWeights`. Images are taken in chunks of about 2,048 tiles so that
+/// the transformed input stays small.
+func winogradConvolve(input: UnsafePointer<Float>, images n: Int, inChannels C: Int, h: Int, w: Int,
+                      u: UnsafePointer<Float>, outChannels K: Int, bias: UnsafePointer<Float>?,
+                      out: UnsafeMutablePointer<Float>, accumulate: Bool, workspace: Workspace) {
+    let th = (h + 1) / 2, tw = (w + 1) / 2, tilesPerImage = th * tw
+    let perChunk = max(1, min(n, 2048 / max(tilesPerImage, 1)))
+    let imagePlane = h * w
+    var start = 0
+    while start < n {
+        let count = min(perChunk, n - start)
+        let tiles = count * tilesPerImage
+        let v = workspace.buffer(5, count: 16 * C * tiles)
+        let m = workspace.buffer(6, count: 16 * K * tiles)
+        let vStride = C * tiles
+        // V = Bᵀ·d·B for every 4×4 input tile (rows 2i−1…2i+2, columns 2j−1…2j+2, zero outside).
+        // The plane is first copied into a zero border (one row/column before, up to two after),
+        // so that every tile is four plain rows.
+        let ph = 2 * th + 2, pw = 2 * tw + 2
+        parallelFor(count * C, minChunk: 4) { idx in
+            let img = idx / C, c = idx % C
+            let x = input + ((start + img) * C + c) * imagePlane
+            let vBase = v + c * tiles + img * tilesPerImage
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: ph * pw) { buf in
+                let pad = buf.baseAddress!
+                pad.update(repeating: 0, count: ph * pw)
+                for r in 0..<h { (pad + (r + 1) * pw + 1).update(from: x + r * w, count: w) }
+                let raw = UnsafeRawPointer(pad)
+                @inline(__always) func row(_ offset: Int) -> SIMD4<Float> {
+                    raw.loadUnaligned(fromByteOffset: offset * MemoryLayout<Float>.stride, as: SIMD4<Float>.self)
+                }
+                for i in 0..<th {
+                    for j in 0..<tw {
+                        let o = 2 * i * pw + 2 * j
+                        let d0 = row(o), d1 = row(o + pw), d2 = row(o + 2 * pw), d3 = row(o + 3 * pw)
+                        // Bᵀd: rows d0−d2, d1+d2, d2−d1, d1−d3; then the same on the columns.
+                        let r0 = d0 - d2, r1 = d1 + d2, r2 = d2 - d1, r3 = d1 - d3
+                        let t = i * tw + j
+                        @inline(__always) func store(_ r: Int, _ vec: SIMD4<Float>) {
+                            let q = vBase + (4 * r) * vStride + t
+                            q[0] = vec[0] - vec[2]
+                            q[vStride] = vec[1] + vec[2]
+                            q[2 * vStride] = vec[2] - vec[1]
+                            q[3 * vStride] = vec[1] - vec[3]
+                        }
+                        store(0, r0); store(1, r1); store(2, r2); store(3, r3)
+                    }
+                }
+            }
+        }
+        // M_ξ = U_ξ · V_ξ, 16 GEMMs [K×C]·[C×tiles].
+        for xi in 0..<16 {
+            sgemm(m: K, n: tiles, k: C, a: u + xi * K * C, lda: C, b: v + xi * vStride, ldb: tiles, c: m + xi * K * tiles, ldc: tiles)
+        }
+        // Y = Aᵀ·M·A for every tile: rows m0+m1+m2, m1−m2−m3; then the same on the columns.
+        let mStride = K * tiles
+        parallelFor(count * K, minChunk: 4) { idx in
+            let img = idx / K, k = idx % K
+            let y = out + ((start + img) * K + k) * imagePlane
+            let b = bias?[k] ?? 0
+            let mBase = m + k * tiles + img * tilesPerImage
+            for i in 0..<th {
+                for j in 0..<tw {
+                    let t = i * tw + j
+                    @inline(__always) func load(_ r: Int) -> SIMD4<Float> {
+                        let p = mBase + (4 * r) * mStride + t
+                        return SIMD4(p[0], p[mStride], p[2 * mStride], p[3 * mStride])
+                    }
+                    let rows = (load(0), load(1), load(2), load(3))
+                    let a0 = rows.0 + rows.1 + rows.2, a1 = rows.1 - rows.2 - rows.3
+                    let y00 = a0[0] + a0[1] + a0[2] + b, y01 = a0[1] - a0[2] - a0[3] + b
+                    let y10 = a1[0] + a1[1] + a1[2] + b, y11 = a1[1] - a1[2] - a1[3] + b
+                    let oy = 2 * i, ox = 2 * j
+                    let p = y + oy * w + ox
+                    let right = ox + 1 < w, down = oy + 1 < h
+                    if accumulate {
+                        p[0] += y00
+                        if right { p[1] += y01 }
+                        if down { p[w] += y10; if right { p[w + 1] += y11 } }
+                    } else {
+                        p[0] = y00
+                        if right { p[1] = y01 }
+                        if down { p[w] = y10; if right { p[w + 1] = y11 } }
+                    }
+                }
+            }
+        }
+        start += count
+    }
+}
