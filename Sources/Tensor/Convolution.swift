@@ -172,7 +172,7 @@ func checkConv(_ op: String, input: Tensor, weight: Tensor, bias: Tensor?, out: 
 /// - Throws: `TensorError` naming the shapes when they do not fit.
 public func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?, geometry g: ConvGeometry, workspace: Workspace) throws {
     let (n, h, w, oh, ow) = try checkConv("conv2d", input: input, weight: weight, bias: bias, out: out, g: g)
-    if Engine.winograd && g.isWinogradEligible {
+    if g.usesWinograd(images: n, h: h, w: w) {
         let u = workspace.buffer(4, count: 16 * g.outChannels * g.inChannels)
         winogradTransformWeights(weight.data, outChannels: g.outChannels, inChannels: g.inChannels, flipped: false, u: u)
         winogradConvolve(input: input.data, images: n, inChannels: g.inChannels, h: h, w: w, u: u, outChannels: g.outChannels,
@@ -206,7 +206,7 @@ public func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dO
     let pointwise = g.isPointwise
     // The input gradient of a 3×3 stride-1 convolution is a 3×3 stride-1 convolution of dOut with
     // the kernels turned 180° and the channel axes swapped: Winograd, accumulated into dInput.
-    let winogradInput = dInput != nil && Engine.winograd && g.isWinogradEligible
+    let winogradInput = dInput != nil && g.usesWinograd(images: n, h: oh, w: ow)
     if winogradInput, let dInput {
         let u = workspace.buffer(4, count: 16 * cin * cout)
         winogradTransformWeights(weight.data, outChannels: cin, inChannels: cout, flipped: true, u: u)

@@ -21,6 +21,15 @@ public enum Engine {
     /// im2col + GEMM (default on; `AFFINITY_WINOGRAD=0` turns it off). The results agree to float
     /// rounding (about 1e-6 of the outputs' scale).
     nonisolated(unsafe) public static var winograd: Bool = ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD"] != "0"
+    /// Winograd is used when both channel counts are at least this (default 128): with fewer, its
+    /// 16 GEMMs have too short an inner dimension to beat one im2col GEMM.
+    nonisolated(unsafe) public static var winogradMinChannels: Int =
+        Int(ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD_MIN_CHANNELS"] ?? "") ?? 128
+    /// … and when the convolution runs over at least this many images at once (default 2: the
+    /// RoI batches of the mask heads). On one large image (the backbone, the FPN, the RPN) im2col's
+    /// single GEMM measured faster here than Winograd's 16 narrower ones.
+    nonisolated(unsafe) public static var winogradMinImages: Int =
+        Int(ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD_MIN_IMAGES"] ?? "") ?? 2
 
     @inline(__always) static func configureOnce() {
         if !configured {

@@ -9,6 +9,13 @@ extension ConvGeometry {
     var isWinogradEligible: Bool {
         kernelH == 3 && kernelW == 3 && strideH == 1 && strideW == 1 && padH == 1 && padW == 1 && dilationH == 1 && dilationW == 1
     }
+
+    /// Whether the convolution of n h×w images runs by Winograd: eligible, turned on, wide enough
+    /// and large enough (`Engine.winogradMinChannels`, `Engine.winogradMinImages`).
+    func usesWinograd(images n: Int, h: Int, w: Int) -> Bool {
+        Engine.winograd && isWinogradEligible && min(inChannels, outChannels) >= Engine.winogradMinChannels
+            && n >= Engine.winogradMinImages
+    }
 }
 
 /// The 16 transformed weights U = G·g·Gᵀ of every (out, in) channel pair, stored as 16 matrices

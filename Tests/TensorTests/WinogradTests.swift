@@ -8,9 +8,11 @@ import TestSupport
 struct WinogradTests {
     /// Runs `body` with Winograd on, then off; restores the setting.
     static func both<T>(_ body: () throws -> T) rethrows -> (winograd: T, im2col: T) {
-        let saved = Engine.winograd
-        defer { Engine.winograd = saved }
+        let saved = (Engine.winograd, Engine.winogradMinChannels, Engine.winogradMinImages)
+        defer { (Engine.winograd, Engine.winogradMinChannels, Engine.winogradMinImages) = saved }
         Engine.winograd = true
+        Engine.winogradMinChannels = 1
+        Engine.winogradMinImages = 1
         let a = try body()
         Engine.winograd = false
         let b = try body()
