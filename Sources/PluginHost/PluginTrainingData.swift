@@ -177,7 +177,7 @@ public final class PluginTrainingData: TrainingData {
             return SegmentationSample(image: input, targets: SegmentationTargets(boxes: [], masks: [], height: side, width: side))
         }
         let lesions = map.map { $0 >= 2 ? UInt8(2) : 0 }
-        let resized = resizeNearest(lesions, width: sample.image.width, height: sample.image.height, to: side)
+        let resized = resizeLabelMapNearest(lesions, width: sample.image.width, height: sample.image.height, to: side)
         let instances = resized.withUnsafeBufferPointer { lesionInstances(labelMap: $0.baseAddress!, width: side, height: side) }
         return SegmentationSample(image: input, targets: SegmentationTargets(instances: instances, height: side, width: side))
     }
@@ -192,20 +192,5 @@ public final class PluginTrainingData: TrainingData {
         var plane = Preprocessing.resized(gray, height: side, width: side).pixels
         plane.withUnsafeMutableBufferPointer { Preprocessing.standardize($0.baseAddress!, count: side * side) }
         return try Tensor(shape: [1, 3, side, side], values: plane + plane + plane)
-    }
-
-    /// Nearest-neighbour resize of a label map (torchvision's mask resize in GeneralizedRCNNTransform),
-    /// as affinity-lab's on-disk sets do it.
-    static func resizeNearest(_ map: [UInt8], width: Int, height: Int, to side: Int) -> [UInt8] {
-        if width == side && height == side { return map }
-        var out = [UInt8](repeating: 0, count: side * side)
-        for y in 0..<side {
-            let sy = min(Int(Float(y) * Float(height) / Float(side)), height - 1)
-            for x in 0..<side {
-                let sx = min(Int(Float(x) * Float(width) / Float(side)), width - 1)
-                out[y * side + x] = map[sy * width + sx]
-            }
-        }
-        return out
     }
 }

@@ -136,20 +136,6 @@ struct SegmentationSet {
     }
 }
 
-/// Nearest-neighbour resize of a label map (torchvision's mask resize in GeneralizedRCNNTransform).
-func resizeNearest(_ map: [UInt8], width: Int, height: Int, to side: Int) -> [UInt8] {
-    if width == side && height == side { return map }
-    var out = [UInt8](repeating: 0, count: side * side)
-    for y in 0..<side {
-        let sy = min(Int(Float(y) * Float(height) / Float(side)), height - 1)
-        for x in 0..<side {
-            let sx = min(Int(Float(x) * Float(width) / Float(side)), width - 1)
-            out[y * side + x] = map[sy * width + sx]
-        }
-    }
-    return out
-}
-
 /// The trainer's data read from disk: classification and segmentation sets, each image
 /// preprocessed to `side × side` (512 as the paper; smaller for quick runs), segmentation targets
 /// from the label maps resized (nearest) to the same side.
@@ -187,7 +173,7 @@ final class DiskTrainingData: TrainingData {
         guard w == image.width, h == image.height else {
             throw LabError.badData("the mask \(maskPath) is \(w)×\(h) but its image is \(image.width)×\(image.height)")
         }
-        let resized = resizeNearest(map, width: w, height: h, to: side)
+        let resized = resizeLabelMapNearest(map, width: w, height: h, to: side)
         let inst = resized.withUnsafeBufferPointer { lesionInstances(labelMap: $0.baseAddress!, width: side, height: side) }
         return SegmentationSample(image: input, targets: SegmentationTargets(instances: inst, height: side, width: side))
     }

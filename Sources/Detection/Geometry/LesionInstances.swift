@@ -56,3 +56,19 @@ public func lesionInstances(labelMap: UnsafePointer<UInt8>, width: Int, height: 
     }
     return result
 }
+
+/// Nearest-neighbour resize of a width × height label map to side × side (torchvision's mask
+/// resize in GeneralizedRCNNTransform): output pixel (x, y) takes input pixel
+/// (⌊x·width/side⌋, ⌊y·height/side⌋), clamped. Returns `map` itself when no resize is needed.
+public func resizeLabelMapNearest(_ map: [UInt8], width: Int, height: Int, to side: Int) -> [UInt8] {
+    if width == side && height == side { return map }
+    var out = [UInt8](repeating: 0, count: side * side)
+    for y in 0..<side {
+        let sy = min(Int(Float(y) * Float(height) / Float(side)), height - 1)
+        for x in 0..<side {
+            let sx = min(Int(Float(x) * Float(width) / Float(side)), width - 1)
+            out[y * side + x] = map[sy * width + sx]
+        }
+    }
+    return out
+}
