@@ -42,7 +42,9 @@ let package = Package(
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
 
         // The engine and the model, bottom to top.
-        .target(name: "Tensor", dependencies: ["CBLAS"], swiftSettings: kernelSettings),
+        // kgemm: an AVX-512 GEMM used instead of OpenBLAS's where the processor has AVX-512.
+        .target(name: "CKernels", path: "Sources/CKernels"),
+        .target(name: "Tensor", dependencies: ["CBLAS", "CKernels"], swiftSettings: kernelSettings),
         .target(name: "NN", dependencies: ["Tensor"], swiftSettings: kernelSettings),
         .target(name: "Detection", dependencies: ["Tensor", "NN"], swiftSettings: kernelSettings),
         .target(name: "Affinity", dependencies: ["Tensor", "NN", "Detection", "Evaluation"], swiftSettings: kernelSettings),

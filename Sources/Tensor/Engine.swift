@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 import Dispatch
 import Foundation
 
@@ -30,6 +31,12 @@ public enum Engine {
     /// single GEMM measured faster here than Winograd's 16 narrower ones.
     nonisolated(unsafe) public static var winogradMinImages: Int =
         Int(ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD_MIN_IMAGES"] ?? "") ?? 2
+
+    /// GEMMs by kgemm (Sources/CKernels: an AVX-512 micro-kernel, this package's threads) rather
+    /// than OpenBLAS: on when the processor has AVX-512 (the machine's OpenBLAS may be pinned to
+    /// its AVX2 kernels), unless `AFFINITY_GEMM=openblas`.
+    public static let kgemmAvailable = kgemm_available() == 1
+    nonisolated(unsafe) public static var useKGEMM: Bool = kgemmAvailable && ProcessInfo.processInfo.environment["AFFINITY_GEMM"] != "openblas"
 
     @inline(__always) static func configureOnce() {
         if !configured {
@@ -71,6 +78,10 @@ public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k:
         else if beta != 1 { for i in 0..<m { for j in 0..<n { c[i * ldc + j] *= beta } } }
         return
     }
+    if Engine.useKGEMM, m <= Int(Int32.max), n <= Int(Int32.max), k <= Int(Int32.max) {
+        kgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        return
+    }
     Engine.configureOnce()
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
@@ -94,4 +105,33 @@ public final class Workspace: @unchecked Sendable {
 
     /// Total floats held.
     public var capacity: Int { slots.reduce(0) { $0 + ($1?.capacity ?? 0) } }
+}
+
+/// `sgemm` by kgemm: the C block split over `Engine.threads` threads, by columns (multiples of
+/// the 32-column panel) when C is wide, else by rows (multiples of the 14-row tile); one thread
+/// when the product is small.
+func kgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
+           b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    let ta: Int32 = transA ? 1 : 0, tb: Int32 = transB ? 1 : 0
+    let t = Engine.threads
+    func block(_ m0: Int, _ m1: Int, _ n0: Int, _ n1: Int) {
+        kgemm_block(ta, tb, Int32(m0), Int32(m1), Int32(n0), Int32(n1), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+    if t <= 1 || m * n * k < 1 << 21 {
+        block(0, m, 0, n)
+        return
+    }
+    if n >= 64 * t || n >= m {
+        let panels = (n + 31) / 32, chunks = min(t, panels)
+        DispatchQueue.concurrentPerform(iterations: chunks) { i in
+            let p0 = panels * i / chunks, p1 = panels * (i + 1) / chunks
+            block(0, m, p0 * 32, min(n, p1 * 32))
+        }
+    } else {
+        let tiles = (m + 13) / 14, chunks = min(t, tiles)
+        DispatchQueue.concurrentPerform(iterations: chunks) { i in
+            let q0 = tiles * i / chunks, q1 = tiles * (i + 1) / chunks
+            block(q0 * 14, min(m, q1 * 14), 0, n)
+        }
+    }
 }

@@ -1,0 +1,20 @@
+// kgemm: a row-major single-precision GEMM with an AVX-512 micro-kernel, used in place of
+// OpenBLAS's GEMM on processors that have AVX-512 (the machine's OpenBLAS is pinned to its AVX2
+// kernels). Goto-style: B packed in 32-column panels, A in 14-row panels, a 14×32 register tile.
+#ifndef KGEMM_H
+#define KGEMM_H
+
+#include <stddef.h>
+
+/// 1 when this processor can run kgemm (AVX-512F), else 0.
+int kgemm_available(void);
+
+/// C[m0..<m1, n0..<n1] = alpha · op(A)·op(B) + beta · C for that block of rows and columns, where
+/// op(A) is m×k (A stored m×k with row stride lda, or k×m when transA), op(B) is k×n (B stored k×n
+/// with row stride ldb, or n×k when transB), C is m×n with row stride ldc. beta = 0 never reads C.
+/// Blocks that do not overlap may run on different threads at once (each thread packs into its own
+/// buffers). Requires kgemm_available().
+void kgemm_block(int transA, int transB, int m0, int m1, int n0, int n1, int k, float alpha,
+                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+#endif
