@@ -171,8 +171,15 @@ func checkConv(_ op: String, input: Tensor, weight: Tensor, bias: Tensor?, out: 
 ///   out is [n, g.outChannels, oh, ow] with (oh, ow) = `g.outputSize(h:w:)`.
 /// - Throws: `TensorError` naming the shapes when they do not fit.
 public func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?, geometry g: ConvGeometry, workspace: Workspace) throws {
+    try conv2dForward(out: out, input: input, weight: weight, bias: bias, geometry: g, workspace: workspace, winograd: nil)
+}
+
+/// `winograd`: nil chooses by `ConvGeometry.usesWinograd`; true forces Winograd (when eligible),
+/// false im2col (for tests, which must not change the process-wide settings).
+func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?, geometry g: ConvGeometry, workspace: Workspace,
+                   winograd: Bool?) throws {
     let (n, h, w, oh, ow) = try checkConv("conv2d", input: input, weight: weight, bias: bias, out: out, g: g)
-    if g.usesWinograd(images: n, h: h, w: w) {
+    if winograd.map({ $0 && g.isWinogradEligible }) ?? g.usesWinograd(images: n, h: h, w: w) {
         let u = workspace.buffer(4, count: 16 * g.outChannels * g.inChannels)
         winogradTransformWeights(weight.data, outChannels: g.outChannels, inChannels: g.inChannels, flipped: false, u: u)
         winogradConvolve(input: input.data, images: n, inChannels: g.inChannels, h: h, w: w, u: u, outChannels: g.outChannels,
@@ -199,6 +206,13 @@ public func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tens
 /// - Precondition: dOut has the forward output's shape; the gradients have their tensor's shape.
 public func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dOut: Tensor, input: Tensor, weight: Tensor,
                            geometry g: ConvGeometry, workspace: Workspace) throws {
+    try conv2dBackward(dInput: dInput, dWeight: dWeight, dBias: dBias, dOut: dOut, input: input, weight: weight, geometry: g,
+                       workspace: workspace, winograd: nil)
+}
+
+/// `winograd` as in `conv2dForward(…, winograd:)`, for the input gradient.
+func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dOut: Tensor, input: Tensor, weight: Tensor,
+                    geometry g: ConvGeometry, workspace: Workspace, winograd: Bool?) throws {
     let (n, h, w, oh, ow) = try checkConv("conv2d backward", input: input, weight: weight, bias: dBias, out: dOut, g: g)
     if let dInput { try dInput.expectShape(input.shape, "conv2d backward", "dInput") }
     if let dWeight { try dWeight.expectShape(weight.shape, "conv2d backward", "dWeight") }
@@ -206,7 +220,7 @@ public func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dO
     let pointwise = g.isPointwise
     // The input gradient of a 3×3 stride-1 convolution is a 3×3 stride-1 convolution of dOut with
     // the kernels turned 180° and the channel axes swapped: Winograd, accumulated into dInput.
-    let winogradInput = dInput != nil && g.usesWinograd(images: n, h: oh, w: ow)
+    let winogradInput = dInput != nil && (winograd.map { $0 && g.isWinogradEligible } ?? g.usesWinograd(images: n, h: oh, w: ow))
     if winogradInput, let dInput {
         let u = workspace.buffer(4, count: 16 * cin * cout)
         winogradTransformWeights(weight.data, outChannels: cin, inChannels: cout, flipped: true, u: u)

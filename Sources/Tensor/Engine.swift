@@ -82,6 +82,12 @@ public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k:
         kgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
         return
     }
+    openblasSGEMM(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+}
+
+/// `sgemm` by OpenBLAS's `cblas_sgemm`, whatever `Engine.useKGEMM` says (m, n, k > 0).
+func openblasSGEMM(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
+                   b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
     Engine.configureOnce()
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
@@ -110,10 +116,12 @@ public final class Workspace: @unchecked Sendable {
 /// `sgemm` by kgemm: the C block split over `Engine.threads` threads, by columns (multiples of
 /// the 32-column panel) when C is wide, else by rows (multiples of the 14-row tile); one thread
 /// when the product is small.
+/// Each element of C is summed in the same order whatever the split, so the result does not depend
+/// on `threads`.
 func kgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
-           b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+           b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int = Engine.threads) {
     let ta: Int32 = transA ? 1 : 0, tb: Int32 = transB ? 1 : 0
-    let t = Engine.threads
+    let t = threads
     func block(_ m0: Int, _ m1: Int, _ n0: Int, _ n1: Int) {
         kgemm_block(ta, tb, Int32(m0), Int32(m1), Int32(n0), Int32(n1), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }

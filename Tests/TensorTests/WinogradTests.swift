@@ -6,17 +6,10 @@ import TestSupport
 
 @Suite("Winograd 3×3 convolution", .serialized)
 struct WinogradTests {
-    /// Runs `body` with Winograd on, then off; restores the setting.
-    static func both<T>(_ body: () throws -> T) rethrows -> (winograd: T, im2col: T) {
-        let saved = (Engine.winograd, Engine.winogradMinChannels, Engine.winogradMinImages)
-        defer { (Engine.winograd, Engine.winogradMinChannels, Engine.winogradMinImages) = saved }
-        Engine.winograd = true
-        Engine.winogradMinChannels = 1
-        Engine.winogradMinImages = 1
-        let a = try body()
-        Engine.winograd = false
-        let b = try body()
-        return (a, b)
+    /// Runs `body` with Winograd forced on, then off (passed down, not set process-wide: other
+    /// suites run at the same time).
+    static func both<T>(_ body: (Bool) throws -> T) rethrows -> (winograd: T, im2col: T) {
+        (try body(true), try body(false))
     }
 
     @Test(arguments: [(1, 3, 5, 7, 7), (2, 8, 16, 14, 14), (1, 64, 32, 33, 20), (3, 17, 9, 1, 6), (1, 5, 4, 2, 2)])
@@ -27,10 +20,10 @@ struct WinogradTests {
         let wt = randomTensor([cout, cin, 3, 3], seed: 2, scale: 0.3)
         let bias = randomTensor([cout], seed: 3)
         let ws = Workspace()
-        let (a, b) = try Self.both { () throws -> Tensor in
+        let (a, b) = try Self.both { (winograd: Bool) throws -> Tensor in
             let out = Tensor(shape: [n, cout, h, w])
             out.fill(99)  // overwritten, not accumulated
-            try conv2dForward(out: out, input: x, weight: wt, bias: bias, geometry: g, workspace: ws)
+            try conv2dForward(out: out, input: x, weight: wt, bias: bias, geometry: g, workspace: ws, winograd: winograd)
             return out
         }
         let c = compare(a, b)
@@ -47,11 +40,12 @@ struct WinogradTests {
         let dy = randomTensor([n, cout, h, w], seed: 6)
         let start = randomTensor([n, cin, h, w], seed: 7)  // the gradient is accumulated onto this
         let ws = Workspace()
-        let (a, b) = try Self.both { () throws -> (Tensor, Tensor) in
+        let (a, b) = try Self.both { (winograd: Bool) throws -> (Tensor, Tensor) in
             let dx = Tensor(shape: x.shape)
             for i in 0..<dx.count { dx.data[i] = start.data[i] }
             let dw = Tensor(shape: wt.shape)
-            try conv2dBackward(dInput: dx, dWeight: dw, dBias: nil, dOut: dy, input: x, weight: wt, geometry: g, workspace: ws)
+            try conv2dBackward(dInput: dx, dWeight: dw, dBias: nil, dOut: dy, input: x, weight: wt, geometry: g, workspace: ws,
+                               winograd: winograd)
             return (dx, dw)
         }
         let cx = compare(a.0, b.0), cw = compare(a.1, b.1)
