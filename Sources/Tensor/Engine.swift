@@ -131,13 +131,13 @@ func kgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: 
     }
     if n >= 64 * t || n >= m {
         let panels = (n + 31) / 32, chunks = min(t, panels)
-        DispatchQueue.concurrentPerform(iterations: chunks) { i in
+        parallelFor(chunks) { i in
             let p0 = panels * i / chunks, p1 = panels * (i + 1) / chunks
             block(0, m, p0 * 32, min(n, p1 * 32))
         }
     } else {
         let tiles = (m + 13) / 14, chunks = min(t, tiles)
-        DispatchQueue.concurrentPerform(iterations: chunks) { i in
+        parallelFor(chunks) { i in
             let q0 = tiles * i / chunks, q1 = tiles * (i + 1) / chunks
             block(q0 * 14, min(m, q1 * 14), 0, n)
         }

@@ -82,9 +82,7 @@ struct PluginDaemonTests {
         defer { daemon.stop() }
         let client = try bus.connect()
         defer { client.close() }
-        func call(_ method: String, _ args: [DBusValue]) throws -> [DBusValue] {
-            try client.call(destination: D.name, path: D.root, interface: D.manager, method: method, args, timeout: .seconds(120))
-        }
+        func call(_ method: String, _ args: [DBusValue]) throws -> [DBusValue] { try DaemonTests.call(client, method, args) }
 
         // ListPlugins: every plugin of the package, with its version, kind, description and file;
         // the broken library with the reason.
@@ -213,9 +211,7 @@ struct PluginDaemonTests {
         defer { daemon.stop() }
         let client = try bus.connect()
         defer { client.close() }
-        func call(_ method: String, _ args: [DBusValue]) throws -> [DBusValue] {
-            try client.call(destination: D.name, path: D.root, interface: D.manager, method: method, args, timeout: .seconds(120))
-        }
+        func call(_ method: String, _ args: [DBusValue]) throws -> [DBusValue] { try DaemonTests.call(client, method, args) }
         let E = "org.lesionaffinity.Affinity1.Error."
         let base: [String: DBusValue] = ["dataset": .string(data.path), "epochs": .uint32(1), "iterations_per_epoch": .uint32(2),
                                          "image_size": .uint32(128), "seed": .uint64(3), "learning_rate": .double(1e-4)]

@@ -107,9 +107,7 @@ struct PluginDataDaemonTests {
         defer { daemon.stop() }
         let client = try bus.connect()
         defer { client.close() }
-        func call(_ method: String, _ args: [DBusValue]) throws -> [DBusValue] {
-            try client.call(destination: D.name, path: D.root, interface: D.manager, method: method, args, timeout: .seconds(120))
-        }
+        func call(_ method: String, _ args: [DBusValue]) throws -> [DBusValue] { try DaemonTests.call(client, method, args) }
         let E = "org.lesionaffinity.Affinity1.Error."
         let base: [String: DBusValue] = ["dataset": .string(data.path), "epochs": .uint32(1), "iterations_per_epoch": .uint32(2),
                                          "image_size": .uint32(128), "affinities": .uint32(8), "seed": .uint64(3)]
