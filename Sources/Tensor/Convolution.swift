@@ -58,12 +58,13 @@ public struct ConvGeometry: Hashable, Sendable, CustomStringConvertible {
 // MARK: - im2col / col2im
 
 /// Unfolds a [channels, h, w] image into the [channels·kH·kW, oh·ow] patch matrix of `g`'s
-/// convolution (zeros where a tap falls in the padding).
+/// convolution (zeros where a tap falls in the padding). Row r of the matrix starts at
+/// `col + r·ld` (`ld` ≥ oh·ow; by default oh·ow), so that several images can sit side by side.
 func im2col(_ x: UnsafePointer<Float>, channels: Int, h: Int, w: Int, g: ConvGeometry,
-            oh: Int, ow: Int, col: UnsafeMutablePointer<Float>) {
+            oh: Int, ow: Int, col: UnsafeMutablePointer<Float>, ld: Int? = nil) {
     let kh = g.kernelH, kw = g.kernelW, sh = g.strideH, sw = g.strideW
     let ph = g.padH, pw = g.padW, dh = g.dilationH, dw = g.dilationW
-    let plane = oh * ow
+    let plane = ld ?? oh * ow
     parallelFor(channels, minChunk: 4) { c in
         let xc = x + c * h * w
         for ky in 0..<kh {
@@ -95,13 +96,13 @@ func im2col(_ x: UnsafePointer<Float>, channels: Int, h: Int, w: Int, g: ConvGeo
     }
 }
 
-/// Folds a [channels·kH·kW, oh·ow] patch matrix back onto a [channels, h, w] image, adding
-/// (`+=`) every tap to the pixel it came from (the adjoint of `im2col`).
+/// Folds a [channels·kH·kW, oh·ow] patch matrix (row stride `ld`, by default oh·ow) back onto a
+/// [channels, h, w] image, adding (`+=`) every tap to the pixel it came from (the adjoint of `im2col`).
 func col2im(_ col: UnsafePointer<Float>, channels: Int, h: Int, w: Int, g: ConvGeometry,
-            oh: Int, ow: Int, x: UnsafeMutablePointer<Float>) {
+            oh: Int, ow: Int, x: UnsafeMutablePointer<Float>, ld: Int? = nil) {
     let kh = g.kernelH, kw = g.kernelW, sh = g.strideH, sw = g.strideW
     let ph = g.padH, pw = g.padW, dh = g.dilationH, dw = g.dilationW
-    let plane = oh * ow
+    let plane = ld ?? oh * ow
     parallelFor(channels, minChunk: 4) { c in
         let xc = x + c * h * w
         for ky in 0..<kh {
@@ -146,6 +147,59 @@ func accumulateBiasGradient(_ dBias: UnsafeMutablePointer<Float>, dOut: UnsafePo
     }
 }
 
+// MARK: - Several small images per GEMM
+
+/// How many images share one GEMM: one image's product is too narrow (`plane` columns) to keep
+/// the GEMM busy, and its weights would be packed again for every image, so small images (RoIs,
+/// the affinity layer's maps) are laid side by side as columns, about 2,048 columns per GEMM,
+/// with the side-by-side patch matrix (`rows` × columns) kept under 4M floats. 1 = image by image.
+/// Each output element is summed in the same order either way (the GEMM's k blocks do not depend
+/// on the columns), so a forward result does not depend on the batching.
+func imagesPerGEMM(images n: Int, plane: Int, rows: Int) -> Int {
+    if n <= 1 || plane >= 2048 { return 1 }
+    let want = (2048 + plane - 1) / plane
+    let cap = (1 << 22) / max(rows * plane, 1)
+    return max(1, min(n, want, cap))
+}
+
+/// Calls `body(first, count)` for consecutive runs of at most `per` of `n` images.
+@inline(__always)
+func forEachImageRun(_ n: Int, per: Int, _ body: (Int, Int) throws -> Void) rethrows {
+    var first = 0
+    while first < n {
+        let count = min(per, n - first)
+        try body(first, count)
+        first += count
+    }
+}
+
+/// dst[c, i·plane + j] = src[i, c, j] for `count` images of [channels, plane] (dst row stride count·plane).
+func gatherImages(_ src: UnsafePointer<Float>, count: Int, channels: Int, plane: Int, into dst: UnsafeMutablePointer<Float>) {
+    let width = count * plane
+    parallelFor(count * channels, minChunk: 16) { idx in
+        let i = idx / channels, c = idx % channels
+        (dst + c * width + i * plane).update(from: src + (i * channels + c) * plane, count: plane)
+    }
+}
+
+/// dst[i, c, j] (= or +=) src[c, i·plane + j] + bias[c]: the inverse of `gatherImages`.
+func scatterImages(_ src: UnsafePointer<Float>, count: Int, channels: Int, plane: Int, into dst: UnsafeMutablePointer<Float>,
+                   bias: UnsafePointer<Float>?, accumulate: Bool) {
+    let width = count * plane
+    parallelFor(count * channels, minChunk: 16) { idx in
+        let i = idx / channels, c = idx % channels
+        let s = src + c * width + i * plane, d = dst + (i * channels + c) * plane
+        let b = bias?[c] ?? 0
+        if accumulate {
+            for j in 0..<plane { d[j] += s[j] + b }
+        } else if bias != nil {
+            for j in 0..<plane { d[j] = s[j] + b }
+        } else {
+            d.update(from: s, count: plane)
+        }
+    }
+}
+
 // MARK: - conv2d
 
 /// Checks the tensors of a convolution and returns (n, h, w, oh, ow).
@@ -187,6 +241,21 @@ func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?, ge
         return
     }
     let k = g.patchSize, plane = oh * ow, cout = g.outChannels
+    let per = imagesPerGEMM(images: n, plane: plane, rows: k)
+    if per > 1 {
+        let col = workspace.buffer(0, count: k * per * plane), y = workspace.buffer(2, count: cout * per * plane)
+        forEachImageRun(n, per: per) { first, count in
+            let width = count * plane
+            for i in 0..<count {
+                im2col(input.data + (first + i) * g.inChannels * h * w, channels: g.inChannels, h: h, w: w, g: g, oh: oh, ow: ow,
+                       col: col + i * plane, ld: width)
+            }
+            sgemm(m: cout, n: width, k: k, a: weight.data, lda: k, b: col, ldb: width, c: y, ldc: width)
+            scatterImages(y, count: count, channels: cout, plane: plane, into: out.data + first * cout * plane,
+                          bias: bias.map { UnsafePointer($0.data) }, accumulate: false)
+        }
+        return
+    }
     let col = g.isPointwise ? nil : workspace.buffer(0, count: k * plane)
     for b in 0..<n {
         let x = input.data + b * g.inChannels * h * w
@@ -226,6 +295,36 @@ func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dOut: Ten
         winogradTransformWeights(weight.data, outChannels: cin, inChannels: cout, flipped: true, u: u)
         winogradConvolve(input: dOut.data, images: n, inChannels: cout, h: oh, w: ow, u: u, outChannels: cin, bias: nil,
                          out: dInput.data, accumulate: true, workspace: workspace)
+    }
+    let per = imagesPerGEMM(images: n, plane: plane, rows: k)
+    if per > 1 {
+        let dInputByGEMM = dInput != nil && !winogradInput
+        if dWeight != nil || dInputByGEMM {
+            let dy = workspace.buffer(2, count: cout * per * plane)
+            let col = workspace.buffer(0, count: k * per * plane)
+            forEachImageRun(n, per: per) { first, count in
+                let width = count * plane
+                gatherImages(dOut.data + first * cout * plane, count: count, channels: cout, plane: plane, into: dy)
+                if let dWeight {
+                    for i in 0..<count {
+                        im2col(input.data + (first + i) * cin * h * w, channels: cin, h: h, w: w, g: g, oh: oh, ow: ow,
+                               col: col + i * plane, ld: width)
+                    }
+                    sgemm(transB: true, m: cout, n: k, k: width, a: dy, lda: width, b: col, ldb: width, beta: 1, c: dWeight.data, ldc: k)
+                }
+                if dInputByGEMM, let dInput {
+                    sgemm(transA: true, m: k, n: width, k: cout, a: weight.data, lda: k, b: dy, ldb: width, c: col, ldc: width)
+                    for i in 0..<count {
+                        col2im(col + i * plane, channels: cin, h: h, w: w, g: g, oh: oh, ow: ow,
+                               x: dInput.data + (first + i) * cin * h * w, ld: width)
+                    }
+                }
+            }
+        }
+        if let dBias {
+            for b in 0..<n { accumulateBiasGradient(dBias.data, dOut: dOut.data + b * cout * plane, channels: cout, plane: plane) }
+        }
+        return
     }
     for b in 0..<n {
         let x = input.data + b * cin * h * w
@@ -290,6 +389,22 @@ public func convTranspose2dForward(out: Tensor, input: Tensor, weight: Tensor, b
     // The conv view: a convolution from the big image (cout channels) to the small one.
     let view = ConvGeometry(inChannels: cout, outChannels: cin, kernel: (g.kernelH, g.kernelW), stride: (g.strideH, g.strideW),
                             padding: (g.padH, g.padW), dilation: (g.dilationH, g.dilationW))
+    let per = imagesPerGEMM(images: n, plane: plane, rows: cout * kk)
+    if per > 1 {
+        let cols = workspace.buffer(0, count: cout * kk * per * plane), xs = workspace.buffer(2, count: cin * per * plane)
+        forEachImageRun(n, per: per) { first, count in
+            let width = count * plane
+            gatherImages(input.data + first * cin * plane, count: count, channels: cin, plane: plane, into: xs)
+            sgemm(transA: true, m: cout * kk, n: width, k: cin, a: weight.data, lda: cout * kk, b: xs, ldb: width, c: cols, ldc: width)
+            parallelFor(count) { i in
+                let y = out.data + (first + i) * cout * oh * ow
+                y.update(repeating: 0, count: cout * oh * ow)
+                col2im(cols + i * plane, channels: cout, h: oh, w: ow, g: view, oh: h, ow: w, x: y, ld: width)
+                if let bias { addBias(y, bias: bias.data, channels: cout, plane: oh * ow) }
+            }
+        }
+        return
+    }
     let cols = workspace.buffer(0, count: cout * kk * plane)
     for b in 0..<n {
         let x = input.data + b * cin * plane
@@ -311,6 +426,33 @@ public func convTranspose2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Te
     let cin = g.inChannels, cout = g.outChannels, kk = g.kernelH * g.kernelW, plane = h * w
     let view = ConvGeometry(inChannels: cout, outChannels: cin, kernel: (g.kernelH, g.kernelW), stride: (g.strideH, g.strideW),
                             padding: (g.padH, g.padW), dilation: (g.dilationH, g.dilationW))
+    let per = imagesPerGEMM(images: n, plane: plane, rows: cout * kk)
+    if per > 1 {
+        if dInput != nil || dWeight != nil {
+            let col = workspace.buffer(0, count: cout * kk * per * plane), xs = workspace.buffer(2, count: cin * per * plane)
+            forEachImageRun(n, per: per) { first, count in
+                let width = count * plane
+                parallelFor(count) { i in
+                    im2col(dOut.data + (first + i) * cout * oh * ow, channels: cout, h: oh, w: ow, g: view, oh: h, ow: w,
+                           col: col + i * plane, ld: width)
+                }
+                if let dInput {
+                    sgemm(m: cin, n: width, k: cout * kk, a: weight.data, lda: cout * kk, b: col, ldb: width, c: xs, ldc: width)
+                    scatterImages(xs, count: count, channels: cin, plane: plane, into: dInput.data + first * cin * plane,
+                                  bias: nil, accumulate: true)
+                }
+                if let dWeight {
+                    gatherImages(input.data + first * cin * plane, count: count, channels: cin, plane: plane, into: xs)
+                    sgemm(transB: true, m: cin, n: cout * kk, k: width, a: xs, lda: width, b: col, ldb: width,
+                          beta: 1, c: dWeight.data, ldc: cout * kk)
+                }
+            }
+        }
+        if let dBias {
+            for b in 0..<n { accumulateBiasGradient(dBias.data, dOut: dOut.data + b * cout * oh * ow, channels: cout, plane: oh * ow) }
+        }
+        return
+    }
     for b in 0..<n {
         let dy = dOut.data + b * cout * oh * ow
         if dInput != nil || dWeight != nil {

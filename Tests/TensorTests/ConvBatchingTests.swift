@@ -1,0 +1,118 @@
+// Small images share one GEMM (`imagesPerGEMM`): a batch must give what its images give one by
+// one (the per-image path), forward and backward, for convolutions and transposed convolutions.
+@testable import Tensor
+import Testing
+import TestSupport
+
+@Suite struct ConvBatchingTests {
+    struct Case: CustomStringConvertible, Sendable {
+        var g: ConvGeometry
+        var n: Int, h: Int, w: Int
+        var description: String { "\(g) on \(n)×\(h)×\(w)" }
+    }
+
+    /// Image i of a batch as a batch of one.
+    static func image(_ t: Tensor, _ i: Int) -> Tensor {
+        let one = Tensor(shape: [1] + t.shape.dropFirst())
+        one.data.update(from: t.data + i * one.count, count: one.count)
+        return one
+    }
+
+    /// The batch's result against the images' results laid one after the other: equal bit for bit
+    /// when `exact` and kgemm runs the GEMMs (OpenBLAS may pick other kernels for other shapes),
+    /// else within float rounding.
+    static func expectSame(_ batched: Tensor, _ single: [Tensor], exact: Bool, _ what: String,
+                           sourceLocation: SourceLocation = #_sourceLocation) {
+        let joined = Tensor(shape: batched.shape)
+        for (i, t) in single.enumerated() { (joined.data + i * t.count).update(from: t.data, count: t.count) }
+        if exact && Engine.useKGEMM {
+            var differing = 0
+            for i in 0..<joined.count where joined.data[i] != batched.data[i] { differing += 1 }
+            #expect(differing == 0, "\(what): \(differing) of \(joined.count) values differ", sourceLocation: sourceLocation)
+        }
+        let c = compare(batched, joined)
+        #expect(c.maxAbsError <= 1e-5 * max(1, c.maxExpectedMagnitude), "\(what): \(c)", sourceLocation: sourceLocation)
+    }
+
+    static let convCases: [Case] = [
+        Case(g: ConvGeometry(16, 8, kernel: 3, padding: 1), n: 25, h: 14, w: 14),  // 3 GEMMs of 11, 11, 3 images
+        Case(g: ConvGeometry(12, 6, kernel: 7), n: 9, h: 7, w: 7),                 // a 1×1 output per image
+        Case(g: ConvGeometry(8, 4, kernel: 2, stride: 2), n: 6, h: 14, w: 14),
+        Case(g: ConvGeometry(8, 3, kernel: 1), n: 5, h: 28, w: 28),                 // pointwise, 2 GEMMs
+    ]
+
+    @Test(arguments: convCases)
+    func convolution(_ c: Case) throws {
+        #expect(imagesPerGEMM(images: c.n, plane: c.g.outputSize(h: c.h, w: c.w).h * c.g.outputSize(h: c.h, w: c.w).w,
+                              rows: c.g.patchSize) > 1)
+        let ws = Workspace()
+        let (oh, ow) = c.g.outputSize(h: c.h, w: c.w)
+        let x = randomTensor([c.n, c.g.inChannels, c.h, c.w], seed: 11)
+        let wt = randomTensor([c.g.outChannels, c.g.inChannels, c.g.kernelH, c.g.kernelW], seed: 12, scale: 0.3)
+        let bias = randomTensor([c.g.outChannels], seed: 13)
+        let dy = randomTensor([c.n, c.g.outChannels, oh, ow], seed: 14)
+
+        func run(_ x: Tensor, _ dy: Tensor) throws -> (Tensor, Tensor, Tensor, Tensor) {
+            let out = Tensor(shape: [x.shape[0], c.g.outChannels, oh, ow])
+            out.fill(7)  // overwritten
+            try conv2dForward(out: out, input: x, weight: wt, bias: bias, geometry: c.g, workspace: ws, winograd: false)
+            let dx = Tensor(shape: x.shape, repeating: 0.5), dw = Tensor(shape: wt.shape), db = Tensor(shape: bias.shape)
+            try conv2dBackward(dInput: dx, dWeight: dw, dBias: db, dOut: dy, input: x, weight: wt, geometry: c.g,
+                               workspace: ws, winograd: false)
+            return (out, dx, dw, db)
+        }
+        let (out, dx, dw, db) = try run(x, dy)
+        let singles = try (0..<c.n).map { try run(Self.image(x, $0), Self.image(dy, $0)) }
+        Self.expectSame(out, singles.map(\.0), exact: true, "output")
+        Self.expectSame(dx, singles.map(\.1), exact: true, "input gradient (accumulated onto 0.5)")
+        // The weight and bias gradients sum over the images: compare with the sum of the images' own.
+        let dwSum = Tensor(shape: wt.shape), dbSum = Tensor(shape: bias.shape)
+        for s in singles {
+            for i in 0..<dwSum.count { dwSum.data[i] += s.2.data[i] }
+            for i in 0..<dbSum.count { dbSum.data[i] += s.3.data[i] }
+        }
+        Self.expectSame(dw, [dwSum], exact: false, "weight gradient")
+        Self.expectSame(db, [dbSum], exact: false, "bias gradient")
+    }
+
+    static let transposedCases: [Case] = [
+        Case(g: ConvGeometry(6, 5, kernel: 2, stride: 2), n: 25, h: 14, w: 14),  // 3 GEMMs
+        Case(g: ConvGeometry(4, 3, kernel: 3, stride: 2, padding: 1), n: 4, h: 5, w: 5),
+    ]
+
+    @Test(arguments: transposedCases)
+    func transposedConvolution(_ c: Case) throws {
+        let ws = Workspace()
+        let (oh, ow) = c.g.transposedOutputSize(h: c.h, w: c.w)
+        #expect(imagesPerGEMM(images: c.n, plane: c.h * c.w, rows: c.g.outChannels * c.g.kernelH * c.g.kernelW) > 1)
+        let x = randomTensor([c.n, c.g.inChannels, c.h, c.w], seed: 21)
+        let wt = randomTensor([c.g.inChannels, c.g.outChannels, c.g.kernelH, c.g.kernelW], seed: 22, scale: 0.3)
+        let bias = randomTensor([c.g.outChannels], seed: 23)
+        let dy = randomTensor([c.n, c.g.outChannels, oh, ow], seed: 24)
+
+        func run(_ x: Tensor, _ dy: Tensor) throws -> (Tensor, Tensor, Tensor) {
+            let out = Tensor(shape: [x.shape[0], c.g.outChannels, oh, ow])
+            out.fill(7)
+            try convTranspose2dForward(out: out, input: x, weight: wt, bias: bias, geometry: c.g, workspace: ws)
+            let dx = Tensor(shape: x.shape, repeating: 0.5), dw = Tensor(shape: wt.shape)
+            try convTranspose2dBackward(dInput: dx, dWeight: dw, dBias: nil, dOut: dy, input: x, weight: wt, geometry: c.g,
+                                        workspace: ws)
+            return (out, dx, dw)
+        }
+        let (out, dx, dw) = try run(x, dy)
+        let singles = try (0..<c.n).map { try run(Self.image(x, $0), Self.image(dy, $0)) }
+        Self.expectSame(out, singles.map(\.0), exact: true, "output")
+        Self.expectSame(dx, singles.map(\.1), exact: true, "input gradient (accumulated onto 0.5)")
+        let dwSum = Tensor(shape: wt.shape)
+        for s in singles { for i in 0..<dwSum.count { dwSum.data[i] += s.2.data[i] } }
+        Self.expectSame(dw, [dwSum], exact: false, "weight gradient")
+    }
+
+    @Test func batchingRule() {
+        #expect(imagesPerGEMM(images: 1, plane: 196, rows: 1024) == 1)
+        #expect(imagesPerGEMM(images: 100, plane: 4096, rows: 576) == 1)      // wide enough alone
+        #expect(imagesPerGEMM(images: 100, plane: 196, rows: 1024) == 11)     // about 2,048 columns
+        #expect(imagesPerGEMM(images: 8, plane: 1, rows: 12544) == 8)
+        #expect(imagesPerGEMM(images: 100, plane: 1024 + 1, rows: 4096) == 1) // patch matrix cap
+    }
+}
