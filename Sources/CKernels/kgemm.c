@@ -7,9 +7,16 @@
 
 #define MR 14
 #define NR 32
+#ifndef KC
 #define KC 256
-#define MC 56
+#endif
+#ifndef MC
+#define MC 126
+#endif
+#define SMALL_M KGEMM_SMALL_M
+#ifndef NC
 #define NC 1024
+#endif
 
 int kgemm_available(void) {
     __builtin_cpu_init();
@@ -50,51 +57,148 @@ static void kernel(int kc, const float *pa, const float *pb, float *c, int ldc, 
     }
 }
 
+// A 16×16 transpose in registers: r[i] holds row i on entry, column i on return.
+__attribute__((target("avx512f")))
+static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
+// The lanes below `count` (0…16).
+static inline __mmask16 lanes(int count) { return (__mmask16)((1u << count) - 1u); }
+
+// rows[i] (i < nrows; the other rows read as zeros) at columns p0… p0+cnt−1 (the others read as
+// zeros), transposed: r[q] holds column p0+q of the 16 rows.
+__attribute__((target("avx512f")))
+static inline void load_transposed(const float *const rows[16], int nrows, int p0, int cnt, __m512 r[16]) {
+    __mmask16 m = lanes(cnt);
+    for (int i = 0; i < 16; i++) r[i] = i < nrows ? _mm512_maskz_loadu_ps(m, rows[i] + p0) : _mm512_setzero_ps();
+    transpose16(r);
+}
+
 // op(A)[r0.., p0..] as 14-row panels: panel q holds pa[q·14·kc + p·14 + i] = op(A)[r0 + 14q + i][p0 + p].
+__attribute__((target("avx512f")))
 static void pack_a(int transA, int mc, int kc, const float *a, int lda, int r0, int p0, float *pa) {
+    const __mmask16 panel = lanes(MR);
     for (int r = 0; r < mc; r += MR) {
         int mr = mc - r < MR ? mc - r : MR;
         if (transA) {  // A is k×m: op(A)[i][p] = A[p][i], a row of A holds the panel's 14 values.
-            for (int p = 0; p < kc; p++) {
-                const float *src = a + (size_t)(p0 + p) * lda + r0 + r;
-                float *dst = pa + p * MR;
-                for (int i = 0; i < mr; i++) dst[i] = src[i];
-                for (int i = mr; i < MR; i++) dst[i] = 0;
+            __mmask16 m = lanes(mr);
+            for (int p = 0; p < kc; p++)
+                _mm512_mask_storeu_ps(pa + p * MR, panel, _mm512_maskz_loadu_ps(m, a + (size_t)(p0 + p) * lda + r0 + r));
+        } else {  // 16 columns of the panel's rows at a time, transposed in registers.
+            const float *rows[16];
+            for (int i = 0; i < 16; i++) rows[i] = i < mr ? a + (size_t)(r0 + r + i) * lda + p0 : a;
+            for (int p = 0; p < kc; p += 16) {
+                int cnt = kc - p < 16 ? kc - p : 16;
+                __m512 v[16];
+                load_transposed(rows, mr, p, cnt, v);
+                for (int q = 0; q < cnt; q++) _mm512_mask_storeu_ps(pa + (p + q) * MR, panel, v[q]);
             }
-        } else {
-            for (int i = 0; i < mr; i++) {
-                const float *src = a + (size_t)(r0 + r + i) * lda + p0;
-                for (int p = 0; p < kc; p++) pa[p * MR + i] = src[p];
-            }
-            for (int i = mr; i < MR; i++) for (int p = 0; p < kc; p++) pa[p * MR + i] = 0;
         }
         pa += (size_t)MR * kc;
     }
 }
 
 // op(B)[p0.., c0..] as 32-column panels: panel q holds pb[q·32·kc + p·32 + j] = op(B)[p0 + p][c0 + 32q + j].
+__attribute__((target("avx512f")))
 static void pack_b(int transB, int kc, int nc, const float *b, int ldb, int p0, int c0, float *pb) {
     int panels = (nc + NR - 1) / NR, full = nc / NR;
-    if (!transB) {  // B is k×n: copy each row's pieces into the panels.
+    if (!transB) {  // B is k×n: each row of B gives a row of every panel (read along the row).
+        int nr = nc - full * NR;
+        __mmask16 m0 = lanes(nr < 16 ? nr : 16), m1 = lanes(nr > 16 ? nr - 16 : 0);
         for (int p = 0; p < kc; p++) {
             const float *src = b + (size_t)(p0 + p) * ldb + c0;
-            for (int q = 0; q < full; q++) memcpy(pb + (size_t)q * NR * kc + p * NR, src + q * NR, NR * sizeof(float));
+            float *dst = pb + p * NR;
+            for (int q = 0; q < full; q++, src += NR, dst += (size_t)NR * kc) {
+                _mm512_storeu_ps(dst, _mm512_loadu_ps(src));
+                _mm512_storeu_ps(dst + 16, _mm512_loadu_ps(src + 16));
+            }
             if (full < panels) {
-                int nr = nc - full * NR;
-                float *dst = pb + (size_t)full * NR * kc + p * NR;
-                memcpy(dst, src + full * NR, nr * sizeof(float));
-                memset(dst + nr, 0, (NR - nr) * sizeof(float));
+                _mm512_storeu_ps(dst, _mm512_maskz_loadu_ps(m0, src));
+                _mm512_storeu_ps(dst + 16, _mm512_maskz_loadu_ps(m1, src + 16));
             }
         }
-    } else {  // B is n×k: op(B)[p][j] = B[j][p]; a row of B gives one column of a panel.
-        for (int q = 0; q < panels; q++) {
-            int nr = nc - q * NR < NR ? nc - q * NR : NR;
-            float *dst = pb + (size_t)q * NR * kc;
-            for (int j = 0; j < nr; j++) {
-                const float *src = b + (size_t)(c0 + q * NR + j) * ldb + p0;
-                for (int p = 0; p < kc; p++) dst[p * NR + j] = src[p];
+        return;
+    }
+    // B is n×k: a row of B gives one column of a panel; 16×16 blocks transposed in registers.
+    for (int q = 0; q < panels; q++) {
+        int nr = nc - q * NR < NR ? nc - q * NR : NR;
+        float *dst = pb + (size_t)q * NR * kc;
+        for (int half = 0; half < 2; half++) {
+            int rows_here = nr - 16 * half;
+            if (rows_here > 16) rows_here = 16;
+            if (rows_here <= 0) {
+                for (int p = 0; p < kc; p++) _mm512_storeu_ps(dst + p * NR + 16 * half, _mm512_setzero_ps());
+                continue;
             }
-            for (int j = nr; j < NR; j++) for (int p = 0; p < kc; p++) dst[p * NR + j] = 0;
+            const float *rows[16];
+            for (int i = 0; i < 16; i++) rows[i] = i < rows_here ? b + (size_t)(c0 + q * NR + 16 * half + i) * ldb + p0 : b;
+            for (int p = 0; p < kc; p += 16) {
+                int cnt = kc - p < 16 ? kc - p : 16;
+                __m512 v[16];
+                load_transposed(rows, rows_here, p, cnt, v);
+                for (int j = 0; j < cnt; j++) _mm512_storeu_ps(dst + (p + j) * NR + 16 * half, v[j]);
+            }
+        }
+    }
+}
+
+// See kgemm.h. A 14-row tile would waste most of its work on a product this thin (a mask
+// predictor's 2 output channels), and packing B would cost more than the product. Each row of B is
+// read once for all the rows of C; 64 columns at a time.
+__attribute__((target("avx512f,fma")))
+void kgemm_small_m(int m0, int m1, int n0, int n1, int k, float alpha, const float *a, int lda, const float *b, int ldb,
+                    float beta, float *c, int ldc) {
+    int rows = m1 - m0;
+    for (int j = n0; j < n1; j += 64) {
+        int width = n1 - j < 64 ? n1 - j : 64;
+        __mmask16 mask[4];
+        for (int v = 0; v < 4; v++) {
+            int left = width - 16 * v;
+            mask[v] = lanes(left <= 0 ? 0 : left > 16 ? 16 : left);
+        }
+        __m512 acc[SMALL_M][4];
+        for (int i = 0; i < SMALL_M; i++) for (int v = 0; v < 4; v++) acc[i][v] = _mm512_setzero_ps();
+        for (int p = 0; p < k; p++) {
+            const float *bp = b + (size_t)p * ldb + j;
+            __m512 bv[4];
+            for (int v = 0; v < 4; v++) bv[v] = _mm512_maskz_loadu_ps(mask[v], bp + 16 * v);
+            for (int i = 0; i < rows; i++) {
+                __m512 x = _mm512_set1_ps(a[(size_t)(m0 + i) * lda + p]);
+                for (int v = 0; v < 4; v++) acc[i][v] = _mm512_fmadd_ps(x, bv[v], acc[i][v]);
+            }
+        }
+        __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+        for (int i = 0; i < rows; i++) {
+            float *ci = c + (size_t)(m0 + i) * ldc + j;
+            for (int v = 0; v < 4; v++) {
+                if (!mask[v]) continue;
+                __m512 r = _mm512_mul_ps(acc[i][v], va);
+                if (beta != 0) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask[v], ci + 16 * v), r);
+                _mm512_mask_storeu_ps(ci + 16 * v, mask[v], r);
+            }
         }
     }
 }

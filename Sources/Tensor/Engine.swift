@@ -115,7 +115,8 @@ public final class Workspace: @unchecked Sendable {
 
 /// `sgemm` by kgemm: the C block split over `Engine.threads` threads, by columns (multiples of
 /// the 32-column panel) when C is wide, else by rows (multiples of the 14-row tile); one thread
-/// when the product is small.
+/// when the product is small. Products of at most 4 rows without transposes (a mask predictor's
+/// 2 output channels) go to `kgemm_small_m`, split by columns.
 /// Each element of C is summed in the same order whatever the split, so the result does not depend
 /// on `threads`.
 func kgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
@@ -124,6 +125,14 @@ func kgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: 
     let t = threads
     func block(_ m0: Int, _ m1: Int, _ n0: Int, _ n1: Int) {
         kgemm_block(ta, tb, Int32(m0), Int32(m1), Int32(n0), Int32(n1), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+    if m <= Int(KGEMM_SMALL_M), !transA, !transB {  // too thin to pack (whatever the thread count)
+        let chunks = t <= 1 || m * n * k < 1 << 20 ? 1 : min(t, (n + 63) / 64)
+        parallelFor(chunks) { i in
+            let n0 = (n + 63) / 64 * i / chunks * 64, n1 = min(n, (n + 63) / 64 * (i + 1) / chunks * 64)
+            kgemm_small_m(0, Int32(m), Int32(n0), Int32(n1), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        }
+        return
     }
     if t <= 1 || m * n * k < 1 << 21 {
         block(0, m, 0, n)

@@ -1,5 +1,6 @@
 // kgemm (the AVX-512 GEMM) against OpenBLAS's cblas_sgemm: every transpose case, odd shapes that
-// leave partial register tiles and panels, alpha, beta (beta = 0 never reads C), one thread and two.
+// leave partial register tiles, panels and 16×16 transposes, the thin-product path (≤ 4 rows),
+// alpha, beta (beta = 0 never reads C), one thread and two.
 @testable import Tensor
 import Testing
 import TestSupport
@@ -20,6 +21,11 @@ struct KGEMMTests {
         Case(m: 57, n: 65, k: 513, transA: true, transB: true, alpha: 2, beta: -1),
         Case(m: 300, n: 40, k: 1100, transA: false, transB: false, alpha: 1, beta: 0.25),
         Case(m: 15, n: 2049, k: 260, transA: false, transB: true, alpha: 1, beta: 0),
+        // At most 4 rows and no transposes: kgemm_small_m, unpacked.
+        Case(m: 2, n: 2352, k: 256, transA: false, transB: false, alpha: 1, beta: 0),
+        Case(m: 3, n: 70, k: 600, transA: false, transB: false, alpha: 0.5, beta: 1),
+        Case(m: 4, n: 5000, k: 300, transA: false, transB: false, alpha: 1, beta: -0.5),
+        Case(m: 2, n: 33, k: 40, transA: false, transB: true, alpha: 1, beta: 0),
     ]
 
     @Test(arguments: cases, [1, 2])

@@ -17,4 +17,12 @@ int kgemm_available(void);
 void kgemm_block(int transA, int transB, int m0, int m1, int n0, int n1, int k, float alpha,
                  const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
 
+/// The most rows kgemm_small_m takes.
+#define KGEMM_SMALL_M 4
+
+/// As kgemm_block with neither operand transposed, for products of at most KGEMM_SMALL_M rows
+/// (m1 − m0 ≤ 4), without packing. Each element of C sums its k products in order, in one pass.
+void kgemm_small_m(int m0, int m1, int n0, int n1, int k, float alpha, const float *a, int lda, const float *b, int ldb,
+                   float beta, float *c, int ldc);
+
 #endif
