@@ -127,7 +127,7 @@ public final class MaskPredictor: Module {
 
     /// [R, 256, 14, 14] → logits [R, 2, 28, 28] (and the ReLU'd upsampled features for backward).
     public func forward(_ x: Tensor, workspace ws: Workspace) throws -> (logits: Tensor, up: Tensor) {
-        let up = try convMask(x, workspace: ws); reluInPlace(up)
+        let up = try convMask(x, workspace: ws, relu: true)
         return (try logits(up, workspace: ws), up)
     }
 

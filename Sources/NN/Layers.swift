@@ -64,13 +64,14 @@ public final class ConvTranspose2d: Module {
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
     public var stateEntries: [StateEntry] { parameters.map { StateEntry($0.name, .float($0.value)) } }
 
-    public func callAsFunction(_ x: Tensor, workspace: Workspace) throws -> Tensor {
+    /// `relu`: the output passed through a ReLU in the same pass.
+    public func callAsFunction(_ x: Tensor, workspace: Workspace, relu: Bool = false) throws -> Tensor {
         try x.expectRank(4, "conv_transpose2d", "input")
         let (oh, ow) = geometry.transposedOutputSize(h: x.shape[2], w: x.shape[3], outputPadding: outputPadding)
         guard oh > 0, ow > 0 else { throw TensorError.invalidArgument(op: "conv_transpose2d", detail: "input \(shapeString(x.shape)) gives an empty output") }
         let out = Tensor(uninitializedShape: [x.shape[0], geometry.outChannels, oh, ow])
         try convTranspose2dForward(out: out, input: x, weight: weight.value, bias: bias?.value, geometry: geometry,
-                                   outputPadding: outputPadding, workspace: workspace)
+                                   outputPadding: outputPadding, workspace: workspace, relu: relu)
         return out
     }
 

@@ -377,18 +377,37 @@ func checkConvTranspose(_ op: String, input: Tensor, weight: Tensor, bias: Tenso
 }
 
 /// The transposed convolution (the adjoint of conv2d's input map):
-/// out[n, co, y·s−p+ky·d, x·s−p+kx·d] += Σ_ci input[n, ci, y, x] · weight[ci, co, ky, kx]; out += bias[co].
+/// out[n, co, y·s−p+ky·d, x·s−p+kx·d] += Σ_ci input[n, ci, y, x] · weight[ci, co, ky, kx]; out += bias[co];
+/// then, with `relu`, out = max(out, 0) (the ReLU that follows a mask predictor's upsampling, in the same pass).
 /// - Precondition: input is [n, g.inChannels, h, w]; weight [g.inChannels, g.outChannels, kH, kW]
 ///   (PyTorch's ConvTranspose2d layout); out is [n, g.outChannels, oh, ow] with (oh, ow) =
 ///   `g.transposedOutputSize(h:w:outputPadding:)`.
 public func convTranspose2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?, geometry g: ConvGeometry,
-                                   outputPadding: (Int, Int) = (0, 0), workspace: Workspace) throws {
+                                   outputPadding: (Int, Int) = (0, 0), workspace: Workspace, relu: Bool = false) throws {
     let (n, h, w, oh, ow) = try checkConvTranspose("conv_transpose2d", input: input, weight: weight, bias: bias, out: out,
                                                     g: g, outputPadding: outputPadding)
     let cin = g.inChannels, cout = g.outChannels, kk = g.kernelH * g.kernelW, plane = h * w
     // The conv view: a convolution from the big image (cout channels) to the small one.
     let view = ConvGeometry(inChannels: cout, outChannels: cin, kernel: (g.kernelH, g.kernelW), stride: (g.strideH, g.strideW),
                             padding: (g.padH, g.padW), dilation: (g.dilationH, g.dilationW))
+    let tiles = g.kernelH == g.strideH && g.kernelW == g.strideW && g.padH == 0 && g.padW == 0 && g.dilationH == 1
+        && g.dilationW == 1 && outputPadding == (0, 0)
+    // Image i's columns (row stride ld) onto its output: written once per pixel when the kernel
+    // tiles the output (kernel = stride, the mask predictors and the sieve), else zeroed and folded.
+    func place(_ cols: UnsafePointer<Float>, ld: Int, image: Int) {
+        let y = out.data + image * cout * oh * ow
+        if tiles {
+            parallelFor(cout, minChunk: 16) { co in
+                scatterTiles(cols + co * kk * ld, ld: ld, h: h, w: w, kh: g.kernelH, kw: g.kernelW, out: y + co * oh * ow,
+                             bias: bias?.data[co] ?? 0, relu: relu)
+            }
+            return
+        }
+        y.update(repeating: 0, count: cout * oh * ow)
+        col2im(cols, channels: cout, h: oh, w: ow, g: view, oh: h, ow: w, x: y, ld: ld)
+        if let bias { addBias(y, bias: bias.data, channels: cout, plane: oh * ow) }
+        if relu { for i in 0..<cout * oh * ow where !(y[i] > 0) { y[i] = 0 } }  // reluForward's rule
+    }
     let per = imagesPerGEMM(images: n, plane: plane, rows: cout * kk)
     if per > 1 {
         let cols = workspace.buffer(0, count: cout * kk * per * plane), xs = workspace.buffer(2, count: cin * per * plane)
@@ -396,23 +415,43 @@ public func convTranspose2dForward(out: Tensor, input: Tensor, weight: Tensor, b
             let width = count * plane
             gatherImages(input.data + first * cin * plane, count: count, channels: cin, plane: plane, into: xs)
             sgemm(transA: true, m: cout * kk, n: width, k: cin, a: weight.data, lda: cout * kk, b: xs, ldb: width, c: cols, ldc: width)
-            parallelFor(count) { i in
-                let y = out.data + (first + i) * cout * oh * ow
-                y.update(repeating: 0, count: cout * oh * ow)
-                col2im(cols + i * plane, channels: cout, h: oh, w: ow, g: view, oh: h, ow: w, x: y, ld: width)
-                if let bias { addBias(y, bias: bias.data, channels: cout, plane: oh * ow) }
-            }
+            for i in 0..<count { place(cols + i * plane, ld: width, image: first + i) }
         }
         return
     }
     let cols = workspace.buffer(0, count: cout * kk * plane)
     for b in 0..<n {
         let x = input.data + b * cin * plane
-        let y = out.data + b * cout * oh * ow
         sgemm(transA: true, m: cout * kk, n: plane, k: cin, a: weight.data, lda: cout * kk, b: x, ldb: plane, c: cols, ldc: plane)
-        y.update(repeating: 0, count: cout * oh * ow)
-        col2im(cols, channels: cout, h: oh, w: ow, g: view, oh: h, ow: w, x: y)
-        if let bias { addBias(y, bias: bias.data, channels: cout, plane: oh * ow) }
+        place(cols, ld: plane, image: b)
+    }
+}
+
+/// One output channel of a transposed convolution whose kernel equals its stride (no padding, no
+/// dilation): out[y·kH+ky, x·kW+kx] = cols[(ky·kW+kx)·ld + y·w + x] + bias, then max(·, 0) with
+/// `relu`. Each output pixel comes from exactly one tap, so it is written, not accumulated.
+@inline(__always)
+func scatterTiles(_ cols: UnsafePointer<Float>, ld: Int, h: Int, w: Int, kh: Int, kw: Int, out: UnsafeMutablePointer<Float>,
+                  bias: Float, relu: Bool) {
+    let ow = w * kw
+    @inline(__always) func f(_ v: Float) -> Float { relu ? (v > 0 ? v : 0) : v }  // reluForward's rule
+    for y in 0..<h {
+        for ky in 0..<kh {
+            let dst = out + (y * kh + ky) * ow
+            let row = cols + ky * kw * ld + y * w
+            if kw == 2 {
+                let s0 = row, s1 = row + ld
+                for x in 0..<w {
+                    dst[2 * x] = f(s0[x] + bias)
+                    dst[2 * x + 1] = f(s1[x] + bias)
+                }
+            } else {
+                for kx in 0..<kw {
+                    let src = row + kx * ld
+                    for x in 0..<w { dst[x * kw + kx] = f(src[x] + bias) }
+                }
+            }
+        }
     }
 }
 

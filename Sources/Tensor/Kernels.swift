@@ -172,8 +172,10 @@ public func batchNorm2dBackward(dInput: Tensor?, dGamma: Tensor?, dBeta: Tensor?
 /// out = max(input, 0). `out` may be `input` (in place).
 public func reluForward(out: Tensor, input: Tensor) throws {
     try out.expectShape(input.shape, "relu", "out")
-    let x = input.data, y = out.data
-    for i in 0..<input.count { let v = x[i]; y[i] = v > 0 ? v : 0 }
+    let x = input.data, y = out.data, n = input.count, chunk = 1 << 16
+    parallelFor((n + chunk - 1) / chunk) { c in
+        for i in c * chunk..<min(n, (c + 1) * chunk) { let v = x[i]; y[i] = v > 0 ? v : 0 }
+    }
 }
 
 /// dInput += dOut where the forward output was positive (PyTorch's rule: the gradient at 0 is 0).
@@ -188,8 +190,10 @@ public func reluBackward(dInput: Tensor, dOut: Tensor, output: Tensor) throws {
 public func addForward(out: Tensor, _ a: Tensor, _ b: Tensor) throws {
     try b.expectShape(a.shape, "add", "b")
     try out.expectShape(a.shape, "add", "out")
-    let x = a.data, y = b.data, o = out.data
-    for i in 0..<a.count { o[i] = x[i] + y[i] }
+    let x = a.data, y = b.data, o = out.data, n = a.count, chunk = 1 << 16
+    parallelFor((n + chunk - 1) / chunk) { c in
+        for i in c * chunk..<min(n, (c + 1) * chunk) { o[i] = x[i] + y[i] }
+    }
 }
 
 /// dA += dOut and dB += dOut.

@@ -108,6 +108,29 @@ import TestSupport
         Self.expectSame(dw, [dwSum], exact: false, "weight gradient")
     }
 
+    /// `relu: true` is the plain output through reluForward, on the kernel-tiles path (kernel =
+    /// stride, written once per pixel) and on the folding path, image by image and batched.
+    @Test(arguments: transposedCases + [Case(g: ConvGeometry(6, 5, kernel: 2, stride: 2), n: 1, h: 5, w: 3)])
+    func transposedConvolutionWithReLU(_ c: Case) throws {
+        let ws = Workspace()
+        let (oh, ow) = c.g.transposedOutputSize(h: c.h, w: c.w)
+        let x = randomTensor([c.n, c.g.inChannels, c.h, c.w], seed: 31)
+        let wt = randomTensor([c.g.inChannels, c.g.outChannels, c.g.kernelH, c.g.kernelW], seed: 32, scale: 0.3)
+        let bias = randomTensor([c.g.outChannels], seed: 33)
+        let plain = Tensor(shape: [c.n, c.g.outChannels, oh, ow]), fused = Tensor(shape: plain.shape)
+        try convTranspose2dForward(out: plain, input: x, weight: wt, bias: bias, geometry: c.g, workspace: ws)
+        try convTranspose2dForward(out: fused, input: x, weight: wt, bias: bias, geometry: c.g, workspace: ws, relu: true)
+        let expected = Tensor(shape: plain.shape)
+        try reluForward(out: expected, input: plain)
+        var negatives = 0, differing = 0
+        for i in 0..<plain.count {
+            if plain.data[i] < 0 { negatives += 1 }
+            if fused.data[i] != expected.data[i] { differing += 1 }
+        }
+        #expect(negatives > 0, "the case must have negative outputs for the ReLU to act on")
+        #expect(differing == 0, "\(differing) of \(plain.count) values differ")
+    }
+
     @Test func batchingRule() {
         #expect(imagesPerGEMM(images: 1, plane: 196, rows: 1024) == 1)
         #expect(imagesPerGEMM(images: 100, plane: 4096, rows: 576) == 1)      // wide enough alone
