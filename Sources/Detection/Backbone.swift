@@ -128,7 +128,7 @@ public final class Backbone: Module {
         let c1 = try conv1(x, workspace: ws)
         let (r1, s1) = try bn1(c1, training: training, inPlace: !keep)
         reluInPlace(r1)
-        var (h, idx) = try pool(r1)
+        var (h, idx) = try pool(r1, indices: keep)
         var saves: [BasicBlock.Saved] = []
         for b in blocks {
             let (o, s) = try b.forward(h, training: training, workspace: ws, keep: keep)

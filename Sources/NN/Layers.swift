@@ -171,11 +171,16 @@ public struct MaxPool2d {
     public var kernel: Int, stride: Int, padding: Int
     public init(kernel: Int, stride: Int, padding: Int) { self.kernel = kernel; self.stride = stride; self.padding = padding }
 
-    public func callAsFunction(_ x: Tensor) throws -> (Tensor, [Int32]) {
+    /// The pooled tensor and, when `indices` (for backward), each output's argmax in its plane.
+    public func callAsFunction(_ x: Tensor, indices: Bool = true) throws -> (Tensor, [Int32]) {
         try x.expectRank(4, "max_pool2d", "input")
         let oh = (x.shape[2] + 2 * padding - kernel) / stride + 1, ow = (x.shape[3] + 2 * padding - kernel) / stride + 1
         guard oh > 0, ow > 0 else { throw TensorError.invalidArgument(op: "max_pool2d", detail: "input \(shapeString(x.shape)) too small") }
         let out = Tensor(uninitializedShape: [x.shape[0], x.shape[1], oh, ow])
+        if !indices {
+            try maxPool2dForward(out: out, input: x, kernel: kernel, stride: stride, padding: padding)
+            return (out, [])
+        }
         var idx = [Int32](repeating: 0, count: out.count)
         try idx.withUnsafeMutableBufferPointer {
             try maxPool2dForward(out: out, indices: $0.baseAddress!, input: x, kernel: kernel, stride: stride, padding: padding)

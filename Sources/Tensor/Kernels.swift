@@ -291,6 +291,43 @@ public func maxPool2dForward(out: Tensor, indices: UnsafeMutablePointer<Int32>, 
     }
 }
 
+/// `maxPool2dForward(out:indices:…)` without the argmax indices (inference): the same maxima (NaN wins, as in
+/// PyTorch), computed separably: the column maxima of each output row's input rows, then the maxima
+/// of those along the row.
+public func maxPool2dForward(out: Tensor, input: Tensor, kernel: Int, stride: Int, padding: Int) throws {
+    let op = "max_pool2d"
+    try input.expectRank(4, op, "input")
+    guard kernel > 0, stride > 0, padding >= 0, padding * 2 <= kernel else {
+        throw TensorError.invalidArgument(op: op, detail: "kernel \(kernel), stride \(stride), padding \(padding)")
+    }
+    let n = input.shape[0], c = input.shape[1], h = input.shape[2], w = input.shape[3]
+    let oh = (h + 2 * padding - kernel) / stride + 1, ow = (w + 2 * padding - kernel) / stride + 1
+    guard oh > 0, ow > 0 else { throw TensorError.invalidArgument(op: op, detail: "input \(shapeString(input.shape)) too small for kernel \(kernel)") }
+    try out.expectShape([n, c, oh, ow], op, "out")
+    @inline(__always) func larger(_ a: Float, _ b: Float) -> Float { b > a || b.isNaN ? b : a }
+    parallelFor(n * c, minChunk: 4) { p in
+        let x = input.data + p * h * w, y = out.data + p * oh * ow
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: w) { colBuf in
+            let col = colBuf.baseAddress!
+            for oy in 0..<oh {
+                let y0 = oy * stride - padding, yLo = max(y0, 0), yHi = min(y0 + kernel, h)
+                col.update(from: x + yLo * w, count: w)
+                for yy in (yLo + 1)..<max(yHi, yLo + 1) {
+                    let r = x + yy * w
+                    for i in 0..<w { col[i] = larger(col[i], r[i]) }
+                }
+                let yr = y + oy * ow
+                for ox in 0..<ow {
+                    let x0 = ox * stride - padding, xLo = max(x0, 0), xHi = min(x0 + kernel, w)
+                    var best = col[xLo]
+                    for xx in (xLo + 1)..<max(xHi, xLo + 1) { best = larger(best, col[xx]) }
+                    yr[ox] = best
+                }
+            }
+        }
+    }
+}
+
 /// dInput[argmax] += dOut for each pooled cell.
 public func maxPool2dBackward(dInput: Tensor, dOut: Tensor, indices: UnsafePointer<Int32>) throws {
     try dInput.expectRank(4, "max_pool2d backward", "dInput"); try dOut.expectRank(4, "max_pool2d backward", "dOut")

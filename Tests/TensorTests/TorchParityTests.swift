@@ -88,9 +88,33 @@ import TestSupport
             var idx = [Int32](repeating: 0, count: out.count)
             try maxPool2dForward(out: out, indices: &idx, input: x, kernel: c["k"] as! Int, stride: c["stride"] as! Int, padding: c["pad"] as! Int)
             try expectClose(out, "\(n).out", tol: 0)
+            let fast = Tensor(shape: expected.shape)  // the inference version, without indices
+            try maxPool2dForward(out: fast, input: x, kernel: c["k"] as! Int, stride: c["stride"] as! Int, padding: c["pad"] as! Int)
+            try expectClose(fast, "\(n).out", tol: 0)
             let dx = Tensor(shape: x.shape)
             try maxPool2dBackward(dInput: dx, dOut: try fx.tensor("\(n).dout"), indices: idx)
             try expectClose(dx, "\(n).dinput", tol: 0)
+        }
+    }
+
+    /// The inference max pool (no indices, separable) gives the indexed version's values, NaN and
+    /// ties included, on odd sizes and several geometries.
+    @Test func maxPool2dWithoutIndices() throws {
+        for (k, stride, pad, h, w) in [(3, 2, 1, 11, 9), (2, 2, 0, 8, 7), (3, 1, 1, 5, 6), (3, 3, 0, 10, 10), (1, 1, 0, 3, 4)] {
+            let x = randomTensor([2, 3, h, w], seed: 41)
+            for i in 0..<x.count { x.data[i] = (x.data[i] * 2).rounded() }  // many ties
+            x.data[7] = .nan; x.data[x.count - 3] = .nan
+            let oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1
+            let indexed = Tensor(shape: [2, 3, oh, ow]), fast = Tensor(shape: indexed.shape)
+            var idx = [Int32](repeating: 0, count: indexed.count)
+            try maxPool2dForward(out: indexed, indices: &idx, input: x, kernel: k, stride: stride, padding: pad)
+            try maxPool2dForward(out: fast, input: x, kernel: k, stride: stride, padding: pad)
+            var differing = 0, nans = 0
+            for i in 0..<fast.count {
+                if indexed.data[i].isNaN { nans += 1 }
+                if !(fast.data[i] == indexed.data[i] || (fast.data[i].isNaN && indexed.data[i].isNaN)) { differing += 1 }
+            }
+            #expect(nans > 0 && differing == 0, "k\(k) s\(stride) p\(pad) \(h)×\(w): \(differing) differ, \(nans) NaN")
         }
     }
 
