@@ -203,11 +203,71 @@ void kgemm_small_m(int m0, int m1, int n0, int n1, int k, float alpha, const flo
     }
 }
 
+// The patch matrix of a convolution as B, packed straight from the image: op(B)[p][j] is input
+// channel ci, tap (ky, kx) for p = (ci·kH + ky)·kW + kx, at output pixel j = oy·ow + ox, i.e.
+// x[ci][oy·sh − ph + ky·dh][ox·sw − pw + kx·dw], zero in the padding. The same values im2col would
+// write, so the GEMM's result is the same bit for bit.
+__attribute__((target("avx512f")))
+static void pack_b_conv(const kgemm_conv *cv, int kc, int nc, int p0, int c0, float *pb) {
+    int panels = (nc + NR - 1) / NR;
+    int taps = cv->kh * cv->kw, ow = cv->ow;
+    // Even lanes of a 32-lane pair: picks x[ix0 + 2t] out of 64 consecutive values.
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for (int p = 0; p < kc; p++) {
+        int pp = p0 + p, ci = pp / taps, t = pp % taps, ky = t / cv->kw, kx = t % cv->kw;
+        const float *plane = cv->x + (size_t)ci * cv->h * cv->w;
+        for (int q = 0; q < panels; q++) {
+            float *dst = pb + (size_t)q * NR * kc + (size_t)p * NR;
+            int j0 = c0 + q * NR, nr = nc - q * NR < NR ? nc - q * NR : NR;
+            int oy = j0 / ow, ox0 = j0 % ow;
+            if (nr == NR && ox0 + NR <= ow && (cv->sw == 1 || cv->sw == 2)) {  // one output row
+                int iy = oy * cv->sh - cv->ph + ky * cv->dh;
+                if (iy < 0 || iy >= cv->h) {
+                    _mm512_storeu_ps(dst, _mm512_setzero_ps());
+                    _mm512_storeu_ps(dst + 16, _mm512_setzero_ps());
+                    continue;
+                }
+                int ix0 = ox0 * cv->sw - cv->pw + kx * cv->dw;
+                const float *row = plane + (size_t)iy * cv->w;
+                // Lanes s (0…16·chunks) of the source run ix0 + s that fall inside the row.
+                int span = NR * cv->sw;
+                __m512 v[4];
+                for (int u = 0; u < span / 16; u++) {
+                    int lo = -(ix0 + 16 * u), hi = cv->w - (ix0 + 16 * u);  // valid lanes: lo ≤ s < hi
+                    if (lo < 0) lo = 0;
+                    if (hi > 16) hi = 16;
+                    __mmask16 m = hi > lo ? (__mmask16)(lanes(hi) & ~lanes(lo)) : 0;
+                    v[u] = m ? _mm512_maskz_loadu_ps(m, row + ix0 + 16 * u) : _mm512_setzero_ps();
+                }
+                if (cv->sw == 1) {
+                    _mm512_storeu_ps(dst, v[0]);
+                    _mm512_storeu_ps(dst + 16, v[1]);
+                } else {
+                    _mm512_storeu_ps(dst, _mm512_permutex2var_ps(v[0], even, v[1]));
+                    _mm512_storeu_ps(dst + 16, _mm512_permutex2var_ps(v[2], even, v[3]));
+                }
+                continue;
+            }
+            for (int jj = 0; jj < NR; jj++) {  // across output rows, other strides, the last panel
+                float val = 0;
+                if (jj < nr) {
+                    int j = j0 + jj, y = j / ow, xo = j % ow;
+                    int iy = y * cv->sh - cv->ph + ky * cv->dh, ix = xo * cv->sw - cv->pw + kx * cv->dw;
+                    if (iy >= 0 && iy < cv->h && ix >= 0 && ix < cv->w) val = plane[(size_t)iy * cv->w + ix];
+                }
+                dst[jj] = val;
+            }
+        }
+    }
+}
+
 // Each thread's packing buffers, made on its first call and kept (Dispatch's worker threads live on).
 static _Thread_local float *tls_pa, *tls_pb;
 
-void kgemm_block(int transA, int transB, int m0, int m1, int n0, int n1, int k, float alpha,
-                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+// The blocked product over C[m0..<m1, n0..<n1]; B from a matrix (transB, b, ldb) or, when cv is
+// given, from a convolution's image.
+static void gemm(int transA, int transB, int m0, int m1, int n0, int n1, int k, float alpha,
+                 const float *a, int lda, const float *b, int ldb, const kgemm_conv *cv, float beta, float *c, int ldc) {
     if (!tls_pa) {
         tls_pa = aligned_alloc(64, sizeof(float) * ((MC + MR) * KC));
         tls_pb = aligned_alloc(64, sizeof(float) * ((NC + NR) * KC));
@@ -219,7 +279,8 @@ void kgemm_block(int transA, int transB, int m0, int m1, int n0, int n1, int k, 
         for (int pc = 0; pc < k; pc += KC) {
             int kc = k - pc < KC ? k - pc : KC;
             float bt = pc == 0 ? beta : 1.0f;
-            pack_b(transB, kc, nc, b, ldb, pc, jc, pb);
+            if (cv) pack_b_conv(cv, kc, nc, pc, jc, pb);
+            else pack_b(transB, kc, nc, b, ldb, pc, jc, pb);
             for (int ic = m0; ic < m1; ic += MC) {
                 int mc = m1 - ic < MC ? m1 - ic : MC;
                 pack_a(transA, mc, kc, a, lda, ic, pc, pa);
@@ -234,4 +295,15 @@ void kgemm_block(int transA, int transB, int m0, int m1, int n0, int n1, int k, 
             }
         }
     }
+}
+
+void kgemm_block(int transA, int transB, int m0, int m1, int n0, int n1, int k, float alpha,
+                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+    gemm(transA, transB, m0, m1, n0, n1, k, alpha, a, lda, b, ldb, NULL, beta, c, ldc);
+}
+
+void kgemm_conv_block(int m0, int m1, int n0, int n1, float alpha, const float *a, int lda, const kgemm_conv *conv,
+                      float beta, float *c, int ldc) {
+    int k = conv->channels * conv->kh * conv->kw;
+    gemm(0, 0, m0, m1, n0, n1, k, alpha, a, lda, NULL, 0, conv, beta, c, ldc);
 }

@@ -230,8 +230,9 @@ public func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tens
 
 /// `winograd`: nil chooses by `ConvGeometry.usesWinograd`; true forces Winograd (when eligible),
 /// false im2col (for tests, which must not change the process-wide settings).
+/// `implicitPatches: false` keeps im2col where kgemm would pack the patches from the image (for tests).
 func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?, geometry g: ConvGeometry, workspace: Workspace,
-                   winograd: Bool?) throws {
+                   winograd: Bool?, implicitPatches: Bool = true) throws {
     let (n, h, w, oh, ow) = try checkConv("conv2d", input: input, weight: weight, bias: bias, out: out, g: g)
     if winograd.map({ $0 && g.isWinogradEligible }) ?? g.usesWinograd(images: n, h: h, w: w) {
         let u = workspace.buffer(4, count: 16 * g.outChannels * g.inChannels)
@@ -256,10 +257,18 @@ func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?, ge
         }
         return
     }
-    let col = g.isPointwise ? nil : workspace.buffer(0, count: k * plane)
+    // A large image by kgemm: its patch matrix is packed straight from the image, never written.
+    let implicit = !g.isPointwise && Engine.useKGEMM && implicitPatches && plane >= 1024
+        && k <= Int(Int32.max) && cout * plane <= Int(Int32.max)
+    let col = g.isPointwise || implicit ? nil : workspace.buffer(0, count: k * plane)
     for b in 0..<n {
         let x = input.data + b * g.inChannels * h * w
         let y = out.data + b * cout * plane
+        if implicit {
+            kgemmConvolve(image: x, channels: g.inChannels, h: h, w: w, g: g, oh: oh, ow: ow, weight: weight.data, out: y)
+            if let bias { addBias(y, bias: bias.data, channels: cout, plane: plane) }
+            continue
+        }
         var src = UnsafePointer(x)
         if let col {
             im2col(x, channels: g.inChannels, h: h, w: w, g: g, oh: oh, ow: ow, col: col)

@@ -134,6 +134,13 @@ func kgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: 
         }
         return
     }
+    splitGEMM(m: m, n: n, k: k, threads: t, block)
+}
+
+/// Calls `block(m0, m1, n0, n1)` over a split of C[m×n] among `threads`: one block when the
+/// product is small, else by columns (multiples of the 32-column panel) when C is wide, else by
+/// rows (multiples of the 14-row tile).
+private func splitGEMM(m: Int, n: Int, k: Int, threads t: Int, _ block: (Int, Int, Int, Int) -> Void) {
     if t <= 1 || m * n * k < 1 << 21 {
         block(0, m, 0, n)
         return
@@ -149,6 +156,23 @@ func kgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: 
         parallelFor(chunks) { i in
             let q0 = tiles * i / chunks, q1 = tiles * (i + 1) / chunks
             block(q0 * 14, min(m, q1 * 14), 0, n)
+        }
+    }
+}
+
+/// The convolution of one [channels, h, w] image by kgemm with its patch matrix packed straight
+/// from the image (`kgemm_conv_block`): out[cout × oh·ow] = weight[cout × channels·kH·kW] · patches.
+/// The same result as im2col followed by `kgemm`, bit for bit, without the patch matrix.
+/// - Precondition: `Engine.kgemmAvailable`.
+func kgemmConvolve(image: UnsafePointer<Float>, channels: Int, h: Int, w: Int, g: ConvGeometry, oh: Int, ow: Int,
+                   weight: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, threads: Int = Engine.threads) {
+    var conv = kgemm_conv(x: image, channels: Int32(channels), h: Int32(h), w: Int32(w), kh: Int32(g.kernelH), kw: Int32(g.kernelW),
+                          sh: Int32(g.strideH), sw: Int32(g.strideW), ph: Int32(g.padH), pw: Int32(g.padW),
+                          dh: Int32(g.dilationH), dw: Int32(g.dilationW), oh: Int32(oh), ow: Int32(ow))
+    let m = g.outChannels, n = oh * ow, k = g.patchSize
+    withUnsafePointer(to: &conv) { cv in
+        splitGEMM(m: m, n: n, k: k, threads: threads) { m0, m1, n0, n1 in
+            kgemm_conv_block(Int32(m0), Int32(m1), Int32(n0), Int32(n1), 1, weight, Int32(k), cv, 0, out, Int32(n))
         }
     }
 }

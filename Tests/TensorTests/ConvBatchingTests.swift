@@ -1,5 +1,6 @@
-// Small images share one GEMM (`imagesPerGEMM`): a batch must give what its images give one by
-// one (the per-image path), forward and backward, for convolutions and transposed convolutions.
+// The convolution paths that must agree: small images sharing one GEMM (`imagesPerGEMM`) give what
+// their images give one by one, forward and backward, for convolutions and transposed convolutions;
+// a large image's patches packed straight from the image by kgemm give what im2col gives.
 @testable import Tensor
 import Testing
 import TestSupport
@@ -129,6 +130,32 @@ import TestSupport
         }
         #expect(negatives > 0, "the case must have negative outputs for the ReLU to act on")
         #expect(differing == 0, "\(differing) of \(plain.count) values differ")
+    }
+
+    static let implicitCases: [Case] = [
+        Case(g: ConvGeometry(3, 20, kernel: 7, stride: 2, padding: 3), n: 1, h: 70, w: 66),  // 35×33: panels cross rows
+        Case(g: ConvGeometry(40, 130, kernel: 3, padding: 1), n: 2, h: 40, w: 64),          // k > 256, m > 126
+        Case(g: ConvGeometry(4, 16, kernel: 3, stride: 2, padding: 1), n: 1, h: 64, w: 64),   // stride 2, whole panels
+        Case(g: ConvGeometry(16, 8, kernel: 3, padding: 1), n: 1, h: 32, w: 64),              // stride 1, whole panels
+        Case(g: ConvGeometry(6, 5, kernel: 3, padding: 2, dilation: 2), n: 1, h: 33, w: 35),
+        Case(g: ConvGeometry(16, 8, kernel: 1, stride: 2), n: 1, h: 64, w: 70),
+        Case(g: ConvGeometry(5, 7, kernel: 3, stride: 3, padding: 1), n: 1, h: 100, w: 100),  // stride 3: the general packing
+    ]
+
+    @Test(arguments: implicitCases)
+    func implicitPatchesMatchIm2col(_ c: Case) throws {
+        guard Engine.useKGEMM else { return }  // OpenBLAS always goes through im2col
+        let (oh, ow) = c.g.outputSize(h: c.h, w: c.w)
+        #expect(oh * ow >= 1024 && imagesPerGEMM(images: c.n, plane: oh * ow, rows: c.g.patchSize) == 1)  // the implicit path
+        let ws = Workspace()
+        let x = randomTensor([c.n, c.g.inChannels, c.h, c.w], seed: 51)
+        let wt = randomTensor([c.g.outChannels, c.g.inChannels, c.g.kernelH, c.g.kernelW], seed: 52, scale: 0.3)
+        let bias = randomTensor([c.g.outChannels], seed: 53)
+        let implicit = Tensor(shape: [c.n, c.g.outChannels, oh, ow]), explicit = Tensor(shape: implicit.shape)
+        try conv2dForward(out: implicit, input: x, weight: wt, bias: bias, geometry: c.g, workspace: ws, winograd: false)
+        try conv2dForward(out: explicit, input: x, weight: wt, bias: bias, geometry: c.g, workspace: ws, winograd: false,
+                          implicitPatches: false)
+        Self.expectSame(implicit, [explicit], exact: true, "\(c)")
     }
 
     @Test func batchingRule() {

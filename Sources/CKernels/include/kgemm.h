@@ -17,6 +17,21 @@ int kgemm_available(void);
 void kgemm_block(int transA, int transB, int m0, int m1, int n0, int n1, int k, float alpha,
                  const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
 
+/// A convolution's input image and geometry: the implicit B of kgemm_conv_block.
+typedef struct {
+    const float *x;           ///< the image, [channels, h, w]
+    int channels, h, w;
+    int kh, kw, sh, sw, ph, pw, dh, dw;  ///< kernel, stride, padding, dilation
+    int oh, ow;               ///< the output size
+} kgemm_conv;
+
+/// kgemm_block with B the convolution's patch matrix (channels·kh·kw rows, oh·ow columns: what
+/// im2col writes), packed straight from the image instead: C[m0..<m1, n0..<n1] = alpha · A·B + beta · C,
+/// A the weights [m × channels·kh·kw] with row stride lda. The same result as im2col and kgemm_block,
+/// bit for bit, without the patch matrix in memory.
+void kgemm_conv_block(int m0, int m1, int n0, int n1, float alpha, const float *a, int lda, const kgemm_conv *conv,
+                      float beta, float *c, int ldc);
+
 /// The most rows kgemm_small_m takes.
 #define KGEMM_SMALL_M 4
 
