@@ -26,9 +26,15 @@ int kgemm_available(void) {
 // The 14×32 register tile: C[mr×nr] (= or +=, see beta) alpha · Σ_p pa[p][0..<14] ⊗ pb[p][0..<32].
 __attribute__((target("avx512f,fma")))
 static void kernel(int kc, const float *pa, const float *pb, float *c, int ldc, int mr, int nr, float alpha, float beta) {
+    // kc ≥ 1: the first step multiplies (no zeroed accumulators, which clang would keep in memory).
     __m512 acc[MR][2];
-    for (int i = 0; i < MR; i++) { acc[i][0] = _mm512_setzero_ps(); acc[i][1] = _mm512_setzero_ps(); }
-    for (int p = 0; p < kc; p++) {
+    {
+        __m512 b0 = _mm512_loadu_ps(pb), b1 = _mm512_loadu_ps(pb + 16);
+#define ROW(i) { __m512 x = _mm512_set1_ps(pa[i]); acc[i][0] = _mm512_mul_ps(x, b0); acc[i][1] = _mm512_mul_ps(x, b1); }
+        ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5) ROW(6) ROW(7) ROW(8) ROW(9) ROW(10) ROW(11) ROW(12) ROW(13)
+#undef ROW
+    }
+    for (int p = 1; p < kc; p++) {
         __m512 b0 = _mm512_loadu_ps(pb + p * NR), b1 = _mm512_loadu_ps(pb + p * NR + 16);
         const float *ap = pa + p * MR;
 #define ROW(i) { __m512 x = _mm512_set1_ps(ap[i]); acc[i][0] = _mm512_fmadd_ps(x, b0, acc[i][0]); acc[i][1] = _mm512_fmadd_ps(x, b1, acc[i][1]); }
