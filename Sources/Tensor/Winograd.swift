@@ -1,3 +1,5 @@
+import CKernels
+
 // Winograd F(2×2, 3×3) for the 3×3, stride-1, padding-1 convolutions (Lavin & Gray 2016): each
 // 2×2 block of outputs from a 4×4 block of input with 16 multiplications instead of 36. The 16
 // element-wise products over channels become 16 GEMMs [K×C]·[C×tiles]; the transforms are additions.
@@ -49,9 +51,14 @@ func winogradTransformWeights(_ weight: UnsafePointer<Float>, outChannels K: Int
 /// out (= or +=) conv3×3(input, U) + bias for a batch of [C, H, W] images, stride 1, padding 1;
 /// `u` from `winogradTransformWeights`. Images are taken in chunks of about 2,048 tiles so that
 /// the transformed input stays small.
+///
+/// `vectorTransforms`: the transforms by the AVX-512 kernels of Sources/CKernels/winograd.c (the
+/// default where the processor has AVX-512), else by the scalar code here; both compute the same
+/// sums in the same order.
 func winogradConvolve(input: UnsafePointer<Float>, images n: Int, inChannels C: Int, h: Int, w: Int,
                       u: UnsafePointer<Float>, outChannels K: Int, bias: UnsafePointer<Float>?,
-                      out: UnsafeMutablePointer<Float>, accumulate: Bool, workspace: Workspace) {
+                      out: UnsafeMutablePointer<Float>, accumulate: Bool, workspace: Workspace,
+                      vectorTransforms: Bool = Engine.kgemmAvailable) {
     let th = (h + 1) / 2, tw = (w + 1) / 2, tilesPerImage = th * tw
     let perChunk = max(1, min(n, 2048 / max(tilesPerImage, 1)))
     let imagePlane = h * w
@@ -70,6 +77,10 @@ func winogradConvolve(input: UnsafePointer<Float>, images n: Int, inChannels C: 
             let img = idx / C, c = idx % C
             let x = input + ((start + img) * C + c) * imagePlane
             let vBase = v + c * tiles + img * tilesPerImage
+            if vectorTransforms {
+                winograd_input_tiles(x, Int32(h), Int32(w), vBase, vStride)
+                return
+            }
             withUnsafeTemporaryAllocation(of: Float.self, capacity: ph * pw) { buf in
                 let pad = buf.baseAddress!
                 pad.update(repeating: 0, count: ph * pw)
@@ -108,6 +119,10 @@ func winogradConvolve(input: UnsafePointer<Float>, images n: Int, inChannels C: 
             let y = out + ((start + img) * K + k) * imagePlane
             let b = bias?[k] ?? 0
             let mBase = m + k * tiles + img * tilesPerImage
+            if vectorTransforms {
+                winograd_output_tiles(mBase, mStride, Int32(h), Int32(w), b, accumulate ? 1 : 0, y)
+                return
+            }
             for i in 0..<th {
                 for j in 0..<tw {
                     let t = i * tw + j

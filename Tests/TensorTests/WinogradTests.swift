@@ -53,6 +53,36 @@ struct WinogradTests {
         #expect(cw.maxAbsError == 0, "dWeight takes the same path either way: \(cw)")
     }
 
+    /// The AVX-512 transforms (Sources/CKernels/winograd.c) against the scalar ones: the same sums
+    /// in the same order, so the same bits; odd and even sides, more than 16 tiles to a row, one pixel.
+    @Test(arguments: [(14, 14), (28, 28), (7, 9), (1, 1), (1, 40), (35, 66), (2, 2)], [false, true])
+    func vectorTransformsMatchScalar(_ size: (Int, Int), _ accumulate: Bool) throws {
+        guard Engine.kgemmAvailable else { return }  // no AVX-512: the scalar transforms are the only ones
+        let (h, w) = size, n = 3, cin = 5, cout = 4
+        let x = randomTensor([n, cin, h, w], seed: 8)
+        let wt = randomTensor([cout, cin, 3, 3], seed: 9, scale: 0.3)
+        let bias = randomTensor([cout], seed: 10)
+        let start = randomTensor([n, cout, h, w], seed: 11)
+        let ws = Workspace()
+        let u = UnsafeMutablePointer<Float>.allocate(capacity: 16 * cout * cin)
+        defer { u.deallocate() }
+        winogradTransformWeights(wt.data, outChannels: cout, inChannels: cin, flipped: false, u: u)
+        func run(_ vector: Bool) -> Tensor {
+            let out = Tensor(shape: [n, cout, h, w])
+            for i in 0..<out.count { out.data[i] = accumulate ? start.data[i] : .nan }
+            winogradConvolve(input: x.data, images: n, inChannels: cin, h: h, w: w, u: u, outChannels: cout, bias: bias.data,
+                             out: out.data, accumulate: accumulate, workspace: ws, vectorTransforms: vector)
+            return out
+        }
+        let vector = run(true), scalar = run(false)
+        var differing = 0, nonFinite = 0
+        for i in 0..<vector.count {
+            if vector.data[i] != scalar.data[i] { differing += 1 }
+            if !vector.data[i].isFinite { nonFinite += 1 }
+        }
+        #expect(differing == 0 && nonFinite == 0, "\(h)×\(w): \(differing) differ, \(nonFinite) not finite")
+    }
+
     @Test func otherGeometriesKeepIm2col() {
         #expect(!ConvGeometry(8, 8, kernel: 3, stride: 2, padding: 1).isWinogradEligible)
         #expect(!ConvGeometry(8, 8, kernel: 3, padding: 0).isWinogradEligible)

@@ -1,0 +1,15 @@
+// Winograd F(2×2, 3×3) transforms of one image plane, in AVX-512 (used when kgemm_available()).
+// Tiles are numbered t = i·tw + j (th = ⌈h/2⌉ rows, tw = ⌈w/2⌉ columns of tiles); tile (i, j)
+// reads input rows 2i−1…2i+2 and columns 2j−1…2j+2 (zero outside: padding 1) and gives the output
+// pixels (2i…2i+1, 2j…2j+1) that fall inside the plane.
+#ifndef WINOGRAD_H
+#define WINOGRAD_H
+
+/// V = Bᵀ·d·B of every tile of the h×w plane x: element ξ (0…15) of tile t goes to v[ξ·vstride + t].
+void winograd_input_tiles(const float *x, int h, int w, float *v, long vstride);
+
+/// Y = Aᵀ·M·A + bias of every tile, element ξ of tile t read from mat[ξ·mstride + t], written
+/// (or added, when accumulate) into the h×w plane y.
+void winograd_output_tiles(const float *mat, long mstride, int h, int w, float bias, int accumulate, float *y);
+
+#endif

@@ -1,0 +1,101 @@
+// Winograd F(2×2, 3×3) input and output transforms in AVX-512: see include/winograd.h.
+// Sixteen tiles of one tile row at a time, one per lane; the arithmetic is that of the scalar
+// transforms in Sources/Tensor/Winograd.swift, in the same order.
+#include "winograd.h"
+
+#include <immintrin.h>
+
+static inline __mmask16 lanes16(int count) { return count <= 0 ? 0 : count >= 16 ? 0xFFFF : (__mmask16)((1u << count) - 1u); }
+
+// Lanes of a 16-float load at row[col0 …] that fall inside 0 ≤ col < w.
+static inline __mmask16 inside(int col0, int w) {
+    int lo = -col0, hi = w - col0;
+    if (lo < 0) lo = 0;
+    if (hi > 16) hi = 16;
+    return hi > lo ? (__mmask16)(lanes16(hi) & ~lanes16(lo)) : 0;
+}
+
+__attribute__((target("avx512f")))
+void winograd_input_tiles(const float *x, int h, int w, float *v, long vstride) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    int th = (h + 1) / 2, tw = (w + 1) / 2;
+    for (int i = 0; i < th; i++) {
+        for (int j0 = 0; j0 < tw; j0 += 16) {
+            int count = tw - j0 < 16 ? tw - j0 : 16;
+            // d[r][c]: lane j holds input row 2i−1+r, column 2(j0+j)−1+c (zero outside the image).
+            __m512 d[4][4];
+            for (int r = 0; r < 4; r++) {
+                int row = 2 * i - 1 + r;
+                if (row < 0 || row >= h) {
+                    for (int c = 0; c < 4; c++) d[r][c] = _mm512_setzero_ps();
+                    continue;
+                }
+                const float *src = x + (long)row * w;
+                int a0 = 2 * j0 - 1, b0 = 2 * j0 + 1;  // columns 2j−1, 2j (A) and 2j+1, 2j+2 (B), interleaved
+                __m512 a_lo = _mm512_maskz_loadu_ps(inside(a0, w), src + a0), a_hi = _mm512_maskz_loadu_ps(inside(a0 + 16, w), src + a0 + 16);
+                __m512 b_lo = _mm512_maskz_loadu_ps(inside(b0, w), src + b0), b_hi = _mm512_maskz_loadu_ps(inside(b0 + 16, w), src + b0 + 16);
+                d[r][0] = _mm512_permutex2var_ps(a_lo, even, a_hi);
+                d[r][1] = _mm512_permutex2var_ps(a_lo, odd, a_hi);
+                d[r][2] = _mm512_permutex2var_ps(b_lo, even, b_hi);
+                d[r][3] = _mm512_permutex2var_ps(b_lo, odd, b_hi);
+            }
+            // Bᵀd (rows d0−d2, d1+d2, d2−d1, d1−d3), then the same on the columns.
+            __m512 t[4][4];
+            for (int c = 0; c < 4; c++) {
+                t[0][c] = _mm512_sub_ps(d[0][c], d[2][c]);
+                t[1][c] = _mm512_add_ps(d[1][c], d[2][c]);
+                t[2][c] = _mm512_sub_ps(d[2][c], d[1][c]);
+                t[3][c] = _mm512_sub_ps(d[1][c], d[3][c]);
+            }
+            __mmask16 m = lanes16(count);
+            float *dst = v + (long)i * tw + j0;
+            for (int r = 0; r < 4; r++) {
+                _mm512_mask_storeu_ps(dst + (4 * r) * vstride, m, _mm512_sub_ps(t[r][0], t[r][2]));
+                _mm512_mask_storeu_ps(dst + (4 * r + 1) * vstride, m, _mm512_add_ps(t[r][1], t[r][2]));
+                _mm512_mask_storeu_ps(dst + (4 * r + 2) * vstride, m, _mm512_sub_ps(t[r][2], t[r][1]));
+                _mm512_mask_storeu_ps(dst + (4 * r + 3) * vstride, m, _mm512_sub_ps(t[r][1], t[r][3]));
+            }
+        }
+    }
+}
+
+__attribute__((target("avx512f")))
+void winograd_output_tiles(const float *mat, long mstride, int h, int w, float bias, int accumulate, float *y) {
+    // Interleaving y·0 and y·1 (lanes j) into output columns 2j, 2j+1.
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    int th = (h + 1) / 2, tw = (w + 1) / 2;
+    __m512 b = _mm512_set1_ps(bias);
+    for (int i = 0; i < th; i++) {
+        for (int j0 = 0; j0 < tw; j0 += 16) {
+            int count = tw - j0 < 16 ? tw - j0 : 16;
+            __mmask16 m = lanes16(count);
+            const float *src = mat + (long)i * tw + j0;
+            __m512 a0[4], a1[4];
+            for (int c = 0; c < 4; c++) {
+                __m512 m0 = _mm512_maskz_loadu_ps(m, src + c * mstride), m1 = _mm512_maskz_loadu_ps(m, src + (4 + c) * mstride);
+                __m512 m2 = _mm512_maskz_loadu_ps(m, src + (8 + c) * mstride), m3 = _mm512_maskz_loadu_ps(m, src + (12 + c) * mstride);
+                a0[c] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);   // rows m0+m1+m2
+                a1[c] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);   // rows m1−m2−m3
+            }
+            __m512 y00 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0[0], a0[1]), a0[2]), b);
+            __m512 y01 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(a0[1], a0[2]), a0[3]), b);
+            __m512 y10 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a1[0], a1[1]), a1[2]), b);
+            __m512 y11 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(a1[1], a1[2]), a1[3]), b);
+            int col0 = 2 * j0;
+            __mmask16 s0 = inside(col0, w), s1 = inside(col0 + 16, w);
+            for (int r = 0; r < 2 && 2 * i + r < h; r++) {
+                __m512 e = r ? y10 : y00, o = r ? y11 : y01;
+                __m512 v0 = _mm512_permutex2var_ps(e, lo, o), v1 = _mm512_permutex2var_ps(e, hi, o);
+                float *dst = y + (long)(2 * i + r) * w + col0;
+                if (accumulate) {
+                    v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(s0, dst), v0);
+                    v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(s1, dst + 16), v1);
+                }
+                _mm512_mask_storeu_ps(dst, s0, v0);
+                _mm512_mask_storeu_ps(dst + 16, s1, v1);
+            }
+        }
+    }
+}
