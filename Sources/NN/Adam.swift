@@ -41,13 +41,16 @@ public final class Adam {
         let stepSize = learningRate / bc1, bc2Sqrt = bc2.squareRoot()
         let x = p.value.data, g = p.grad.data, m = slot.m.data, v = slot.v.data
         let b1 = beta1, b2 = beta2, wd = weightDecay, e = eps
-        parallelFor(p.value.count, minChunk: 65_536) { i in
-            var gi = g[i]
-            if wd != 0 { gi += wd * x[i] }
-            m[i] += (gi - m[i]) * (1 - b1)
-            v[i] = b2 * v[i] + (1 - b2) * gi * gi
-            let denom = v[i].squareRoot() / bc2Sqrt + e
-            x[i] -= stepSize * m[i] / denom
+        let n = p.value.count, chunk = 1 << 16
+        parallelFor((n + chunk - 1) / chunk) { c in  // a plain loop per chunk, so that it vectorises
+            for i in c * chunk..<min(n, (c + 1) * chunk) {
+                var gi = g[i]
+                if wd != 0 { gi += wd * x[i] }
+                m[i] += (gi - m[i]) * (1 - b1)
+                v[i] = b2 * v[i] + (1 - b2) * gi * gi
+                let denom = v[i].squareRoot() / bc2Sqrt + e
+                x[i] -= stepSize * m[i] / denom
+            }
         }
     }
 

@@ -182,8 +182,10 @@ public func reluForward(out: Tensor, input: Tensor) throws {
 public func reluBackward(dInput: Tensor, dOut: Tensor, output: Tensor) throws {
     try dOut.expectShape(output.shape, "relu backward", "dOut")
     try dInput.expectShape(output.shape, "relu backward", "dInput")
-    let y = output.data, g = dOut.data, d = dInput.data
-    for i in 0..<output.count where y[i] > 0 { d[i] += g[i] }
+    let y = output.data, g = dOut.data, d = dInput.data, n = output.count, chunk = 1 << 16
+    parallelFor((n + chunk - 1) / chunk) { c in
+        for i in c * chunk..<min(n, (c + 1) * chunk) where y[i] > 0 { d[i] += g[i] }
+    }
 }
 
 /// out = a + b (same shapes; no broadcasting). `out` may alias either input.
@@ -271,21 +273,40 @@ public func maxPool2dForward(out: Tensor, indices: UnsafeMutablePointer<Int32>, 
     let oh = (h + 2 * padding - kernel) / stride + 1, ow = (w + 2 * padding - kernel) / stride + 1
     guard oh > 0, ow > 0 else { throw TensorError.invalidArgument(op: op, detail: "input \(shapeString(input.shape)) too small for kernel \(kernel)") }
     try out.expectShape([n, c, oh, ow], op, "out")
-    parallelFor(n * c, minChunk: 8) { p in
+    // Scanning a window row by row, a value replaces the best so far when it is larger or NaN: the
+    // first maximum wins, or the last NaN. The same choice in two passes: along each input row
+    // (each row's winner), then down the window's rows (the first row whose winner is larger, or
+    // the last with a NaN).
+    parallelFor(n * c, minChunk: 4) { p in
         let x = input.data + p * h * w, y = out.data + p * oh * ow, ix = indices + p * oh * ow
-        for oy in 0..<oh {
-            let y0 = oy * stride - padding, yLo = max(y0, 0), yHi = min(y0 + kernel, h)
-            for ox in 0..<ow {
-                let x0 = ox * stride - padding, xLo = max(x0, 0), xHi = min(x0 + kernel, w)
-                var best = -Float.infinity, bi: Int32 = Int32(yLo * w + xLo)
-                for yy in yLo..<yHi {
-                    for xx in xLo..<xHi {
-                        let v = x[yy * w + xx]
-                        if v > best || v.isNaN { best = v; bi = Int32(yy * w + xx) }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: h * ow) { rowBestBuf in
+            withUnsafeTemporaryAllocation(of: Int32.self, capacity: h * ow) { rowArgBuf in
+                let rowBest = rowBestBuf.baseAddress!, rowArg = rowArgBuf.baseAddress!
+                for yy in 0..<h {
+                    let xr = x + yy * w, br = rowBest + yy * ow, ar = rowArg + yy * ow
+                    for ox in 0..<ow {
+                        let x0 = ox * stride - padding, xLo = max(x0, 0), xHi = min(x0 + kernel, w)
+                        var best = xr[xLo], bi = xLo
+                        for xx in (xLo + 1)..<max(xHi, xLo + 1) {
+                            let v = xr[xx]
+                            if v > best || v.isNaN { best = v; bi = xx }
+                        }
+                        br[ox] = best
+                        ar[ox] = Int32(yy * w + bi)
                     }
                 }
-                y[oy * ow + ox] = best
-                ix[oy * ow + ox] = bi
+                for oy in 0..<oh {
+                    let y0 = oy * stride - padding, yLo = max(y0, 0), yHi = min(y0 + kernel, h)
+                    for ox in 0..<ow {
+                        var best = rowBest[yLo * ow + ox], bi = rowArg[yLo * ow + ox]
+                        for yy in (yLo + 1)..<max(yHi, yLo + 1) {
+                            let v = rowBest[yy * ow + ox]
+                            if v > best || v.isNaN { best = v; bi = rowArg[yy * ow + ox] }
+                        }
+                        y[oy * ow + ox] = best
+                        ix[oy * ow + ox] = bi
+                    }
+                }
             }
         }
     }

@@ -97,24 +97,40 @@ import TestSupport
         }
     }
 
-    /// The inference max pool (no indices, separable) gives the indexed version's values, NaN and
-    /// ties included, on odd sizes and several geometries.
-    @Test func maxPool2dWithoutIndices() throws {
-        for (k, stride, pad, h, w) in [(3, 2, 1, 11, 9), (2, 2, 0, 8, 7), (3, 1, 1, 5, 6), (3, 3, 0, 10, 10), (1, 1, 0, 3, 4)] {
+    /// Both max pools (with indices, for training; without, for inference) against PyTorch's scan
+    /// written out plainly — rows then columns, a value wins when larger or NaN — with many ties and
+    /// NaNs, on odd sizes and several geometries: the same values and the same argmax.
+    @Test func maxPool2dTiesAndNaN() throws {
+        for (k, st, pad, h, w) in [(3, 2, 1, 11, 9), (2, 2, 0, 8, 7), (3, 1, 1, 5, 6), (3, 3, 0, 10, 10), (1, 1, 0, 3, 4), (3, 2, 1, 2, 2)] {
             let x = randomTensor([2, 3, h, w], seed: 41)
             for i in 0..<x.count { x.data[i] = (x.data[i] * 2).rounded() }  // many ties
-            x.data[7] = .nan; x.data[x.count - 3] = .nan
-            let oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1
+            for i in stride(from: 7, to: x.count, by: 23) { x.data[i] = .nan }
+            let oh = (h + 2 * pad - k) / st + 1, ow = (w + 2 * pad - k) / st + 1
             let indexed = Tensor(shape: [2, 3, oh, ow]), fast = Tensor(shape: indexed.shape)
             var idx = [Int32](repeating: 0, count: indexed.count)
-            try maxPool2dForward(out: indexed, indices: &idx, input: x, kernel: k, stride: stride, padding: pad)
-            try maxPool2dForward(out: fast, input: x, kernel: k, stride: stride, padding: pad)
-            var differing = 0, nans = 0
-            for i in 0..<fast.count {
-                if indexed.data[i].isNaN { nans += 1 }
-                if !(fast.data[i] == indexed.data[i] || (fast.data[i].isNaN && indexed.data[i].isNaN)) { differing += 1 }
+            try maxPool2dForward(out: indexed, indices: &idx, input: x, kernel: k, stride: st, padding: pad)
+            try maxPool2dForward(out: fast, input: x, kernel: k, stride: st, padding: pad)
+            var wrongValue = 0, wrongIndex = 0, nans = 0
+            for p in 0..<6 {
+                for oy in 0..<oh {
+                    for ox in 0..<ow {
+                        var best = -Float.infinity, bi = max(oy * st - pad, 0) * w + max(ox * st - pad, 0)
+                        for yy in max(oy * st - pad, 0)..<min(oy * st - pad + k, h) {
+                            for xx in max(ox * st - pad, 0)..<min(ox * st - pad + k, w) {
+                                let v = x.data[p * h * w + yy * w + xx]
+                                if v > best || v.isNaN { best = v; bi = yy * w + xx }
+                            }
+                        }
+                        let o = p * oh * ow + oy * ow + ox
+                        func same(_ a: Float) -> Bool { a == best || (a.isNaN && best.isNaN) }
+                        if best.isNaN { nans += 1 }
+                        if !same(indexed.data[o]) || !same(fast.data[o]) { wrongValue += 1 }
+                        if idx[o] != Int32(bi) { wrongIndex += 1 }
+                    }
+                }
             }
-            #expect(nans > 0 && differing == 0, "k\(k) s\(stride) p\(pad) \(h)×\(w): \(differing) differ, \(nans) NaN")
+            #expect(nans > 0 && wrongValue == 0 && wrongIndex == 0,
+                    "k\(k) s\(st) p\(pad) \(h)×\(w): \(wrongValue) values and \(wrongIndex) indices wrong, \(nans) NaN")
         }
     }
 
