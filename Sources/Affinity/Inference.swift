@@ -130,7 +130,14 @@ public extension AffinityModel {
         if withDetections {
             dets = try timed("segmentation") { try segmentation.inference(features: features, imageHeight: h, imageWidth: w, stage: stage).detections }
             areas = timed("paste_masks") {
-                dets.map { d in d.mask28.withUnsafeBufferPointer { pastedArea($0.baseAddress!, box: d.box, imageHeight: h, imageWidth: w) } }
+                var a = [Int](repeating: 0, count: dets.count)
+                a.withUnsafeMutableBufferPointer { out in
+                    let o = out.baseAddress!
+                    parallelFor(dets.count, minChunk: 4) { i in
+                        o[i] = dets[i].mask28.withUnsafeBufferPointer { pastedArea($0.baseAddress!, box: dets[i].box, imageHeight: h, imageWidth: w) }
+                    }
+                }
+                return a
             }
         }
         timings["total"] = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
@@ -146,8 +153,5 @@ public extension AffinityModel {
 
 /// The number of pixels > 0.5 of a 28×28 probability map pasted into an H×W image (§5.2.4).
 public func pastedArea(_ probs: UnsafePointer<Float>, box: Box, imageHeight: Int, imageWidth: Int) -> Int {
-    let p = pasteMask(probs, size: 28, box: box, imageHeight: imageHeight, imageWidth: imageWidth)
-    var n = 0
-    for v in p where v > 0.5 { n += 1 }
-    return n
+    pastedMaskArea(probs, size: 28, box: box, imageHeight: imageHeight, imageWidth: imageWidth)
 }

@@ -241,6 +241,19 @@ struct GeometryMaskTests {
             #expect(e.allSatisfy { $0 == 0 }, "\(b)")
         }
     }
+
+    /// `pastedMaskArea` (no canvas) counts what `pasteMask` pastes above the threshold.
+    @Test func pastedAreaCountsThePastedMask() {
+        let h = 40, w = 50
+        var rng = SeededGenerator(seed: 3)
+        let probs = (0..<784).map { _ in Float.random(in: 0...1, using: &rng) }
+        for b in [Box(-10, -6, 18, 22), Box(3.5, 4.25, 40.75, 30), Box(0, 0, 50, 40), Box(45, 35, 60, 55), Box(-80, -80, -60, -60), Box(7, 7, 7.5, 7.2)] {
+            let canvas = probs.withUnsafeBufferPointer { pasteMask($0.baseAddress!, size: 28, box: b, imageHeight: h, imageWidth: w) }
+            let area = probs.withUnsafeBufferPointer { pastedMaskArea($0.baseAddress!, size: 28, box: b, imageHeight: h, imageWidth: w) }
+            let expected = canvas.filter { $0 > 0.5 }.count
+            #expect(area == expected, "\(b)")
+        }
+    }
 }
 
 @Suite("Geometry: RoIAlign")
