@@ -259,11 +259,8 @@ public func softmaxBackward(dInput: Tensor, dOut: Tensor, output: Tensor) throws
 
 // MARK: - max_pool2d
 
-/// Max pooling with −∞ padding; `indices` receives the flat input-plane index of each maximum
-/// (the first one in scan order on ties, as PyTorch).
-/// - Precondition: input [n, c, h, w]; out and indices [n, c, oh, ow] with
-///   oh = (h + 2p − k)/s + 1 (floor mode).
-public func maxPool2dForward(out: Tensor, indices: UnsafeMutablePointer<Int32>, input: Tensor, kernel: Int, stride: Int, padding: Int) throws {
+/// Checks a max pool's arguments and returns (n, c, h, w, oh, ow).
+private func checkMaxPool(out: Tensor, input: Tensor, kernel: Int, stride: Int, padding: Int) throws -> (Int, Int, Int, Int, Int, Int) {
     let op = "max_pool2d"
     try input.expectRank(4, op, "input")
     guard kernel > 0, stride > 0, padding >= 0, padding * 2 <= kernel else {
@@ -273,6 +270,15 @@ public func maxPool2dForward(out: Tensor, indices: UnsafeMutablePointer<Int32>, 
     let oh = (h + 2 * padding - kernel) / stride + 1, ow = (w + 2 * padding - kernel) / stride + 1
     guard oh > 0, ow > 0 else { throw TensorError.invalidArgument(op: op, detail: "input \(shapeString(input.shape)) too small for kernel \(kernel)") }
     try out.expectShape([n, c, oh, ow], op, "out")
+    return (n, c, h, w, oh, ow)
+}
+
+/// Max pooling with −∞ padding; `indices` receives the flat input-plane index of each maximum
+/// (the first one in scan order on ties, as PyTorch).
+/// - Precondition: input [n, c, h, w]; out and indices [n, c, oh, ow] with
+///   oh = (h + 2p − k)/s + 1 (floor mode).
+public func maxPool2dForward(out: Tensor, indices: UnsafeMutablePointer<Int32>, input: Tensor, kernel: Int, stride: Int, padding: Int) throws {
+    let (n, c, h, w, oh, ow) = try checkMaxPool(out: out, input: input, kernel: kernel, stride: stride, padding: padding)
     // Scanning a window row by row, a value replaces the best so far when it is larger or NaN: the
     // first maximum wins, or the last NaN. The same choice in two passes: along each input row
     // (each row's winner), then down the window's rows (the first row whose winner is larger, or
@@ -312,19 +318,11 @@ public func maxPool2dForward(out: Tensor, indices: UnsafeMutablePointer<Int32>, 
     }
 }
 
-/// `maxPool2dForward(out:indices:…)` without the argmax indices (inference): the same maxima (NaN wins, as in
-/// PyTorch), computed separably: the column maxima of each output row's input rows, then the maxima
-/// of those along the row.
+/// `maxPool2dForward(out:indices:…)` without the argmax indices (inference): the same maxima
+/// (NaN wins, as in PyTorch), computed separably: the column maxima of each output row's input
+/// rows, then the maxima of those along the row.
 public func maxPool2dForward(out: Tensor, input: Tensor, kernel: Int, stride: Int, padding: Int) throws {
-    let op = "max_pool2d"
-    try input.expectRank(4, op, "input")
-    guard kernel > 0, stride > 0, padding >= 0, padding * 2 <= kernel else {
-        throw TensorError.invalidArgument(op: op, detail: "kernel \(kernel), stride \(stride), padding \(padding)")
-    }
-    let n = input.shape[0], c = input.shape[1], h = input.shape[2], w = input.shape[3]
-    let oh = (h + 2 * padding - kernel) / stride + 1, ow = (w + 2 * padding - kernel) / stride + 1
-    guard oh > 0, ow > 0 else { throw TensorError.invalidArgument(op: op, detail: "input \(shapeString(input.shape)) too small for kernel \(kernel)") }
-    try out.expectShape([n, c, oh, ow], op, "out")
+    let (n, c, h, w, oh, ow) = try checkMaxPool(out: out, input: input, kernel: kernel, stride: stride, padding: padding)
     @inline(__always) func larger(_ a: Float, _ b: Float) -> Float { b > a || b.isNaN ? b : a }
     parallelFor(n * c, minChunk: 4) { p in
         let x = input.data + p * h * w, y = out.data + p * oh * ow
