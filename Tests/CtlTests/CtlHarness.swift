@@ -166,19 +166,21 @@ func startCtl(_ args: [String], environment: [String: String] = [:]) throws -> (
 /// Runs affinityctl to its end with pipes (so stdout is not a terminal).
 func ctl(_ args: [String], environment: [String: String] = [:]) throws -> CtlResult {
     let (p, out, err) = try startCtl(args, environment: environment)
-    // Read both pipes concurrently so that neither fills up.
-    var errData = Data()
+    // Read both pipes concurrently so that neither fills up. The reader fills `stderrBox` before
+    // leaving the group, and it is read only after the wait.
+    final class Box: @unchecked Sendable { var data = Data() }
+    let stderrBox = Box()
     let group = DispatchGroup()
     group.enter()
     DispatchQueue.global().async {
-        errData = err.fileHandleForReading.readDataToEndOfFile()
+        stderrBox.data = err.fileHandleForReading.readDataToEndOfFile()
         group.leave()
     }
     let outData = out.fileHandleForReading.readDataToEndOfFile()
     group.wait()
     p.waitUntilExit()
     return CtlResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                     stderr: String(decoding: errData, as: UTF8.self))
+                     stderr: String(decoding: stderrBox.data, as: UTF8.self))
 }
 
 /// affinityctl on the test bus.
