@@ -4,8 +4,8 @@
 # dbus-daemon (unix socket in a temporary directory, nothing on the network), with a small model it
 # trains (affinity-lab, 1 tiny epoch) and imports. Reports throughput, p50/p99 latency, the number
 # of successful calls, and the daemon's VmRSS before (right after the model is imported and made the
-# default, i.e. loaded and warmed up by the daemon) and after the load; fails when it changed by
-# more than 10 %.
+# default, i.e. loaded and warmed up by the daemon) and after the load; fails when it grew by more
+# than 10 %.
 #
 #   bench/load_analyse.sh            (binaries from $BIN, default .build/release, else .build-daemon2/release)
 #   CLIENTS=8 CALLS=25 QUEUE_LIMIT=16 CALL_TIMEOUT=300 WARM_ROUNDS=0 MODEL=weights.safetensors bench/load_analyse.sh
@@ -132,4 +132,6 @@ if (( FAILED > 0 )); then
     echo "failures:"; awk '$1 == 0' "$WORK/all" | head -n 5
     exit 1
 fi
-awk -v b="$RSS_BEFORE" -v a="$RSS_AFTER" 'BEGIN { exit (a > 1.1 * b || a < 0.9 * b) ? 1 : 0 }' || { echo "RSS changed by more than 10 %"; exit 1; }
+# Growth is what would show a leak; the daemon may end lower, since it gives the memory it held
+# while busy back when the queue empties.
+awk -v b="$RSS_BEFORE" -v a="$RSS_AFTER" 'BEGIN { exit (a > 1.1 * b) ? 1 : 0 }' || { echo "RSS grew by more than 10 %"; exit 1; }

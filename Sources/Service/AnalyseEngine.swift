@@ -210,6 +210,7 @@ public final class AnalyseEngine: @unchecked Sendable {
                 decoder: ImageDecoderHook? = nil) {
         self.store = store
         self.decoder = decoder
+        Engine.holdFreedMemory()  // the model runs over and over; released when the queue empties
         pool = ModelPool(store: store, perModel: max(1, workers))
         _limits = limits
         _queueLimit = max(0, queueLimit)
@@ -318,6 +319,7 @@ public final class AnalyseEngine: @unchecked Sendable {
             cond.broadcast()
         }
         group.wait()
+        Engine.releaseFreedMemory()  // idle again: what the warm-up freed goes back
         if let failure {
             let e = ServiceError(failure)
             throw ServiceError(e.kind, "The model was loaded but its warm-up analysis failed: \(e.message)")
@@ -373,8 +375,11 @@ public final class AnalyseEngine: @unchecked Sendable {
             } catch {
                 result = .failure(ServiceError(error))
             }
-            cond.withLock { running -= 1 }
+            let idle = cond.withLock { running -= 1; return running == 0 && pending.isEmpty }
             completion(result)
+            // The process holds freed tensors for the next analysis while busy (Engine.holdFreedMemory);
+            // idle, it gives them back.
+            if idle { Engine.releaseFreedMemory() }
             onQueueChange?()
         }
     }

@@ -100,6 +100,7 @@ public final class Job: @unchecked Sendable {
             return (snap, observers)
         }
         for o in obs { o(s, true) }
+        Engine.releaseFreedMemory()  // a job's tensors, kept while it ran (Engine.holdFreedMemory)
     }
 }
 

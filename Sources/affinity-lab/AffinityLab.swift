@@ -1,4 +1,5 @@
 import ArgumentParser
+import Tensor
 import Foundation
 
 /// The offline tool for research and scripting: benchmarks now; predict, train, finetune,
@@ -10,6 +11,16 @@ struct AffinityLab: ParsableCommand {
         abstract: "Offline tool for the One Shot Affinity Model: benchmarks, prediction, training, evaluation.",
         subcommands: [Bench.self, Predict.self, Phantoms.self, Train.self, Finetune.self, AffinityMatrixCommand.self, Evaluate.self,
                       CocoEval.self, Plugins.self, Export.self])
+
+    static func main() {
+        Engine.holdFreedMemory()
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 struct Bench: ParsableCommand {

@@ -126,7 +126,7 @@ func runTraining(kind: String, model: AffinityModel, data: TrainingData, config:
     let checkpointURL = URL(fileURLWithPath: o.out + "/checkpoint.safetensors")
     let modelURL = URL(fileURLWithPath: o.out + "/model.safetensors")
     let metricsPath = o.out + "/metrics.jsonl"
-    if o.resume == nil || !fileExists(metricsPath) { FileManager.default.createFile(atPath: metricsPath, contents: nil) }
+    if o.resume == nil || !fileExists(metricsPath) { _ = FileManager.default.createFile(atPath: metricsPath, contents: nil) }  // the open below reports a failure
     guard let metrics = FileHandle(forWritingAtPath: metricsPath) else {
         throw LabError(name: "io", message: "Cannot open \(metricsPath) for writing.", code: 1)
     }
