@@ -99,3 +99,46 @@ void winograd_output_tiles(const float *mat, long mstride, int h, int w, float b
         }
     }
 }
+
+__attribute__((target("avx512f")))
+void winograd_weight_tiles(const float *weight, int K, int C, int flipped, int k0, int k1, float *u) {
+    long plane = (long)K * C;
+    const __m512 half = _mm512_set1_ps(0.5f);
+    for (int k = k0; k < k1; k++) {
+        for (int c0 = 0; c0 < C; c0 += 16) {
+            int count = C - c0 < 16 ? C - c0 : 16;
+            __mmask16 m = lanes16(count);
+            // g[t]: tap t of the 16 kernels (c0 + lane, k), turned 180° when flipped.
+            __m512i idx;
+            const float *base;
+            if (flipped) {  // weight [C, K, 3, 3]: kernel (c, k) at (c·K + k)·9, tap t read at 8 − t
+                idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(K * 9));
+                base = weight + ((long)c0 * K + k) * 9;
+            } else {        // weight [K, C, 3, 3]: kernel (k, c) at (k·C + c)·9
+                idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(9));
+                base = weight + ((long)k * C + c0) * 9;
+            }
+            __m512 g[9];
+            for (int t = 0; t < 9; t++)
+                g[t] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + (flipped ? 8 - t : t), 4);
+            // Gg (4×3): rows g0, (g0+g1+g2)/2, (g0−g1+g2)/2, g2 (g0, g1, g2 the kernel's rows).
+            __m512 rows[4][3];
+            for (int j = 0; j < 3; j++) {
+                __m512 r0 = g[j], r1 = g[3 + j], r2 = g[6 + j];
+                rows[0][j] = r0;
+                rows[1][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(r0, r1), r2));
+                rows[2][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(r0, r1), r2));
+                rows[3][j] = r2;
+            }
+            // Then (Gg)Gᵀ: the same on each row's three values.
+            float *dst = u + (long)k * C + c0;
+            for (int r = 0; r < 4; r++) {
+                __m512 a = rows[r][0], b = rows[r][1], d = rows[r][2];
+                _mm512_mask_storeu_ps(dst + (4 * r) * plane, m, a);
+                _mm512_mask_storeu_ps(dst + (4 * r + 1) * plane, m, _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(a, b), d)));
+                _mm512_mask_storeu_ps(dst + (4 * r + 2) * plane, m, _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(a, b), d)));
+                _mm512_mask_storeu_ps(dst + (4 * r + 3) * plane, m, d);
+            }
+        }
+    }
+}

@@ -23,9 +23,17 @@ extension ConvGeometry {
 /// The 16 transformed weights U = G·g·Gᵀ of every (out, in) channel pair, stored as 16 matrices
 /// [outChannels × inChannels]: u[(ξ·K + k)·C + c]. `weight` is [K, C, 3, 3]; with `flipped` it is
 /// [C, K, 3, 3] and each kernel is used turned by 180° (the input gradient's convolution).
+/// `vector`: by the AVX-512 kernel of Sources/CKernels/winograd.c (the same sums in the same order).
 func winogradTransformWeights(_ weight: UnsafePointer<Float>, outChannels K: Int, inChannels C: Int, flipped: Bool,
-                              u: UnsafeMutablePointer<Float>) {
+                              u: UnsafeMutablePointer<Float>, vector: Bool = Engine.kgemmAvailable) {
     let plane = K * C
+    if vector {
+        let chunks = min(K, max(1, Engine.threads))
+        parallelFor(chunks) { i in
+            winograd_weight_tiles(weight, Int32(K), Int32(C), flipped ? 1 : 0, Int32(K * i / chunks), Int32(K * (i + 1) / chunks), u)
+        }
+        return
+    }
     parallelFor(K, minChunk: 8) { k in
         for c in 0..<C {
             let src = flipped ? weight + (c * K + k) * 9 : weight + (k * C + c) * 9

@@ -83,6 +83,23 @@ struct WinogradTests {
         #expect(differing == 0 && nonFinite == 0, "\(h)×\(w): \(differing) differ, \(nonFinite) not finite")
     }
 
+    /// The AVX-512 weight transform against the scalar one, plain and turned (the input gradient's).
+    @Test(arguments: [(4, 5), (17, 33), (256, 256), (1, 1)], [false, true])
+    func vectorWeightTransformMatchesScalar(_ channels: (Int, Int), _ flipped: Bool) {
+        guard Engine.kgemmAvailable else { return }
+        let (k, c) = channels
+        let wt = randomTensor(flipped ? [c, k, 3, 3] : [k, c, 3, 3], seed: 12)
+        let a = UnsafeMutablePointer<Float>.allocate(capacity: 16 * k * c), b = UnsafeMutablePointer<Float>.allocate(capacity: 16 * k * c)
+        defer { a.deallocate(); b.deallocate() }
+        a.update(repeating: .nan, count: 16 * k * c)
+        b.update(repeating: .nan, count: 16 * k * c)
+        winogradTransformWeights(wt.data, outChannels: k, inChannels: c, flipped: flipped, u: a, vector: true)
+        winogradTransformWeights(wt.data, outChannels: k, inChannels: c, flipped: flipped, u: b, vector: false)
+        var differing = 0
+        for i in 0..<16 * k * c where !(a[i] == b[i]) { differing += 1 }  // NaN (a value not written) differs too
+        #expect(differing == 0, "\(k)×\(c) flipped \(flipped): \(differing) differ")
+    }
+
     @Test func otherGeometriesKeepIm2col() {
         #expect(!ConvGeometry(8, 8, kernel: 3, stride: 2, padding: 1).isWinogradEligible)
         #expect(!ConvGeometry(8, 8, kernel: 3, padding: 0).isWinogradEligible)

@@ -12,4 +12,9 @@ void winograd_input_tiles(const float *x, int h, int w, float *v, long vstride);
 /// (or added, when accumulate) into the h×w plane y.
 void winograd_output_tiles(const float *mat, long mstride, int h, int w, float bias, int accumulate, float *y);
 
+/// U = G·g·Gᵀ of every kernel: weight [K, C, 3, 3] (or, when flipped, [C, K, 3, 3] with each
+/// kernel turned 180°); element ξ of the pair (k, c) goes to u[ξ·K·C + k·C + c]. Output channels
+/// k0 ..< k1 only (threads take disjoint ranges).
+void winograd_weight_tiles(const float *weight, int K, int C, int flipped, int k0, int k1, float *u);
+
 #endif
