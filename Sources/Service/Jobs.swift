@@ -542,10 +542,15 @@ public final class JobManager: @unchecked Sendable {
             if let last = s.epochTotals.last { metrics["loss_total"] = last }
             if let last = s.epochCls.last { metrics["loss_classification"] = last }
             if let last = s.epochSeg.last { metrics["loss_segmentation"] = last }
+            // The plugins that made it: this job's readers, then what the base model's card records
+            // (a fine-tuned model descends from the data its base was trained on).
+            var plugins = jobData.plugins.map(Self.cardPlugin)
+            if let base = spec.baseModelID, let baseCard = store.card(base) {
+                for p in baseCard.plugins where !plugins.contains(p) { plugins.append(p) }
+            }
             let card = try store.importModel(bytes: bytes, name: spec.name ?? "trained by job \(job.id)",
                                              affinities: model.affinityHead == nil ? nil : model.affinities,
-                                             trainedOn: spec.dataset.path, metrics: metrics,
-                                             plugins: jobData.plugins.map(Self.cardPlugin))
+                                             trainedOn: spec.dataset.path, metrics: metrics, plugins: plugins)
             try? FileManager.default.removeItem(at: modelFile)
             onModelPublished?(card)
             job.finish(.completed, message: "Trained \(s.epochTotals.count) epochs; published model \(card.id).",

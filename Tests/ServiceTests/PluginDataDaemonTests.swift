@@ -171,6 +171,17 @@ struct PluginDataDaemonTests {
         let plugins = try both.model["Plugins"]?.asStrings() ?? []
         #expect(plugins == ["covidx-ct 1.0.0", "cncb-seg 1.0.0"], "\(plugins)")
         #expect(both.result["skipped_entries"] == .uint64(1), "\(both.result)")
+
+        // A fine-tune through covidx-ct alone: its card keeps the base model's readers too.
+        let before = completed.all.count
+        let baseModel = try #require(try both.result["model"]?.asObjectPath())
+        _ = try call("Finetune", [.objectPath(baseModel), .vardict(with(["data_format": .string("covidx-ct"), "seed": .uint64(5)]))])
+        #expect(waitUntil(600) { completed.all.count > before }, "no Completed signal")
+        let tuned = try #require(completed.all.last)
+        #expect(try tuned.arguments[0].asBool() == true, "\(tuned.arguments)")
+        let tunedPath = try #require(try tuned.arguments[2].asVardict()["model"]?.asObjectPath())
+        let tunedModel = try client.getAllProperties(destination: D.name, path: tunedPath, interface: D.model)
+        #expect(tunedModel["Plugins"] == .strings(["covidx-ct 1.0.0", "cncb-seg 1.0.0"]), "\(tunedModel)")
         #expect(daemon.process.isRunning)
 
         // The skipped entry is in the job's log, with the reader's reason.
