@@ -4,6 +4,7 @@ import Affinity
 import Bus
 import Foundation
 import TestSupport
+import Testing
 import Imaging
 import NN
 import Tensor
@@ -203,5 +204,60 @@ enum Fixtures {
             for _ in 0..<8 { c = (c & 1) != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
         }
         return c ^ 0xFFFF_FFFF
+    }
+}
+
+/// affinityd with its own state directory on a private bus, a client connection, and the Completed
+/// signals of its jobs: what the daemon tests that run jobs start from. `stop()` ends all three
+/// (the test defers it); `daemon` stays reachable for its log and for stopping it early.
+final class DaemonSession: @unchecked Sendable {
+    let bus: PrivateBus
+    let daemon: DaemonProcess
+    let client: BusConnection
+    private let completed = Collected<ReceivedSignal>()
+    private var subscription: SignalSubscription?
+
+    init(stateDirectory: URL, arguments: [String] = []) throws {
+        bus = try PrivateBus()
+        do {
+            daemon = try DaemonProcess(bus: bus, stateDirectory: stateDirectory, arguments: arguments)
+        } catch {
+            bus.stop()
+            throw error
+        }
+        do {
+            client = try bus.connect()
+            subscription = try client.subscribe(MatchRule(interface: DaemonProcess.job, member: "Completed")) { [completed] in
+                completed.append($0)
+            }
+        } catch {
+            daemon.stop(); bus.stop()
+            throw error
+        }
+    }
+
+    /// A Manager method.
+    func call(_ method: String, _ args: [DBusValue]) throws -> [DBusValue] { try DaemonTests.call(client, method, args) }
+
+    /// Starts a job with the Manager method (Train, Finetune), waits for its Completed signal and
+    /// expects success; returns the job's result and the properties of the model it published.
+    func runJob(_ method: String, _ args: [DBusValue], sourceLocation: SourceLocation = #_sourceLocation) throws
+        -> (result: [String: DBusValue], model: [String: DBusValue]) {
+        let before = completed.all.count
+        let job = try call(method, args)[0].asObjectPath()
+        #expect(waitUntil(600) { completed.all.count > before }, "no Completed signal", sourceLocation: sourceLocation)
+        let signal = try #require(completed.all.last, sourceLocation: sourceLocation)
+        #expect(signal.path == job, sourceLocation: sourceLocation)
+        #expect(try signal.arguments[0].asBool() == true, "\(signal.arguments)", sourceLocation: sourceLocation)
+        let result = try signal.arguments[2].asVardict()
+        let modelPath = try #require(try result["model"]?.asObjectPath(), "\(result)", sourceLocation: sourceLocation)
+        return (result, try client.getAllProperties(destination: DaemonProcess.name, path: modelPath, interface: DaemonProcess.model))
+    }
+
+    func stop() {
+        subscription?.cancel()
+        client.close()
+        daemon.stop()
+        bus.stop()
     }
 }

@@ -205,13 +205,9 @@ struct PluginDaemonTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = dir.appendingPathComponent("set")
         try PhantomDataset.write(to: data.path, count: 6, seed: 3, size: 128)
-        let bus = try PrivateBus()
-        defer { bus.stop() }
-        let daemon = try DaemonProcess(bus: bus, stateDirectory: dir.appendingPathComponent("state"), arguments: ["--plugin-dir", folder])
-        defer { daemon.stop() }
-        let client = try bus.connect()
-        defer { client.close() }
-        func call(_ method: String, _ args: [DBusValue]) throws -> [DBusValue] { try DaemonTests.call(client, method, args) }
+        let session = try DaemonSession(stateDirectory: dir.appendingPathComponent("state"), arguments: ["--plugin-dir", folder])
+        defer { session.stop() }
+        let call = session.call, client = session.client
         let E = "org.lesionaffinity.Affinity1.Error."
         let base: [String: DBusValue] = ["dataset": .string(data.path), "epochs": .uint32(1), "iterations_per_epoch": .uint32(2),
                                          "image_size": .uint32(128), "seed": .uint64(3), "learning_rate": .double(1e-4)]
@@ -231,18 +227,10 @@ struct PluginDaemonTests {
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: runs)) ?? []).isEmpty, "a refused Train made a job")
 
         // Train a meanpool-head model.
-        let completed = Collected<ReceivedSignal>()
-        let sub = try client.subscribe(MatchRule(interface: D.job, member: "Completed")) { completed.append($0) }
-        defer { sub.cancel() }
         let options = base.merging(["head": .string("meanpool"), "head_config": .string("{\"hidden\": 32}"),
                                     "head_learning_rate": .double(1e-3), "name": .string("pooled")]) { a, _ in a }
-        let job = try call("Train", [.vardict(options)])[0].asObjectPath()
-        #expect(waitUntil(600) { !completed.all.isEmpty }, "no Completed signal")
-        let signal = try #require(completed.all.first)
-        #expect(signal.path == job)
-        #expect(try signal.arguments[0].asBool() == true, "\(signal.arguments)")
-        let modelPath = try #require(try signal.arguments[2].asVardict()["model"]?.asObjectPath())
-        let props = try client.getAllProperties(destination: D.name, path: modelPath, interface: D.model)
+        let (result, props) = try session.runJob("Train", [.vardict(options)])
+        let modelPath = try #require(try result["model"]?.asObjectPath())
         #expect(props["Head"] == .string("meanpool") && props["Name"] == .string("pooled"), "\(props)")
         #expect(props["Plugins"] == .strings(["meanpool 1.0.0"]), "\(props)")
         #expect(props["Affinities"] == .uint32(0))
@@ -277,6 +265,6 @@ struct PluginDaemonTests {
             try call("Finetune", [.objectPath(modelPath), .vardict(base.merging(["head": .string("attention")]) { a, _ in a })])
         }
         #expect(finetune?.name == E + "InvalidArgument", "\(String(describing: finetune))")
-        #expect(daemon.process.isRunning)
+        #expect(session.daemon.process.isRunning)
     }
 }

@@ -101,13 +101,9 @@ struct PluginDataDaemonTests {
         let empty = dir.appendingPathComponent("empty")
         try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
 
-        let bus = try PrivateBus()
-        defer { bus.stop() }
-        let daemon = try DaemonProcess(bus: bus, stateDirectory: dir.appendingPathComponent("state"), arguments: ["--plugin-dir", folder])
-        defer { daemon.stop() }
-        let client = try bus.connect()
-        defer { client.close() }
-        func call(_ method: String, _ args: [DBusValue]) throws -> [DBusValue] { try DaemonTests.call(client, method, args) }
+        let session = try DaemonSession(stateDirectory: dir.appendingPathComponent("state"), arguments: ["--plugin-dir", folder])
+        defer { session.stop() }
+        let call = session.call
         let E = "org.lesionaffinity.Affinity1.Error."
         let base: [String: DBusValue] = ["dataset": .string(data.path), "epochs": .uint32(1), "iterations_per_epoch": .uint32(2),
                                          "image_size": .uint32(128), "affinities": .uint32(8), "seed": .uint64(3)]
@@ -142,20 +138,9 @@ struct PluginDataDaemonTests {
         let runs = dir.appendingPathComponent("state/runs").path
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: runs)) ?? []).isEmpty, "a refused Train made a job")
 
-        let completed = Collected<ReceivedSignal>()
-        let sub = try client.subscribe(MatchRule(interface: D.job, member: "Completed")) { completed.append($0) }
-        defer { sub.cancel() }
-        /// Trains with `options`; the Completed signal's result and the new model's properties.
+        /// Trains with `options`; the job's result and the new model's properties.
         func train(_ options: [String: DBusValue]) throws -> (result: [String: DBusValue], model: [String: DBusValue]) {
-            let before = completed.all.count
-            let job = try call("Train", [.vardict(options)])[0].asObjectPath()
-            #expect(waitUntil(600) { completed.all.count > before }, "no Completed signal")
-            let signal = try #require(completed.all.last)
-            #expect(signal.path == job)
-            #expect(try signal.arguments[0].asBool() == true, "\(signal.arguments)")
-            let result = try signal.arguments[2].asVardict()
-            let modelPath = try #require(try result["model"]?.asObjectPath(), "\(result)")
-            return (result, try client.getAllProperties(destination: D.name, path: modelPath, interface: D.model))
+            try session.runJob("Train", [.vardict(options)])
         }
 
         // The classification set through covidx-ct (the segmentation step on the built-in layout):
@@ -173,20 +158,15 @@ struct PluginDataDaemonTests {
         #expect(both.result["skipped_entries"] == .uint64(1), "\(both.result)")
 
         // A fine-tune through covidx-ct alone: its card keeps the base model's readers too.
-        let before = completed.all.count
         let baseModel = try #require(try both.result["model"]?.asObjectPath())
-        _ = try call("Finetune", [.objectPath(baseModel), .vardict(with(["data_format": .string("covidx-ct"), "seed": .uint64(5)]))])
-        #expect(waitUntil(600) { completed.all.count > before }, "no Completed signal")
-        let tuned = try #require(completed.all.last)
-        #expect(try tuned.arguments[0].asBool() == true, "\(tuned.arguments)")
-        let tunedPath = try #require(try tuned.arguments[2].asVardict()["model"]?.asObjectPath())
-        let tunedModel = try client.getAllProperties(destination: D.name, path: tunedPath, interface: D.model)
-        #expect(tunedModel["Plugins"] == .strings(["covidx-ct 1.0.0", "cncb-seg 1.0.0"]), "\(tunedModel)")
-        #expect(daemon.process.isRunning)
+        let tuned = try session.runJob("Finetune", [.objectPath(baseModel), .vardict(with(["data_format": .string("covidx-ct"),
+                                                                                           "seed": .uint64(5)]))])
+        #expect(tuned.model["Plugins"] == .strings(["covidx-ct 1.0.0", "cncb-seg 1.0.0"]), "\(tuned.model)")
+        #expect(session.daemon.process.isRunning)
 
         // The skipped entry is in the job's log, with the reader's reason.
-        daemon.stop()
-        let log = daemon.stderrText
+        session.daemon.stop()
+        let log = session.daemon.stderrText
         #expect(log.contains("skipped the broken entry") && log.contains(missing) && log.contains("covidx-ct"), "\(log)")
     }
 }
