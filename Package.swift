@@ -44,15 +44,18 @@ let package = Package(
         // The engine and the model, bottom to top.
         // kgemm: an AVX-512 GEMM used instead of OpenBLAS's where the processor has AVX-512.
         .target(name: "CKernels", path: "Sources/CKernels"),
+        // File descriptors with one owner each, and the checked close (AFFINITY_CHECK_DESCRIPTORS).
+        .target(name: "CSystemIO", path: "Sources/CSystemIO"),
+        .target(name: "SystemIO", dependencies: ["CSystemIO"], swiftSettings: swiftSettings),
         .target(name: "Tensor", dependencies: ["CBLAS", "CKernels"], swiftSettings: kernelSettings),
-        .target(name: "NN", dependencies: ["Tensor"], swiftSettings: kernelSettings),
+        .target(name: "NN", dependencies: ["Tensor", "SystemIO"], swiftSettings: kernelSettings),
         .target(name: "Detection", dependencies: ["Tensor", "NN"], swiftSettings: kernelSettings),
         .target(name: "Affinity", dependencies: ["Tensor", "NN", "Detection", "Evaluation"], swiftSettings: kernelSettings),
         .target(name: "Evaluation", dependencies: [], swiftSettings: kernelSettings),
-        .target(name: "Imaging", dependencies: ["CPNG"], swiftSettings: kernelSettings),
-        .target(name: "Bus", dependencies: ["CDBus"], swiftSettings: swiftSettings),
+        .target(name: "Imaging", dependencies: ["CPNG", "SystemIO"], swiftSettings: kernelSettings),
+        .target(name: "Bus", dependencies: ["CDBus", "SystemIO"], swiftSettings: swiftSettings),
         // The engine as a service, transport-free (model store, analyse queue, jobs).
-        .target(name: "Service", dependencies: ["Tensor", "NN", "Detection", "Affinity", "Evaluation", "Imaging"],
+        .target(name: "Service", dependencies: ["Tensor", "NN", "Detection", "Affinity", "Evaluation", "Imaging", "SystemIO"],
                 swiftSettings: swiftSettings),
         // The daemon: Service wired to Bus.
         .executableTarget(
@@ -78,7 +81,7 @@ let package = Package(
         .systemLibrary(name: "CAffinityPlugin", path: "plugins/include"),
         // The loader, registry and Swift wrappers of the three plugin kinds.
         // PluginHost depends on Affinity (its head plugins are `ClassificationHead`s); Affinity never on it.
-        .target(name: "PluginHost", dependencies: ["CAffinityPlugin", "Imaging", "Detection", "NN", "Tensor", "Affinity"],
+        .target(name: "PluginHost", dependencies: ["CAffinityPlugin", "Imaging", "Detection", "NN", "Tensor", "Affinity", "SystemIO"],
                 swiftSettings: swiftSettings),
         // Plugin libraries (each its own dynamic library product, loaded with dlopen; no Swift module
         // of the host is linked into a plugin).
@@ -102,7 +105,9 @@ let package = Package(
                     swiftSettings: swiftSettings),
 
         // Tests.
-        .target(name: "TestSupport", dependencies: ["Tensor", "NN", "Bus"], path: "Tests/TestSupport",
+        // A checking close(2) linked into the test process (Tests/CloseGuard/closeguard.c).
+        .target(name: "CloseGuard", dependencies: ["CSystemIO"], path: "Tests/CloseGuard"),
+        .target(name: "TestSupport", dependencies: ["Tensor", "NN", "Bus", "SystemIO", "CloseGuard"], path: "Tests/TestSupport",
                 swiftSettings: swiftSettings),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "NNTests", dependencies: ["NN", "Tensor", "TestSupport"], swiftSettings: swiftSettings),
@@ -110,7 +115,8 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "AffinityTests", dependencies: ["Affinity", "Detection", "NN", "Tensor", "Imaging", "TestSupport"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "ImagingTests", dependencies: ["Imaging"], swiftSettings: swiftSettings),
+        .testTarget(name: "SystemIOTests", dependencies: ["SystemIO", "Bus", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "ImagingTests", dependencies: ["Imaging", "SystemIO"], swiftSettings: swiftSettings),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"], exclude: ["Fixtures"], swiftSettings: swiftSettings),
         .testTarget(name: "BusTests", dependencies: ["Bus", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "ServiceTests", dependencies: ["Service", "Affinity", "Detection", "NN", "Tensor", "Imaging", "Bus", "TestSupport",

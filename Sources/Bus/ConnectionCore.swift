@@ -155,6 +155,7 @@ final class ConnectionCore: @unchecked Sendable {
             dbus_connection_unref(connection)
             throw BusError.failed("Cannot create an eventfd: \(String(cString: strerror(errno))).")
         }
+        Descriptors.adopt(fd)  // this core owns its eventfd and closes it in its loop's teardown
         wakeFD = fd
         uniqueName = optionalString(dbus_bus_get_unique_name(connection))
         self.workerQueue = workerQueue
@@ -354,7 +355,7 @@ final class ConnectionCore: @unchecked Sendable {
         dbus_connection_unref(conn)
         lock.withLock {
             wakeClosed = true
-            _ = Glibc.close(wakeFD)
+            Descriptors.close(wakeFD)
         }
 
         // Exported closures often capture the connection: dropping them breaks that cycle.

@@ -1,5 +1,6 @@
 // FileDescriptor: an owned Unix file descriptor, as carried by D-Bus `h` values.
 import CDBus
+@_exported import SystemIO
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -9,6 +10,11 @@ import Glibc
 /// Values of type `h` received from the bus arrive as descriptors libdbus duplicated for us; the
 /// wrapper owns that duplicate. Appending a descriptor to a message makes libdbus duplicate it
 /// again, so the wrapper keeps ownership of its own copy after sending.
+///
+/// A wrapper is the only owner of its number: nothing else closes it (with checking on, the
+/// registry in `Descriptors` stops the process when something does, and when a number is taken by
+/// two wrappers).
+// @unchecked Sendable: the only mutable state, `fd`, is read and written under `lock`.
 public final class FileDescriptor: @unchecked Sendable, CustomStringConvertible {
     private let lock = Lock()
     private var fd: Int32
@@ -16,7 +22,10 @@ public final class FileDescriptor: @unchecked Sendable, CustomStringConvertible 
     /// Takes ownership of `fd` (it will be closed by this wrapper).
     public init(taking fd: Int32) {
         self.fd = fd
+        Descriptors.registerWrapper(fd, id: ownerID)
     }
+
+    private var ownerID: UInt { UInt(bitPattern: ObjectIdentifier(self).hashValue) }
 
     /// Duplicates `fd` (close-on-exec) and owns the duplicate; the caller keeps `fd`.
     /// - Throws: `BusError` (`IOError`) if `dup` fails.
@@ -44,16 +53,21 @@ public final class FileDescriptor: @unchecked Sendable, CustomStringConvertible 
             fd = -1
             return o
         }
-        if old >= 0 { _ = Glibc.close(old) }
+        guard old >= 0 else { return }
+        Descriptors.unregisterWrapper(old, id: ownerID, closing: true)
+        let r = Descriptors.ownerClose(old)
+        Descriptors.checkWrapperClose(result: r, errno: errno, fd: old)
     }
 
     /// Gives up ownership and returns the descriptor; the wrapper will no longer close it.
     public func release() -> Int32 {
-        lock.withLock {
+        let old: Int32 = lock.withLock {
             let o = fd
             fd = -1
             return o
         }
+        Descriptors.unregisterWrapper(old, id: ownerID, closing: false)
+        return old
     }
 
     /// A new wrapper owning a duplicate of this descriptor.

@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import SystemIO
 
 /// Whole-file reads and crash-safe whole-file writes on plain POSIX calls.
 ///
@@ -34,28 +35,28 @@ public enum AtomicFile {
         var temporary = ""
         for _ in 0..<16 {
             temporary = directory + "/." + base + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-            fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            fd = Descriptors.open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o644)
             if fd >= 0 || errno != EEXIST { break }
         }
         guard fd >= 0 else { throw ImageError.io(path: path, message: "cannot create a temporary file: \(errnoText())") }
         do {
             try writeAll(fd: fd, buffer: buffer, path: path)
             if fsync(fd) != 0 { throw ImageError.io(path: path, message: "fsync failed: \(errnoText())") }
-            if close(fd) != 0 {
-                fd = -1
+            let closed = fd
+            fd = -1
+            if !Descriptors.closeReportingError(closed) {
                 throw ImageError.io(path: path, message: "close failed: \(errnoText())")
             }
-            fd = -1
             if rename(temporary, path) != 0 { throw ImageError.io(path: path, message: "rename failed: \(errnoText())") }
         } catch {
-            if fd >= 0 { close(fd) }
+            if fd >= 0 { Descriptors.close(fd) }
             unlink(temporary)
             throw error
         }
-        let dirfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let dirfd = Descriptors.open(directory, O_RDONLY | O_DIRECTORY)
         if dirfd >= 0 {
             _ = fsync(dirfd)
-            close(dirfd)
+            Descriptors.close(dirfd)
         }
     }
 
@@ -77,9 +78,9 @@ public enum AtomicFile {
     /// - Parameter limit: the largest accepted file size in bytes.
     /// - Throws: `ImageError.io` when the file cannot be opened or read, `ImageError.fileTooLarge`.
     public static func read(path: String, limit: Int = Int.max) throws -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = Descriptors.open(path, O_RDONLY)
         guard fd >= 0 else { throw ImageError.io(path: path, message: errnoText()) }
-        defer { close(fd) }
+        defer { Descriptors.close(fd) }
         return try read(fileDescriptor: fd, limit: limit, name: path)
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import SystemIO
 import Tensor
 
 /// A problem reading, writing or applying a checkpoint, with a sentence that names the file part or
@@ -236,12 +237,12 @@ public enum AtomicFile {
     public static func write(_ data: Data, to url: URL) throws {
         let dir = url.deletingLastPathComponent()
         let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        let fd = open(tmp.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        let fd = Descriptors.open(tmp.path, O_WRONLY | O_CREAT | O_EXCL, 0o644)
         guard fd >= 0 else { throw CheckpointError.io("cannot create \(tmp.path): \(String(cString: strerror(errno)))") }
         var ok = false
         defer { if !ok { unlink(tmp.path) } }
         do {
-            defer { close(fd) }
+            defer { Descriptors.close(fd) }
             try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
                 var off = 0
                 while off < raw.count {
@@ -257,8 +258,8 @@ public enum AtomicFile {
         }
         guard rename(tmp.path, url.path) == 0 else { throw CheckpointError.io("rename to \(url.path): \(String(cString: strerror(errno)))") }
         ok = true
-        let dfd = open(dir.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 { fsync(dfd); close(dfd) }
+        let dfd = Descriptors.open(dir.path, O_RDONLY | O_DIRECTORY)
+        if dfd >= 0 { fsync(dfd); Descriptors.close(dfd) }
     }
 }
 

@@ -2,6 +2,7 @@ import CAffinityPlugin
 import Detection
 import Glibc
 import Imaging
+import SystemIO
 
 /// An entry of a data set that cannot be used, and why (a sentence).
 public struct BrokenEntry: Sendable, Equatable, CustomStringConvertible {
@@ -86,9 +87,12 @@ public final class PluginDataset {
         var error = makeErrorBuffer()
         let status = reader.table.read!(handle, Int64(index), &sample, &error)
         let name = string(fromCharArray: &sample.name)
+        // The plugin hands the descriptors over: from here this scope owns them.
+        Descriptors.adopt(sample.image_fd)
+        Descriptors.adopt(sample.mask_fd)
         guard status == AFFINITY_OK else {
-            if sample.image_fd >= 0 { close(sample.image_fd) }
-            if sample.mask_fd >= 0 { close(sample.mask_fd) }
+            if sample.image_fd >= 0 { Descriptors.close(sample.image_fd) }
+            if sample.mask_fd >= 0 { Descriptors.close(sample.mask_fd) }
             throw BrokenSampleError(entry: BrokenEntry(name: name.isEmpty ? "sample \(index)" : name,
                                                        reason: message(of: &error).isEmpty ? statusName(status) : message(of: &error)))
         }
@@ -104,8 +108,8 @@ public final class PluginDataset {
         precondition(index >= 0 && index < count, "sample \(index) outside 0..<\(count)")
         let (name, label, imageFD, maskFD) = try openSample(index)
         defer {
-            if imageFD >= 0 { close(imageFD) }
-            if maskFD >= 0 { close(maskFD) }
+            if imageFD >= 0 { Descriptors.close(imageFD) }
+            if maskFD >= 0 { Descriptors.close(maskFD) }
         }
         func broken(_ reason: String) -> BrokenSampleError { BrokenSampleError(entry: BrokenEntry(name: name, reason: reason)) }
         guard imageFD >= 0 else { throw broken("the reader gave no image file.") }

@@ -2,6 +2,7 @@
 import Affinity
 import Foundation
 import NN
+import SystemIO
 
 /// What the store knows about one model (`models/<id>/card.json`).
 public struct ModelCard: Codable, Sendable, Equatable {
@@ -277,8 +278,8 @@ public final class ModelStore: @unchecked Sendable {
                 try? fm.removeItem(at: tmp)
                 throw ServiceError.failed("Cannot publish the model: \(reason)")
             }
-            let dfd = open(modelsDirectory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            if dfd >= 0 { fsync(dfd); close(dfd) }
+            let dfd = Descriptors.open(modelsDirectory.path, O_RDONLY | O_DIRECTORY)
+            if dfd >= 0 { fsync(dfd); Descriptors.close(dfd) }
             cards[card.id] = card
         }
     }

@@ -129,7 +129,7 @@ struct Analyse: ParsableCommand {
 /// Opens a file for reading to pass it as a descriptor.
 /// - Throws: `CtlError` 4 when it does not exist, 77 when it may not be read, 1 otherwise.
 func openForReading(_ file: String) throws -> FileDescriptor {
-    let fd = open(file, O_RDONLY | O_CLOEXEC)
+    let fd = Glibc.open(file, O_RDONLY | O_CLOEXEC)  // owned by the FileDescriptor below
     guard fd >= 0 else {
         let err = errno
         let why = String(cString: strerror(err))

@@ -3,6 +3,7 @@
 import Affinity
 import Bus
 import Foundation
+import TestSupport
 import Imaging
 import Tensor
 
@@ -59,11 +60,21 @@ final class CtlBus: @unchecked Sendable {
         try process.run()
         address = "unix:path=\(directory.path)/socket"
         let socket = directory.appendingPathComponent("socket").path
+        // The socket file appears at bind(2), before listen(2): wait until a connection is accepted
+        // (a connect in between is refused, which failed a test once).
         let deadline = Date().addingTimeInterval(20)
-        while !FileManager.default.fileExists(atPath: socket) && Date() < deadline { usleep(10_000) }
-        guard FileManager.default.fileExists(atPath: socket) else {
+        var accepted = false
+        while !accepted && Date() < deadline {
+            if FileManager.default.fileExists(atPath: socket), let probe = try? BusConnection(address: address) {
+                probe.close()
+                accepted = true
+            } else {
+                usleep(10_000)
+            }
+        }
+        guard accepted else {
             stop()
-            throw BusError.failed("dbus-daemon did not create \(socket).")
+            throw BusError.failed("dbus-daemon did not accept connections on \(socket).")
         }
     }
 
@@ -92,6 +103,7 @@ final class CtlDaemon: @unchecked Sendable {
         let noBundled = stateDirectory.deletingLastPathComponent().appendingPathComponent("no-bundled-models")
         try FileManager.default.createDirectory(at: noBundled, withIntermediateDirectories: true)
         process.environment = ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "AFFINITY_BUNDLED_MODELS": noBundled.path]
+            .merging(descriptorCheckEnvironment) { a, _ in a }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -144,6 +156,7 @@ struct CtlResult: CustomStringConvertible {
 /// The environment affinityctl runs with in tests: no inherited bus variables.
 func ctlEnvironment(_ extra: [String: String] = [:]) -> [String: String] {
     var env = ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp"]
+    env.merge(descriptorCheckEnvironment) { a, _ in a }
     env.merge(extra) { _, b in b }
     return env
 }

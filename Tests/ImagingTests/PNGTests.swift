@@ -1,5 +1,6 @@
 import Foundation
 import Imaging
+import SystemIO
 import Testing
 
 @Suite("PNG reading and writing")
@@ -137,20 +138,22 @@ struct PNGTests {
         try PNG.write(image, to: path)
         #expect(try PNG.read(path: path) == image)
 
-        let fd = open(path, O_RDONLY)
+        let fd = Descriptors.open(path, O_RDONLY)
         #expect(fd >= 0)
-        defer { close(fd) }
+        defer { Descriptors.close(fd) }
         _ = lseek(fd, 5, SEEK_SET)
         #expect(try PNG.read(fileDescriptor: fd) == image)
         #expect(lseek(fd, 0, SEEK_CUR) == 5)
 
         var ends: [Int32] = [0, 0]
         #expect(pipe(&ends) == 0)
+        Descriptors.adopt(ends[0])
+        Descriptors.adopt(ends[1])
         let bytes = try PNG.encode(image)
         #expect(bytes.count < 4096)  // fits in the pipe buffer
         try PNG.write(image, toFileDescriptor: ends[1])
-        close(ends[1])
-        defer { close(ends[0]) }
+        Descriptors.close(ends[1])
+        defer { Descriptors.close(ends[0]) }
         #expect(try PNG.read(fileDescriptor: ends[0]) == image)
     }
 
@@ -212,8 +215,8 @@ struct PNGTests {
         let path = directory.path + "/cut.png"
         try AtomicFile.write(Array(bytes[0..<(bytes.count / 2)]), to: path)
         #expect(throws: ImageError.truncated) { try PNG.read(path: path) }
-        let fd = open(path, O_RDONLY)
-        defer { close(fd) }
+        let fd = Descriptors.open(path, O_RDONLY)
+        defer { Descriptors.close(fd) }
         #expect(throws: ImageError.truncated) { try PNG.read(fileDescriptor: fd) }
     }
 

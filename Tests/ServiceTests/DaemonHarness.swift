@@ -30,36 +30,46 @@ enum Paths {
 }
 
 /// A datagram socket the test owns, given to the daemon as NOTIFY_SOCKET; collects the messages.
+///
+/// The socket is a `FileDescriptor`, its only owner; `close()` is idempotent and waits for the
+/// receiving thread to leave before the descriptor is closed (`stop()` may run twice: an explicit
+/// call and a `defer`; a second raw close here once closed another test's descriptor: issue 21).
 final class NotifySocket: @unchecked Sendable {
+    // @unchecked Sendable: `received` and `open` are accessed under `lock` only; `socket` is a
+    // FileDescriptor (itself thread-safe); `finished` is a semaphore.
     let path: String
-    private let fd: Int32
+    private let socket: FileDescriptor
     private let lock = NSLock()
     private var received: [String] = []
     private var open = true
+    private let finished = DispatchSemaphore(value: 0)
 
     init() throws {
         path = "/tmp/affinityd-notify-\(UUID().uuidString.prefix(12))"
-        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        let raw = Glibc.socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard raw >= 0 else { throw BusError.failed("Cannot create the notify socket: \(String(cString: strerror(errno))).") }
+        socket = FileDescriptor(taking: raw)
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in
             for (i, b) in path.utf8.enumerated() { raw[i] = b }
         }
         let r = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(raw, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard r == 0 else { throw BusError.failed("Cannot bind the notify socket \(path).") }
         var tv = timeval(tv_sec: 0, tv_usec: 100_000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(raw, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         let t = Thread { [self] in
             var buf = [UInt8](repeating: 0, count: 4096)
             while lock.withLock({ open }) {
-                let n = recv(fd, &buf, buf.count, 0)
+                let n = recv(raw, &buf, buf.count, 0)
                 if n > 0 {
                     let text = String(decoding: buf[0..<n], as: UTF8.self)
                     lock.withLock { received.append(text) }
                 }
             }
+            finished.signal()
         }
         t.start()
     }
@@ -69,10 +79,16 @@ final class NotifySocket: @unchecked Sendable {
     /// Every `KEY=value` line, in order.
     var lines: [String] { messages.flatMap { $0.split(separator: "\n").map(String.init) } }
 
+    /// Stops the receiving thread, then closes the socket (idempotent).
     func close() {
-        lock.withLock { open = false }
-        usleep(200_000)
-        Glibc.close(fd)
+        let wasOpen: Bool = lock.withLock {
+            let o = open
+            open = false
+            return o
+        }
+        guard wasOpen else { return }
+        finished.wait()  // the thread leaves within one receive timeout (100 ms)
+        socket.close()
         unlink(path)
     }
 }
@@ -108,6 +124,7 @@ final class DaemonProcess: @unchecked Sendable {
         let noBundled = stateDirectory.deletingLastPathComponent().appendingPathComponent("no-bundled-models-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: noBundled, withIntermediateDirectories: true)
         var env = ["PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": notify.path, "LANG": "C.UTF-8", "AFFINITY_BUNDLED_MODELS": noBundled.path]
+        env.merge(descriptorCheckEnvironment) { _, b in b }
         env.merge(environment) { _, b in b }
         process.environment = env
         process.standardOutput = FileHandle.nullDevice

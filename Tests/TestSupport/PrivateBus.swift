@@ -1,5 +1,6 @@
 // A private dbus-daemon per test, and running the real D-Bus tools against it (BusTests, ServiceTests).
 import Bus
+import CloseGuard
 import Foundation
 
 /// A private message bus: `dbus-daemon --nofork` with an allow-everything session config in a
@@ -117,3 +118,13 @@ public final class Collected<T>: @unchecked Sendable {
     public func append(_ x: T) { lock.lock(); items.append(x); lock.unlock() }
     public var all: [T] { lock.lock(); defer { lock.unlock() }; return items }
 }
+
+/// The environment that turns the descriptor-ownership check on in a child process (the daemon,
+/// the CLI) when it is on in the test process (`scripts/test` sets AFFINITY_CHECK_DESCRIPTORS=1).
+public var descriptorCheckEnvironment: [String: String] {
+    Descriptors.isChecking ? [Descriptors.environmentVariable: "1"] : [:]
+}
+
+/// Whether Tests/CloseGuard's checking close(2) is linked into this process (it always is: this
+/// reference keeps its object in the test binary).
+public let closeGuardInstalled: Bool = closeguard_installed() == 1

@@ -11,6 +11,7 @@ Every command prints one JSON object on stdout. A D-Bus error is printed as
 {"error": "<error name>", "message": "<sentence>"} and the exit code is 1.
 """
 import argparse
+import fcntl
 import json
 import os
 import sys
@@ -64,6 +65,12 @@ def analyse(conn, args):
     out = {k: plain(v) for k, v in result.items() if k != "mask_png"}
     # The label map comes back as a sealed memfd: take ownership of the descriptor and read it.
     mask_fd = result["mask_png"].take()
+    # A sealed memfd cannot be changed by anyone, the daemon included.
+    wanted = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
+    try:
+        out["mask_sealed"] = fcntl.fcntl(mask_fd, fcntl.F_GET_SEALS) & wanted == wanted
+    except OSError:
+        out["mask_sealed"] = False
     with os.fdopen(mask_fd, "rb") as mask:
         mask.seek(0)
         png = mask.read()
