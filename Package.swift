@@ -54,19 +54,21 @@ let package = Package(
         .target(name: "Evaluation", dependencies: [], swiftSettings: kernelSettings),
         .target(name: "Imaging", dependencies: ["CPNG", "SystemIO"], swiftSettings: kernelSettings),
         .target(name: "Bus", dependencies: ["CDBus", "SystemIO"], swiftSettings: swiftSettings),
+        // The names of the D-Bus API (checked against data/dbus/*.xml by a test): daemon and clients.
+        .target(name: "AffinityAPI", dependencies: [], swiftSettings: swiftSettings),
         // The engine as a service, transport-free (model store, analyse queue, jobs).
         .target(name: "Service", dependencies: ["Tensor", "NN", "Detection", "Affinity", "Evaluation", "Imaging", "SystemIO"],
                 swiftSettings: swiftSettings),
         // The daemon: Service wired to Bus.
         .executableTarget(
             name: "affinityd",
-            dependencies: ["Service", "Bus", "CSystemd", "PluginHost", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Service", "Bus", "AffinityAPI", "CSystemd", "PluginHost", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings),
 
         // The CLI client: D-Bus only (Bus), PNG IO and overlays (Imaging); never the model.
         .executableTarget(
             name: "affinityctl",
-            dependencies: ["Bus", "Imaging", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Bus", "AffinityAPI", "Imaging", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings),
         .executableTarget(
             name: "affinity-lab",
@@ -118,9 +120,9 @@ let package = Package(
         .testTarget(name: "SystemIOTests", dependencies: ["SystemIO", "Bus", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "SystemIO"], swiftSettings: swiftSettings),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"], exclude: ["Fixtures"], swiftSettings: swiftSettings),
-        .testTarget(name: "BusTests", dependencies: ["Bus", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "BusTests", dependencies: ["Bus", "AffinityAPI", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "ServiceTests", dependencies: ["Service", "Affinity", "Detection", "NN", "Tensor", "Imaging", "Bus", "TestSupport",
-                                                       "PluginHost"],
+                                                       "PluginHost", "AffinityAPI"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "CtlTests", dependencies: ["Affinity", "Tensor", "Imaging", "Bus", "TestSupport"],
                     swiftSettings: swiftSettings),

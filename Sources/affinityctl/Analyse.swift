@@ -1,5 +1,6 @@
 // analyse: send slices to the daemon as file descriptors and show what it found.
 import ArgumentParser
+import AffinityAPI
 import Bus
 import Foundation
 import Imaging
@@ -41,8 +42,8 @@ struct Analyse: ParsableCommand {
     func run() throws {
         try runCommand(global) { client in
             var options: [String: DBusValue] = [:]
-            if let model { options["model"] = .objectPath(API.modelPath(model)) }
-            if let seed { options["seed"] = .uint64(seed) }
+            if let model { options[AnalyseOption.model.key] = .objectPath(API.modelPath(model)) }
+            if let seed { options[AnalyseOption.seed.key] = .uint64(seed) }
             let several = files.count > 1
             if several {
                 for dir in [overlay, mask].compactMap({ $0 }) {

@@ -1,33 +1,7 @@
 // Client: the bus to talk on, the daemon's names, and the mapping of errors to exit codes.
+import AffinityAPI
 import Bus
 import Foundation
-
-/// Names of the D-Bus API, version 1 (DESIGN.md §3, data/dbus/*.xml).
-enum API {
-    static let busName = "org.lesionaffinity.Affinity1"
-    static let root = "/org/lesionaffinity/Affinity1"
-    static let manager = "org.lesionaffinity.Affinity1.Manager"
-    static let model = "org.lesionaffinity.Affinity1.Model"
-    static let job = "org.lesionaffinity.Affinity1.Job"
-    static let errorPrefix = "org.lesionaffinity.Affinity1.Error."
-    static let modelsPrefix = root + "/models/"
-    static let jobsPrefix = root + "/jobs/"
-
-    /// The object path of a model given as an id or a path.
-    static func modelPath(_ idOrPath: String) -> String {
-        idOrPath.hasPrefix("/") ? idOrPath : modelsPrefix + idOrPath
-    }
-
-    /// The object path of a job given as a number or a path.
-    static func jobPath(_ numberOrPath: String) -> String {
-        numberOrPath.hasPrefix("/") ? numberOrPath : jobsPrefix + numberOrPath
-    }
-
-    /// The last component of an object path (a model id, a job number).
-    static func id(_ path: String) -> String {
-        path.split(separator: "/").last.map(String.init) ?? path
-    }
-}
 
 /// The documented exit codes (sysexits.h where one fits).
 enum Exit {
@@ -65,12 +39,13 @@ struct CtlError: Error, CustomStringConvertible {
     /// The exit code for a D-Bus error name.
     static func exitCode(forErrorName name: String) -> Int32 {
         if name.hasPrefix(API.errorPrefix) {
-            switch String(name.dropFirst(API.errorPrefix.count)) {
-            case "Cancelled": return Exit.cancelled
-            case "NotAuthorized": return Exit.notAuthorized
-            case "ModelNotFound": return Exit.notFound
-            case "InvalidArgument": return Exit.usage
-            default: return Exit.failed  // Failed, InvalidImage, UnsupportedFormat, ModelNotReady, Busy, QueueFull, DatasetInvalid, PluginFailed
+            switch API.ErrorName(rawValue: String(name.dropFirst(API.errorPrefix.count))) {
+            case .cancelled: return Exit.cancelled
+            case .notAuthorized: return Exit.notAuthorized
+            case .modelNotFound: return Exit.notFound
+            case .invalidArgument: return Exit.usage
+            case .failed, .invalidImage, .unsupportedFormat, .modelNotReady, .busy, .queueFull, .datasetInvalid, .pluginFailed, nil:
+                return Exit.failed
             }
         }
         switch name {

@@ -1,5 +1,6 @@
 // Jobs: train, finetune, jobs, job watch, job cancel — and waiting on a job with a progress bar.
 import ArgumentParser
+import AffinityAPI
 import Bus
 import Foundation
 
@@ -263,21 +264,21 @@ struct TrainingOptions: ParsableArguments {
         if !path.hasPrefix("/"), FileManager.default.fileExists(atPath: path) {
             path = URL(fileURLWithPath: path).standardizedFileURL.path
         }
-        o["dataset"] = .string(path)
-        if let split { o["split"] = .string(split) }
-        if let epochs { o["epochs"] = .uint32(epochs) }
-        if let imageSize { o["image_size"] = .uint32(imageSize) }
-        if let iterationsPerEpoch { o["iterations_per_epoch"] = .uint32(iterationsPerEpoch) }
-        if let seed { o["seed"] = .uint64(seed) }
-        if let learningRate { o["learning_rate"] = .double(learningRate) }
-        if let weightDecay { o["weight_decay"] = .double(weightDecay) }
-        if let copyRule { o["copy_rule"] = .string(copyRule) }
-        if let segmentationStep { o["segmentation_step"] = .boolean(segmentationStep) }
-        if let name { o["name"] = .string(name) }
-        if let headLearningRate { o["head_learning_rate"] = .double(headLearningRate) }
-        if let dataFormat { o["data_format"] = .string(dataFormat) }
-        if let segmentationFormat { o["segmentation_format"] = .string(segmentationFormat) }
-        if let dataOptions { o["data_options"] = .string(dataOptions) }
+        o[TrainOption.dataset.key] = .string(path)
+        if let split { o[TrainOption.split.key] = .string(split) }
+        if let epochs { o[TrainOption.epochs.key] = .uint32(epochs) }
+        if let imageSize { o[TrainOption.imageSize.key] = .uint32(imageSize) }
+        if let iterationsPerEpoch { o[TrainOption.iterationsPerEpoch.key] = .uint32(iterationsPerEpoch) }
+        if let seed { o[TrainOption.seed.key] = .uint64(seed) }
+        if let learningRate { o[TrainOption.learningRate.key] = .double(learningRate) }
+        if let weightDecay { o[TrainOption.weightDecay.key] = .double(weightDecay) }
+        if let copyRule { o[TrainOption.copyRule.key] = .string(copyRule) }
+        if let segmentationStep { o[TrainOption.segmentationStep.key] = .boolean(segmentationStep) }
+        if let name { o[TrainOption.name.key] = .string(name) }
+        if let headLearningRate { o[TrainOption.headLearningRate.key] = .double(headLearningRate) }
+        if let dataFormat { o[TrainOption.dataFormat.key] = .string(dataFormat) }
+        if let segmentationFormat { o[TrainOption.segmentationFormat.key] = .string(segmentationFormat) }
+        if let dataOptions { o[TrainOption.dataOptions.key] = .string(dataOptions) }
         return o
     }
 }
@@ -338,9 +339,9 @@ struct Train: ParsableCommand {
     func run() throws {
         try runCommand(global) { client in
             var o = options.dictionary()
-            if let affinities { o["affinities"] = .uint32(affinities) }
-            if let head { o["head"] = .string(head) }
-            if let headConfig { o["head_config"] = .string(headConfig) }
+            if let affinities { o[TrainOption.affinities.key] = .uint32(affinities) }
+            if let head { o[TrainOption.head.key] = .string(head) }
+            if let headConfig { o[TrainOption.headConfig.key] = .string(headConfig) }
             return try startAndFollow(client, global: global, options: options) {
                 try client.call(API.root, API.manager, "Train", [.vardict(o)], expecting: "o")[0].asObjectPath()
             }

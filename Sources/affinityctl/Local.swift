@@ -1,4 +1,5 @@
 // LocalDaemon: a private dbus-daemon and affinityd for one command (`--local`).
+import AffinityAPI
 import Bus
 import Foundation
 #if canImport(Glibc)

@@ -1,5 +1,6 @@
 // models, plugins, status, version.
 import ArgumentParser
+import AffinityAPI
 import Bus
 import Foundation
 
@@ -118,8 +119,8 @@ struct Models: ParsableCommand {
             try runCommand(global) { client in
                 let fd = try openForReading(file)
                 var o: [String: DBusValue] = [:]
-                if let name { o["name"] = .string(name) }
-                if let affinities { o["affinities"] = .uint32(affinities) }
+                if let name { o[ImportOption.name.key] = .string(name) }
+                if let affinities { o[ImportOption.affinities.key] = .uint32(affinities) }
                 let path = try client.call(API.root, API.manager, "ImportModel", [.unixFD(fd), .vardict(o)], expecting: "o",
                                            timeout: .seconds(600))[0].asObjectPath()
                 fd.close()

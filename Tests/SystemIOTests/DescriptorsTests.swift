@@ -10,7 +10,7 @@ import Testing
 struct DescriptorsTests {
     @Test func scopeOpenAndCloseKeepTheRegistryBalanced() throws {
         let path = NSTemporaryDirectory() + "descriptors-\(UUID().uuidString)"
-        FileManager.default.createFile(atPath: path, contents: Data([1, 2, 3]))
+        #expect(FileManager.default.createFile(atPath: path, contents: Data([1, 2, 3])))
         defer { unlink(path) }
         let fds = (0..<32).map { _ in Descriptors.open(path, O_RDONLY) }
         #expect(fds.allSatisfy { $0 >= 0 })
