@@ -6,17 +6,31 @@ import Tensor
 /// X2 = W1ᵀ·X1 (C'×256) and x3 = X2ᵀ·w2 (256). Its four BatchNorms always use the statistics of
 /// the current RoI batch (§6.5), in training and at inference.
 public final class AffinityLayer: Module {
+    /// C', the number of affinities (rows of X2).
     public let affinities: Int
+    /// B, the RoIs per lesion-mask-feature batch (8 in the paper).
     public let batchSize: Int
     /// W1 [B, C'] (`batch_to_feat_mat`) and w2 [C', 1] (`batch_to_feat_vec`).
     public let w1: Parameter, w2: Parameter
+    /// The shared sieve block `sieve.0`: `conv_down` (2×2, stride 2, 256 → 128) → `bn` → ReLU →
+    /// `conv_up` (transposed 2×2, stride 2, 128 → 256); 28 → 14 → 28, no activation after `conv_up`.
     public let convDown: Conv2d, sieveBN: BatchNorm2d, convUp: ConvTranspose2d
+    /// The vectorisation: `conv_d1` and `conv_d2` (2×2, stride 2: 28 → 14 → 7) and `conv_d_final`
+    /// (7×7: 7 → 1), each followed by ReLU and then its BatchNorm `bn1`, `bn2`, `bn3`.
     public let convD1: Conv2d, bn1: BatchNorm2d, convD2: Conv2d, bn2: BatchNorm2d, convDFinal: Conv2d, bn3: BatchNorm2d
     /// How many times the shared sieve block is applied (3 stages × 3 entries of the container).
     public let sieveApplications: Int
 
     static let prefix = "affinity_layer"
 
+    /// An affinity layer with zero weights (BatchNorm γ = 1) and the original keys under `affinity_layer`.
+    /// - Parameters:
+    ///   - affinities: C'.
+    ///   - batchSize: B, the RoIs per batch.
+    ///   - channels: Channels of the lesion mask features (256).
+    ///   - reduced: Channels inside the sieve block (128).
+    ///   - sieveApplications: How many times the sieve block runs (9).
+    /// - Precondition: `affinities` and `batchSize` are positive.
     public init(affinities: Int, batchSize: Int = 8, channels: Int = 256, reduced: Int = 128, sieveApplications: Int = 9) {
         precondition(affinities > 0 && batchSize > 0)
         self.affinities = affinities; self.batchSize = batchSize; self.sieveApplications = sieveApplications
@@ -36,6 +50,7 @@ public final class AffinityLayer: Module {
 
     private var sieveModules: [any Module] { [convDown, sieveBN, convUp] }
 
+    /// W1, w2, the sieve block (once), then the vectorisation convs and BatchNorms.
     public var parameters: [Parameter] {
         [w1, w2] + convDown.parameters + sieveBN.parameters + convUp.parameters
             + convD1.parameters + bn1.parameters + convD2.parameters + bn2.parameters + convDFinal.parameters + bn3.parameters
@@ -77,12 +92,15 @@ public final class AffinityLayer: Module {
         var sieveOut: Tensor
         var c1: Tensor, s1: BatchNormSaved, c2: Tensor, s2: BatchNormSaved, c3: Tensor, s3: BatchNormSaved
         var h1: Tensor, h2: Tensor
+        /// X1 [B, 256] of the forward.
         public var x1: Tensor
+        /// X2 [C', 256] of the forward.
         public var x2: Tensor
     }
 
     /// The intermediate results a caller may want to look at.
     public struct Output {
+        /// The sieve's output after its last application [B, 256, 28, 28].
         public var sieveOut: Tensor
         /// X1 [B, 256], X2 [C', 256], x3 [1, 256].
         public var x1: Tensor, x2: Tensor, x3: Tensor
@@ -150,19 +168,30 @@ public final class AffinityLayer: Module {
 
 /// The image classifier `s2new`: fc_l1 256→128 → ReLU → fc_l2 128→128 → ReLU → class_predict_logits 128→3.
 public final class ImageClassifier: Module {
+    /// `s2new.fc_l1` (256 → 128), `s2new.fc_l2` (128 → 128) and `s2new.class_predict_logits` (128 → 3).
     public let fc1: Linear, fc2: Linear, logits: Linear
 
+    /// What backward needs from one forward: the input and both ReLU outputs.
     public struct Saved { var x: Tensor, h1: Tensor, h2: Tensor }
 
+    /// A classifier with zero parameters and the keys `s2new.*`.
+    /// - Parameters:
+    ///   - inFeatures: The width of x3.
+    ///   - hidden: The width of the two hidden layers.
+    ///   - classes: The number of logits.
     public init(inFeatures: Int = 256, hidden: Int = 128, classes: Int = 3) {
         fc1 = Linear("s2new.fc_l1", inFeatures, hidden)
         fc2 = Linear("s2new.fc_l2", hidden, hidden)
         logits = Linear("s2new.class_predict_logits", hidden, classes)
     }
 
+    /// `fc_l1`, `fc_l2`, then `class_predict_logits` parameters.
     public var parameters: [Parameter] { fc1.parameters + fc2.parameters + logits.parameters }
+    /// The parameters as state entries, in state-dict order.
     public var stateEntries: [StateEntry] { fc1.stateEntries + fc2.stateEntries + logits.stateEntries }
 
+    /// PyTorch's default Linear initialisation for the three layers, in order: weight and bias
+    /// U(±1/√in) from `rng`.
     public func initialize(rng: inout SeededGenerator) {
         for l in [fc1, fc2, logits] {
             let b = 1 / Float(l.inFeatures).squareRoot()
@@ -178,6 +207,12 @@ public final class ImageClassifier: Module {
         return (try logits(h2), Saved(x: x, h1: h1, h2: h2))
     }
 
+    /// Accumulates the three layers' gradients and returns dL/dx.
+    /// - Parameters:
+    ///   - dLogits: The gradient of the logits [1, 3].
+    ///   - s: What the forward returned.
+    /// - Returns: dL/dx [1, 256].
+    /// - Throws: `TensorError` for mismatched shapes.
     public func backward(_ dLogits: Tensor, saved s: Saved) throws -> Tensor {
         var d = try logits.backward(dLogits, input: s.h2)!
         d = try fc2.backward(try reluGradient(d, output: s.h2), input: s.h1)!

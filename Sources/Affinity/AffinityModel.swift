@@ -6,16 +6,27 @@ import Tensor
 /// MaskRCNNPredictorTruncated (`mask_predictor_s2`): `conv_mask` ConvTranspose 2×2/2 256→256 →
 /// `conv_reduce` 3×3 256→256 → ReLU (no ReLU in between, no logits layer; MODEL.md §5.3.1).
 public final class MaskFeaturePredictor: Module {
+    /// `conv_mask` (transposed 2×2, stride 2: 14 → 28; copied from the segmentation `mask_predictor`)
+    /// and `conv_reduce` (3×3, padding 1; never copied); both with bias.
     public let convMask: ConvTranspose2d, convReduce: Conv2d
 
+    /// A predictor with zero parameters.
+    /// - Parameters:
+    ///   - name: The module prefix, e.g. `roi_heads.mask_predictor_s2`.
+    ///   - channels: Feature channels.
     public init(_ name: String, channels: Int = 256) {
         convMask = ConvTranspose2d(joinName(name, "conv_mask"), ConvGeometry(channels, channels, kernel: 2, stride: 2), bias: true)
         convReduce = Conv2d(joinName(name, "conv_reduce"), ConvGeometry(channels, channels, kernel: 3, padding: 1), bias: true)
     }
 
+    /// `conv_mask`, then `conv_reduce` parameters.
     public var parameters: [Parameter] { convMask.parameters + convReduce.parameters }
+    /// The parameters as state entries, in state-dict order.
     public var stateEntries: [StateEntry] { convMask.stateEntries + convReduce.stateEntries }
 
+    /// ReLU(conv_reduce(conv_mask(x))): [R, 256, 14, 14] → lesion mask features [R, 256, 28, 28];
+    /// `up` is `conv_mask`'s output, kept for backward.
+    /// - Throws: `TensorError` for an input of the wrong rank or channel count.
     public func forward(_ x: Tensor, workspace ws: Workspace) throws -> (out: Tensor, up: Tensor) {
         let up = try convMask(x, workspace: ws)
         let out = try convReduce(up, workspace: ws)
@@ -32,10 +43,15 @@ public final class MaskFeaturePredictor: Module {
 
 /// Errors of the affinity model.
 public enum AffinityError: Error, CustomStringConvertible, Equatable {
+    /// The RoI batch selection kept no box: there were no proposals, or every decoded box was
+    /// degenerate (clipped area ≤ 1e-5).
     case noRegionsOfInterest
+    /// The image tensor is not [1, 3, H, W] with H and W multiples of 16 and at least 32.
     case invalidImage(String)
+    /// An argument outside its domain, e.g. a class label other than 0, 1, 2.
     case invalidArgument(String)
 
+    /// A one-line message naming the problem.
     public var description: String {
         switch self {
         case .noRegionsOfInterest: return "no region of interest survived the RoI batch selection (every proposal is degenerate)"
@@ -49,6 +65,7 @@ public enum AffinityError: Error, CustomStringConvertible, Equatable {
 public struct RoIBatch: Sendable {
     /// B clipped decoded boxes in rank order (with repetitions when padded).
     public var boxes: [Box]
+    /// Their lesion scores (`box_predictor_s2`'s softmax probability of class 1), same order.
     public var scores: [Float]
     /// How many distinct boxes survived NMS before padding (≤ B).
     public var survivors: Int
@@ -58,17 +75,24 @@ public struct RoIBatch: Sendable {
 /// mask-features branches (`*_s2`), and the image-classification head: by default the affinity
 /// layer and the image classifier `s2new` (`AffinityHead`), or any other `ClassificationHead`.
 public final class AffinityModel: Module {
+    /// The segmentation Mask R-CNN: backbone, RPN and the segmentation RoI branches.
     public let segmentation: MaskRCNN
+    /// `roi_heads.box_head_s2`, the box head that scores the proposals for the RoI batch.
     public let boxHeadS2: BoxHead
+    /// `roi_heads.box_predictor_s2`.
     public let boxPredictorS2: BoxPredictor
+    /// `roi_heads.mask_head_s2`.
     public let maskHeadS2: MaskHead
+    /// `roi_heads.mask_predictor_s2`, which outputs the lesion mask features.
     public let maskPredictorS2: MaskFeaturePredictor
     /// The image-classification head (lesion mask features → 3 logits).
     public let head: any ClassificationHead
+    /// The NMS IoU of the RoI batch selection (`box_nms_thresh_classifier`).
     public var roiNMSThreshold: Float = 0.25
     /// B, the number of RoIs in the lesion-mask-feature batch (8).
     public let roiBatchSize: Int
 
+    /// The backbone, shared by the segmentation and the classification path.
     public var backbone: Backbone { segmentation.backbone }
     var workspace: Workspace { segmentation.workspace }
 
@@ -98,10 +122,12 @@ public final class AffinityModel: Module {
         boxHeadS2.parameters + boxPredictorS2.parameters + maskHeadS2.parameters + maskPredictorS2.parameters
     }
 
+    /// The segmentation model's, the classification RoI branches', then the head's parameters.
     public var parameters: [Parameter] {
         segmentation.parameters + classificationBranchParameters + head.parameters
     }
 
+    /// Every state entry in the original state-dict order (without the alias keys).
     public var stateEntries: [StateEntry] {
         segmentation.stateEntries + boxHeadS2.stateEntries + boxPredictorS2.stateEntries + maskHeadS2.stateEntries + maskPredictorS2.stateEntries
             + head.stateEntries
@@ -173,12 +199,19 @@ public final class AffinityModel: Module {
 
     /// Everything the classification path computes for one image.
     public struct ClassificationOutput {
+        /// The FPN feature map [1, 256, H/16, W/16].
         public var features: Tensor
+        /// The RPN proposals.
         public var proposals: Proposals
+        /// `box_predictor_s2` logits of the proposals [R, 2].
         public var classLogitsS2: Tensor
+        /// `box_predictor_s2` deltas of the proposals [R, 8].
         public var boxRegressionS2: Tensor
+        /// The B selected RoIs.
         public var roiBatch: RoIBatch
+        /// RoIAlign 14×14 of the RoI batch [B, 256, 14, 14].
         public var maskPool: Tensor
+        /// `mask_head_s2`'s output [B, 256, 14, 14].
         public var maskHead: Tensor
         /// The lesion mask features [B, 256, 28, 28].
         public var lesionMaskFeatures: Tensor
@@ -220,7 +253,11 @@ public final class AffinityModel: Module {
     /// The full inference of the original test script: eval-mode backbone and RPN, the
     /// classification path (affinity BNs on batch statistics) and, if asked, the segmentation
     /// detections with their masks.
-    /// - Precondition: image is [1, 3, H, W], normalised (see `ModelInput`).
+    ///
+    /// The image must be normalised as Imaging's `Preprocessing.modelInput` does.
+    /// - Throws: `AffinityError.invalidImage` unless the image is [1, 3, H, W] with H and W multiples
+    ///   of 16 and at least 32; `AffinityError.noRegionsOfInterest` when no RoI survives the selection;
+    ///   `TensorError` from the layers.
     public func predict(_ image: Tensor, withDetections: Bool = true, rng: inout SeededGenerator) throws -> (ClassificationOutput, [Detection]) {
         try Self.checkImage(image)
         let (features, _) = try backbone.forward(image, training: false, workspace: workspace, keep: false)

@@ -35,6 +35,7 @@ public struct ClassificationHeadOutput {
     /// What the head's backward needs (its own type).
     public var saved: Any?
 
+    /// An output with the given logits and, optionally, the affinity results and backward state.
     public init(logits: Tensor, affinity: AffinityLayer.Output? = nil, saved: Any? = nil) {
         self.logits = logits; self.affinity = affinity; self.saved = saved
     }
@@ -63,6 +64,7 @@ public enum ClassificationHeadError: Error, CustomStringConvertible, Equatable {
     /// (semantic versioning: a new major version may read the same parameters differently).
     case versionMismatch(id: String, file: String, loaded: String)
 
+    /// A message for the user that names the head and, where there is one, the remedy.
     public var description: String {
         switch self {
         case .headUnavailable(let id, let version):
@@ -86,20 +88,33 @@ public enum ClassificationHeadError: Error, CustomStringConvertible, Equatable {
 public final class AffinityHead: ClassificationHead {
     /// The id recorded for the built-in head.
     public static let id = "affinity"
+    /// The affinity layer (`affinity_layer.*`).
     public let layer: AffinityLayer
+    /// The image classifier (`s2new.*`).
     public let classifier: ImageClassifier
 
+    /// A built-in head with zero weights; call `initialize(rng:)` or load weights.
+    /// - Parameters:
+    ///   - affinities: C'.
+    ///   - batchSize: B, the RoIs per batch.
     public init(affinities: Int, batchSize: Int = 8) {
         layer = AffinityLayer(affinities: affinities, batchSize: batchSize)
         classifier = ImageClassifier()
     }
 
+    /// C' of the affinity layer.
     public var affinities: Int { layer.affinities }
+    /// Always `affinity` (`AffinityHead.id`).
     public var headID: String { Self.id }
+    /// Always `builtin`.
     public var headVersion: String { "builtin" }
+    /// Always `{}`: the head's one setting, C', is recorded as the `affinity` metadata instead.
     public var headConfig: String { "{}" }
+    /// The affinity layer's parameters, then the classifier's.
     public var parameters: [Parameter] { layer.parameters + classifier.parameters }
+    /// The affinity layer's state entries, then the classifier's.
     public var stateEntries: [StateEntry] { layer.stateEntries + classifier.stateEntries }
+    /// The affinity layer's duplicate keys (`sieve.1`, `sieve.2`, `pars.0`, `pars.1`).
     public var originalAliases: [(alias: String, of: String)] { layer.originalAliases }
 
     /// The affinity layer first, then the classifier (the order of MODEL.md §13).
@@ -110,12 +125,21 @@ public final class AffinityHead: ClassificationHead {
 
     struct Saved { var layer: AffinityLayer.Saved; var classifier: ImageClassifier.Saved }
 
+    /// The affinity layer, then the classifier: lesion mask features [B, 256, 28, 28] → logits [1, 3],
+    /// with X1, X2 and x3 in `affinity`. The layer's BatchNorms normalise with the batch statistics
+    /// and update their running statistics (MODEL.md §6.5), also at inference.
+    /// - Throws: `TensorError` when the features are not [B, 256, 28, 28].
     public func forward(lesionMaskFeatures: Tensor, workspace: Workspace) throws -> ClassificationHeadOutput {
         let (aff, asaved) = try layer.forward(lesionMaskFeatures, workspace: workspace)
         let (logits, csaved) = try classifier.forward(aff.x3)
         return ClassificationHeadOutput(logits: logits, affinity: aff, saved: Saved(layer: asaved, classifier: csaved))
     }
 
+    /// Backpropagates ∂L/∂logits [1, 3] through the classifier and the affinity layer, accumulating
+    /// their gradients.
+    /// - Returns: ∂L/∂(lesion mask features) [B, 256, 28, 28].
+    /// - Throws: `AffinityError.invalidArgument` when `output` did not come from this head's
+    ///   `forward`; `TensorError` for mismatched shapes.
     public func backward(logitsGradient: Tensor, output: ClassificationHeadOutput, workspace: Workspace) throws -> Tensor {
         guard let s = output.saved as? Saved else {
             throw AffinityError.invalidArgument("the affinity head's backward needs the output of its own forward")

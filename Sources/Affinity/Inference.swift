@@ -10,12 +10,15 @@ public let classNames = ["normal", "common pneumonia", "COVID-19"]
 public struct Prediction: Sendable {
     /// The three raw logits (0 normal, 1 common pneumonia, 2 COVID-19).
     public var logits: [Float]
+    /// The predicted class: the index of the largest logit (the first on ties).
     public var classIndex: Int
+    /// The name of `classIndex` in `classNames`.
     public var className: String { classNames[classIndex] }
     /// Softmax of the logits.
     public var probabilities: [Float]
     /// The B selected RoI boxes in rank order and their lesion scores.
     public var roiBoxes: [Box]
+    /// The lesion scores of `roiBoxes`, same order.
     public var roiScores: [Float]
     /// Segmentation detections (score > 0.05, NMS 0.5, ≤ 100), each with its 28×28 mask probabilities.
     public var detections: [Detection]
@@ -88,6 +91,15 @@ public enum ModelLoader {
         return model
     }
 
+    /// Reads a safetensors file and loads it as `load(_:affinities:config:heads:)` does, with the
+    /// default `DetectionConfig`.
+    /// - Parameters:
+    ///   - url: A model file, training checkpoint or converted original state dict.
+    ///   - affinities: C' to build the built-in head with; nil: from the file.
+    ///   - heads: Makes the head of a file whose head is a plugin.
+    /// - Returns: The model with the file's weights.
+    /// - Throws: `CheckpointError` when the file cannot be read or does not fit the model;
+    ///   `ClassificationHeadError` as `head(for:affinities:heads:)`.
     public static func load(contentsOf url: URL, affinities: Int? = nil, heads: (any ClassificationHeadFactory)? = nil) throws -> AffinityModel {
         try load(try SafeTensorsFile(contentsOf: url), affinities: affinities, heads: heads)
     }
@@ -111,6 +123,21 @@ public extension AffinityModel {
     /// The full inference on a normalised [1, 3, H, W] image (MODEL.md §9): class logits from the
     /// classification path and the segmentation detections with pasted-mask areas.
     /// `rng` drives the RoI-batch padding rule (only used when fewer than 8 RoIs survive).
+    ///
+    /// Like the original test script, the affinity layer's BatchNorms run in training mode: they
+    /// normalise with the RoI batch's statistics and update their running statistics.
+    /// - Parameters:
+    ///   - image: The image [1, 3, H, W], normalised as Imaging's `Preprocessing.modelInput` does;
+    ///     H and W multiples of 16, at least 32 (512×512 from `Preprocessing.modelInput`).
+    ///   - withDetections: Whether to run the segmentation detections and their masks (false leaves
+    ///     `detections` and `maskAreas` empty).
+    ///   - rng: The generator of the padding rule; a fixed seed makes the result reproducible.
+    /// - Returns: The logits, class, probabilities, RoI batch, detections, mask areas, the affinity
+    ///   matrix and per-stage timings in seconds (`backbone`, `proposals`, `classification`, `total`;
+    ///   with detections also `segmentation`, `paste_masks`).
+    /// - Throws: `AffinityError.invalidImage` for an image of the wrong shape,
+    ///   `AffinityError.noRegionsOfInterest` when no RoI survives the selection, `TensorError` from
+    ///   the layers.
     func predictImage(_ image: Tensor, withDetections: Bool = true, rng: inout SeededGenerator) throws -> Prediction {
         try Self.checkImage(image)
         var timings: [String: Double] = [:]

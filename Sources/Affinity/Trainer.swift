@@ -5,23 +5,35 @@ import Tensor
 
 /// A classification training sample: a normalised [1, 3, H, W] image and its class (0, 1, 2).
 public struct ClassificationSample {
+    /// The normalised image [1, 3, H, W].
     public var image: Tensor
+    /// The class: 0 normal, 1 common pneumonia, 2 COVID-19.
     public var label: Int
+    /// A sample of `image` labelled `label`.
     public init(image: Tensor, label: Int) { self.image = image; self.label = label }
 }
 
 /// A segmentation training sample: a normalised image and its lesion instances (none for a negative).
 public struct SegmentationSample {
+    /// The normalised image [1, 3, H, W].
     public var image: Tensor
+    /// Its lesion boxes and masks (no boxes: the segmentation step skips the sample).
     public var targets: SegmentationTargets
+    /// A sample of `image` with `targets`.
     public init(image: Tensor, targets: SegmentationTargets) { self.image = image; self.targets = targets }
 }
 
 /// Where the trainer reads its data from (a data set reader, phantoms in memory, …).
 public protocol TrainingData {
+    /// The number of classification samples (one epoch visits each once).
     var classificationCount: Int { get }
+    /// The number of segmentation samples (each iteration draws one at random).
     var segmentationCount: Int { get }
+    /// Classification sample `i`, 0 ≤ i < `classificationCount`.
+    /// - Throws: when the sample cannot be read.
     func classificationSample(_ i: Int) throws -> ClassificationSample
+    /// Segmentation sample `i`, 0 ≤ i < `segmentationCount`.
+    /// - Throws: when the sample cannot be read.
     func segmentationSample(_ i: Int) throws -> SegmentationSample
 }
 
@@ -35,10 +47,15 @@ public enum CopyRule: String, Codable, Sendable, CaseIterable {
 
 /// Everything the paper varies, and the seeds.
 public struct TrainingConfig: Codable, Sendable, Equatable {
+    /// C' of the built-in head; it must equal the model's (not checked for a plugin head).
     public var affinities = 128
+    /// Epochs to train; an epoch is one pass over the classification samples.
     public var epochs = 100
+    /// Adam's learning rate.
     public var learningRate: Float = 1e-5
+    /// Adam's L2 weight decay.
     public var weightDecay: Float = 1e-3
+    /// When the segmentation branches are copied into the `_s2` ones.
     public var copyRule: CopyRule = .previous
     /// Train `mask_predictor_s2.conv_reduce` with L_CLS (default: frozen at its initial values, Eq. 8).
     public var trainConvReduce = false
@@ -52,7 +69,9 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     /// the segmentation step keep `learningRate` (a fresh head next to pre-trained features learns
     /// at a higher rate than the features it reads).
     public var headLearningRate: Float? = nil
+    /// Seeds the run's four generators (shuffle, segmentation pick, sampling, padding).
     public var seed: UInt64 = 1
+    /// The paper's settings.
     public init() {}
 
     enum CodingKeys: String, CodingKey {
@@ -77,43 +96,61 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
 
 /// The state of a training run that a checkpoint must carry to resume exactly.
 public struct TrainerState: Codable, Sendable, Equatable {
+    /// Epochs finished.
     public var epoch = 0
     /// Iterations done in the current epoch.
     public var iteration = 0
+    /// Iterations done over the whole run.
     public var totalIterations = 0
     /// The current epoch's order of classification samples.
     public var order: [Int] = []
+    /// The state of the generator that shuffles the classification samples at each epoch's start.
     public var shuffleRNG: [UInt64]
+    /// The state of the generator that draws each iteration's segmentation sample.
     public var segmentationPickRNG: [UInt64]
+    /// The state of the generator of the segmentation step's anchor and RoI sampling.
     public var samplingRNG: [UInt64]
+    /// The state of the generator of the classification step's RoI-batch padding.
     public var paddingRNG: [UInt64]
     /// The copy rule's reference L_SEG.
     public var copyReference: Double
+    /// How many times the segmentation branches were copied.
     public var copies = 0
     /// Sums over the current epoch.
     public var epochSegSum = 0.0, epochSegCount = 0, epochClsSum = 0.0
     /// Mean L_Total, L_SEG and L_CLS of every finished epoch.
     public var epochTotals: [Double] = []
+    /// Mean L_SEG of every finished epoch (over the iterations that ran a segmentation step).
     public var epochSeg: [Double] = []
+    /// Mean L_CLS of every finished epoch.
     public var epochCls: [Double] = []
+    /// The finished epoch with the lowest mean L_Total (the earliest on ties); nil before the first.
     public var bestEpoch: Int? = nil
 }
 
 /// The losses of one Algorithm 1 iteration.
 public struct IterationResult: Sendable {
+    /// The epoch and the iteration within it (both from 0).
     public var epoch: Int, iteration: Int
     /// nil when the drawn segmentation sample had no lesion (the step is skipped).
     public var segmentation: SegmentationLosses?
+    /// L_CLS of the classification step (0 when that step is switched off).
     public var classification: Double
+    /// Whether the segmentation step copied its branches into the classification ones.
     public var copied: Bool
+    /// L_Total = L_SEG + L_CLS (a step that did not run counts 0).
     public var total: Double { (segmentation?.total ?? 0) + classification }
 }
 
 /// Errors of training and checkpoints.
 public enum TrainingError: Error, CustomStringConvertible, Equatable {
+    /// The trainer cannot start: no classification samples, both steps off, the segmentation step on
+    /// without segmentation samples, or a C' that differs from the model's.
     case emptyData(String)
+    /// The file cannot be resumed from: no trainer state, another C', or invalid generator states.
     case badCheckpoint(String)
 
+    /// A one-line message naming the problem.
     public var description: String {
         switch self {
         case .emptyData(let s): return "cannot train: \(s)"
@@ -126,12 +163,26 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
 /// segmentation sample (skipped when it has no lesion) and one classification step on the next
 /// classification sample; one Adam over all parameters, each step updating only its subset.
 public final class OneShotTrainer {
+    /// The model being trained (in place).
     public let model: AffinityModel
+    /// The run's settings.
     public let config: TrainingConfig
+    /// The one optimizer over all parameters; each step updates only its own subset.
     public let adam: Adam
+    /// Progress, losses and generator states; `resume(from:)` replaces it.
     public private(set) var state: TrainerState
+    /// The samples.
     public let data: TrainingData
 
+    /// A trainer at the start of a run: Adam with `config`'s learning rate and weight decay, the four
+    /// generators seeded from `config.seed`, the copy reference at 1000 (`.previous`) or 10000 (`.best`).
+    /// - Parameters:
+    ///   - model: The model to train, initialised or loaded.
+    ///   - data: The samples.
+    ///   - config: The run's settings.
+    /// - Throws: `TrainingError.emptyData` when there is no classification sample, both steps are off,
+    ///   the segmentation step is on without segmentation samples, or the model's built-in head has
+    ///   another C' than `config.affinities`.
     public init(model: AffinityModel, data: TrainingData, config: TrainingConfig) throws {
         guard data.classificationCount > 0 else { throw TrainingError.emptyData("the classification set is empty") }
         guard config.segmentationStep || config.classificationStep else { throw TrainingError.emptyData("both the segmentation and the classification step are switched off") }
@@ -162,6 +213,7 @@ public final class OneShotTrainer {
         model.head.parameters + (config.trainConvReduce ? model.maskPredictorS2.convReduce.parameters : [])
     }
 
+    /// Whether `config.epochs` epochs have finished.
     public var isFinished: Bool { state.epoch >= config.epochs }
 
     /// Runs one iteration (starting a new epoch, with a new shuffle, when needed).

@@ -3,7 +3,10 @@ import Tensor
 
 /// ResNet's BasicBlock: conv3×3(s) → BN → ReLU → conv3×3 → BN → + identity (or downsample) → ReLU.
 public final class BasicBlock: Module {
+    /// The main path: `conv1` (3×3, the block's stride) → `bn1` → ReLU → `conv2` (3×3) → `bn2`; no conv biases.
     public let conv1: Conv2d, bn1: BatchNorm2d, conv2: Conv2d, bn2: BatchNorm2d
+    /// The identity path's 1×1 strided conv and BatchNorm (`downsample.0`, `downsample.1`); present
+    /// when the stride is not 1 or the channel count changes, nil otherwise.
     public let downsample: (conv: Conv2d, bn: BatchNorm2d)?
 
     /// What backward needs from one forward.
@@ -12,6 +15,13 @@ public final class BasicBlock: Module {
         var dsConv: Tensor?, dsSaved: BatchNormSaved?
     }
 
+    /// A block with torchvision's keys under `name` (e.g. `backbone.body.layer2.0`); its weights are
+    /// zero (BatchNorm γ = 1) until initialised or loaded.
+    /// - Parameters:
+    ///   - name: The module prefix.
+    ///   - inChannels: Input channels.
+    ///   - channels: Output channels.
+    ///   - stride: The stride of `conv1` and of the downsample conv (2 halves H and W).
     public init(_ name: String, inChannels: Int, channels: Int, stride: Int) {
         conv1 = Conv2d(joinName(name, "conv1"), ConvGeometry(inChannels, channels, kernel: 3, stride: stride, padding: 1), bias: false)
         bn1 = BatchNorm2d(joinName(name, "bn1"), channels)
@@ -25,9 +35,11 @@ public final class BasicBlock: Module {
         }
     }
 
+    /// `conv1`, `bn1`, `conv2`, `bn2`, then the downsample conv and BatchNorm, in state-dict order.
     public var parameters: [Parameter] {
         conv1.parameters + bn1.parameters + conv2.parameters + bn2.parameters + (downsample.map { $0.conv.parameters + $0.bn.parameters } ?? [])
     }
+    /// Every state entry (parameters and BatchNorm buffers) in state-dict order.
     public var stateEntries: [StateEntry] {
         conv1.stateEntries + bn1.stateEntries + conv2.stateEntries + bn2.stateEntries
             + (downsample.map { $0.conv.stateEntries + $0.bn.stateEntries } ?? [])
@@ -75,12 +87,20 @@ public final class BasicBlock: Module {
 /// ResNet18 cut after layer3 (`backbone.body`) + the single-level FPN (`backbone.fpn`):
 /// a [1, 3, H, W] image gives a [1, 256, H/16, W/16] feature map (MODEL.md §3).
 public final class Backbone: Module {
+    /// The stem conv: 7×7, stride 2, padding 3, 3 → 64 channels, no bias (`backbone.body.conv1`).
     public let conv1: Conv2d
+    /// The stem's BatchNorm (64 channels, `backbone.body.bn1`).
     public let bn1: BatchNorm2d
+    /// The stem's 3×3 max pool, stride 2, padding 1.
     public let pool = MaxPool2d(kernel: 3, stride: 2, padding: 1)
+    /// layer1, layer2, layer3: two `BasicBlock`s each, with 64, 128 and 256 channels; the first block of
+    /// layer2 and of layer3 has stride 2.
     public let blocks: [BasicBlock]
+    /// The FPN's lateral 1×1 conv, 256 → 256, with bias (`backbone.fpn.inner_blocks.0`).
     public let fpnInner: Conv2d
+    /// The FPN's output 3×3 conv, 256 → 256, padding 1, with bias (`backbone.fpn.layer_blocks.0`).
     public let fpnLayer: Conv2d
+    /// Channels of the feature map the backbone produces.
     public static let outChannels = 256
 
     /// What backward needs from one forward.
@@ -88,6 +108,8 @@ public final class Backbone: Module {
         var x: Tensor, c1: Tensor, s1: BatchNormSaved, r1: Tensor, poolIndices: [Int32], blocks: [BasicBlock.Saved], c4: Tensor, inner: Tensor
     }
 
+    /// The backbone with the original keys (`backbone.body.*`, `backbone.fpn.*`); its weights are zero
+    /// (BatchNorm γ = 1) until `initialize(rng:)` or a checkpoint fills them.
     public init() {
         conv1 = Conv2d("backbone.body.conv1", ConvGeometry(3, 64, kernel: 7, stride: 2, padding: 3), bias: false)
         bn1 = BatchNorm2d("backbone.body.bn1", 64)
@@ -106,7 +128,9 @@ public final class Backbone: Module {
 
     /// The body (ResNet) modules only.
     public var bodyParameters: [Parameter] { conv1.parameters + bn1.parameters + blocks.flatMap(\.parameters) }
+    /// The body's parameters, then the FPN's.
     public var parameters: [Parameter] { bodyParameters + fpnInner.parameters + fpnLayer.parameters }
+    /// Every state entry (stem, blocks, FPN) in state-dict order.
     public var stateEntries: [StateEntry] {
         conv1.stateEntries + bn1.stateEntries + blocks.flatMap(\.stateEntries) + fpnInner.stateEntries + fpnLayer.stateEntries
     }

@@ -4,11 +4,20 @@ import Tensor
 /// The RPN head (`rpn.head`): conv3×3 256→256 + ReLU, then `cls_logits` 1×1 → A and `bbox_pred`
 /// 1×1 → 4A (MODEL.md §4.2).
 public final class RPNHead: Module {
+    /// The shared 3×3 conv (padding 1, followed by ReLU), the 1×1 objectness conv (A outputs) and the
+    /// 1×1 delta conv (4A outputs, channel `4a + k` for k = dx, dy, dw, dh); all with bias.
     public let conv: Conv2d, clsLogits: Conv2d, bboxPred: Conv2d
+    /// A, the anchors per feature-map cell (30 for this model).
     public let anchorsPerLocation: Int
 
+    /// What backward needs from one forward: the input features and the shared conv's ReLU output.
     public struct Saved { var features: Tensor, t: Tensor }
 
+    /// An RPN head with zero parameters.
+    /// - Parameters:
+    ///   - name: The module prefix of the state-dict keys.
+    ///   - channels: Feature channels.
+    ///   - anchorsPerLocation: A.
     public init(_ name: String = "rpn.head", channels: Int = 256, anchorsPerLocation: Int = 30) {
         self.anchorsPerLocation = anchorsPerLocation
         conv = Conv2d(joinName(name, "conv"), ConvGeometry(channels, channels, kernel: 3, padding: 1), bias: true)
@@ -16,7 +25,9 @@ public final class RPNHead: Module {
         bboxPred = Conv2d(joinName(name, "bbox_pred"), ConvGeometry(channels, 4 * anchorsPerLocation, kernel: 1), bias: true)
     }
 
+    /// `conv`, `cls_logits`, `bbox_pred` parameters, in state-dict order.
     public var parameters: [Parameter] { conv.parameters + clsLogits.parameters + bboxPred.parameters }
+    /// The parameters as state entries, in state-dict order.
     public var stateEntries: [StateEntry] { conv.stateEntries + clsLogits.stateEntries + bboxPred.stateEntries }
 
     /// N(0, 0.01²) weights, zero biases.
@@ -43,16 +54,25 @@ public final class RPNHead: Module {
 
 /// TwoMLPHead (`box_head`, `box_head_s2`): flatten 256·7·7 → fc6 → ReLU → fc7 → ReLU (representation 128).
 public final class BoxHead: Module {
+    /// `fc6` (flattened RoI features → representation) and `fc7` (representation → representation).
     public let fc6: Linear, fc7: Linear
 
+    /// What backward needs from one forward: the input and both ReLU outputs.
     public struct Saved { var x: Tensor, h6: Tensor, h7: Tensor }
 
+    /// A box head with zero parameters.
+    /// - Parameters:
+    ///   - name: The module prefix, e.g. `roi_heads.box_head`.
+    ///   - inFeatures: The flattened RoI feature width (256·7·7 = 12,544).
+    ///   - representation: The width of `fc6` and `fc7`.
     public init(_ name: String, inFeatures: Int = 256 * 7 * 7, representation: Int = 128) {
         fc6 = Linear(joinName(name, "fc6"), inFeatures, representation)
         fc7 = Linear(joinName(name, "fc7"), representation, representation)
     }
 
+    /// `fc6`, then `fc7` parameters.
     public var parameters: [Parameter] { fc6.parameters + fc7.parameters }
+    /// The parameters as state entries, in state-dict order.
     public var stateEntries: [StateEntry] { fc6.stateEntries + fc7.stateEntries }
 
     /// [R, 256, 7, 7] → [R, 128].
@@ -62,6 +82,13 @@ public final class BoxHead: Module {
         return (h7, Saved(x: x, h6: h6, h7: h7))
     }
 
+    /// Accumulates the gradients of `fc6` and `fc7` and returns dL/dx.
+    /// - Parameters:
+    ///   - dy: The gradient of the representation [R, 128].
+    ///   - s: What the forward returned.
+    ///   - inputGradient: Whether to compute dL/dx.
+    /// - Returns: dL/dx in the input's shape ([R, 256, 7, 7]), or nil when `inputGradient` is false.
+    /// - Throws: `TensorError` for mismatched shapes.
     public func backward(_ dy: Tensor, saved s: Saved, inputGradient: Bool = true) throws -> Tensor? {
         let d7 = try reluGradient(dy, output: s.h7)
         let dh6 = try fc7.backward(d7, input: s.h6)!
@@ -72,18 +99,36 @@ public final class BoxHead: Module {
 
 /// FastRCNNPredictor (`box_predictor`, `box_predictor_s2`): `cls_score` 128→2, `bbox_pred` 128→8.
 public final class BoxPredictor: Module {
+    /// `cls_score` (one logit per class) and `bbox_pred` (4 deltas per class, class-major: class c in
+    /// columns 4c ..< 4c + 4).
     public let clsScore: Linear, bboxPred: Linear
 
+    /// A box predictor with zero parameters.
+    /// - Parameters:
+    ///   - name: The module prefix, e.g. `roi_heads.box_predictor`.
+    ///   - inFeatures: The representation width.
+    ///   - classes: Classes including the background (2: background, lesion).
     public init(_ name: String, inFeatures: Int = 128, classes: Int = 2) {
         clsScore = Linear(joinName(name, "cls_score"), inFeatures, classes)
         bboxPred = Linear(joinName(name, "bbox_pred"), inFeatures, 4 * classes)
     }
 
+    /// `cls_score`, then `bbox_pred` parameters.
     public var parameters: [Parameter] { clsScore.parameters + bboxPred.parameters }
+    /// The parameters as state entries, in state-dict order.
     public var stateEntries: [StateEntry] { clsScore.stateEntries + bboxPred.stateEntries }
 
+    /// Class logits [R, classes] and box deltas [R, 4·classes] of the representations x [R, 128].
+    /// - Throws: `TensorError` when x does not have `inFeatures` columns.
     public func forward(_ x: Tensor) throws -> (logits: Tensor, deltas: Tensor) { (try clsScore(x), try bboxPred(x)) }
 
+    /// Accumulates both layers' gradients and returns dL/dx.
+    /// - Parameters:
+    ///   - dLogits: The gradient of the logits [R, classes].
+    ///   - dDeltas: The gradient of the deltas [R, 4·classes].
+    ///   - x: The forward's input [R, 128].
+    /// - Returns: dL/dx [R, 128].
+    /// - Throws: `TensorError` for mismatched shapes.
     public func backward(dLogits: Tensor, dDeltas: Tensor, input x: Tensor) throws -> Tensor {
         let dx = try clsScore.backward(dLogits, input: x)!
         let d2 = try bboxPred.backward(dDeltas, input: x)!
@@ -94,19 +139,36 @@ public final class BoxPredictor: Module {
 
 /// MaskRCNNHeads with one layer (`mask_head`, `mask_head_s2`): `mask_fcn1` 3×3 256→256 + ReLU.
 public final class MaskHead: Module {
+    /// `mask_fcn1`: 3×3 conv, padding 1, channels → channels, with bias.
     public let fcn1: Conv2d
 
+    /// A mask head with zero parameters.
+    /// - Parameters:
+    ///   - name: The module prefix, e.g. `roi_heads.mask_head`.
+    ///   - channels: Feature channels.
     public init(_ name: String, channels: Int = 256) {
         fcn1 = Conv2d(joinName(name, "mask_fcn1"), ConvGeometry(channels, channels, kernel: 3, padding: 1), bias: true)
     }
 
+    /// The parameters of `mask_fcn1`.
     public var parameters: [Parameter] { fcn1.parameters }
+    /// The parameters as state entries.
     public var stateEntries: [StateEntry] { fcn1.stateEntries }
 
+    /// ReLU(mask_fcn1(x)): [R, 256, 14, 14] → [R, 256, 14, 14].
+    /// - Throws: `TensorError` for an input of the wrong rank or channel count.
     public func forward(_ x: Tensor, workspace ws: Workspace) throws -> Tensor {
         let y = try fcn1(x, workspace: ws); reluInPlace(y); return y
     }
 
+    /// Accumulates the gradients of `mask_fcn1` and returns dL/dx.
+    /// - Parameters:
+    ///   - dy: The gradient of the output [R, 256, 14, 14].
+    ///   - x: The forward's input.
+    ///   - y: The forward's output (its positive entries pass the gradient through the ReLU).
+    ///   - ws: Scratch memory.
+    /// - Returns: dL/dx in the shape of `x`.
+    /// - Throws: `TensorError` for mismatched shapes.
     public func backward(_ dy: Tensor, input x: Tensor, output y: Tensor, workspace ws: Workspace) throws -> Tensor {
         try fcn1.backward(try reluGradient(dy, output: y), input: x, workspace: ws)!
     }
@@ -115,14 +177,23 @@ public final class MaskHead: Module {
 /// MaskRCNNPredictor (`mask_predictor`): `conv_mask` ConvTranspose 2×2/2 256→256 → ReLU →
 /// `mask_fcn_logits` 1×1 256→2 (MODEL.md §5.2.1).
 public final class MaskPredictor: Module {
+    /// `conv_mask` (2×2 transposed conv, stride 2: 14 → 28) and `mask_fcn_logits` (1×1 conv to one
+    /// logit map per class); both with bias.
     public let convMask: ConvTranspose2d, logits: Conv2d
 
+    /// A mask predictor with zero parameters.
+    /// - Parameters:
+    ///   - name: The module prefix, e.g. `roi_heads.mask_predictor`.
+    ///   - channels: Feature channels.
+    ///   - classes: Classes including the background.
     public init(_ name: String, channels: Int = 256, classes: Int = 2) {
         convMask = ConvTranspose2d(joinName(name, "conv_mask"), ConvGeometry(channels, channels, kernel: 2, stride: 2), bias: true)
         logits = Conv2d(joinName(name, "mask_fcn_logits"), ConvGeometry(channels, classes, kernel: 1), bias: true)
     }
 
+    /// `conv_mask`, then `mask_fcn_logits` parameters.
     public var parameters: [Parameter] { convMask.parameters + logits.parameters }
+    /// The parameters as state entries, in state-dict order.
     public var stateEntries: [StateEntry] { convMask.stateEntries + logits.stateEntries }
 
     /// [R, 256, 14, 14] → logits [R, 2, 28, 28] (and the ReLU'd upsampled features for backward).
@@ -131,6 +202,14 @@ public final class MaskPredictor: Module {
         return (try logits(up, workspace: ws), up)
     }
 
+    /// Accumulates both layers' gradients and returns dL/dx.
+    /// - Parameters:
+    ///   - dLogits: The gradient of the logits [R, classes, 28, 28].
+    ///   - x: The forward's input [R, 256, 14, 14].
+    ///   - up: The forward's `up` (ReLU'd `conv_mask` output).
+    ///   - ws: Scratch memory.
+    /// - Returns: dL/dx [R, 256, 14, 14].
+    /// - Throws: `TensorError` for mismatched shapes.
     public func backward(_ dLogits: Tensor, input x: Tensor, up: Tensor, workspace ws: Workspace) throws -> Tensor {
         let dUp = try logits.backward(dLogits, input: up, workspace: ws)!
         return try convMask.backward(try reluGradient(dUp, output: up), input: x, workspace: ws)!

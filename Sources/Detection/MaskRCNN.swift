@@ -4,32 +4,54 @@ import Tensor
 
 /// The constants of the detector (MODEL.md §4–5), defaults as the original model.
 public struct DetectionConfig: Sendable, Codable, Equatable {
+    /// Anchor sizes in pixels (MODEL.md §4.1).
     public var anchorSizes: [Float] = [2, 4, 8, 16, 32]
+    /// Anchor aspect ratios h/w.
     public var aspectRatios: [Float] = [0.1, 0.25, 0.5, 1, 1.5, 2]
+    /// Anchors kept (highest objectness logits) before the RPN's NMS.
     public var rpnPreNMSTopN = 400
+    /// Proposals kept after the RPN's NMS.
     public var rpnPostNMSTopN = 200
+    /// The RPN's NMS suppresses a box whose IoU with a better one exceeds this.
     public var rpnNMSThreshold: Float = 0.75
+    /// Training: an anchor with IoU ≥ this with a gt box is positive.
     public var rpnForegroundIoU: Float = 0.7
+    /// Training: an anchor whose best IoU is below this is negative.
     public var rpnBackgroundIoU: Float = 0.3
+    /// Training: anchors sampled per image for the RPN losses.
     public var rpnBatchSize = 256
+    /// Training: the largest share of positives in the RPN sample.
     public var rpnPositiveFraction: Float = 0.75
+    /// Training: a proposal with IoU ≥ this with a gt box is foreground.
     public var roiForegroundIoU: Float = 0.75
+    /// Training: a proposal whose best IoU is below this is background.
     public var roiBackgroundIoU: Float = 0.5
+    /// Training: RoIs sampled per image for the box and mask losses.
     public var roiBatchSize = 256
+    /// Training: the largest share of foreground RoIs in that sample.
     public var roiPositiveFraction: Float = 0.75
+    /// Inference: a detection needs a class probability above this.
     public var boxScoreThreshold: Float = 0.05
+    /// Inference: the per-class NMS suppresses a detection whose IoU with a better one exceeds this.
     public var boxNMSThreshold: Float = 0.5
+    /// Inference: the most detections returned per image.
     public var detectionsPerImage = 100
+    /// The width of the box heads' representation (`fc6`, `fc7` outputs).
     public var representationSize = 128
+    /// The original model's constants.
     public init() {}
 
+    /// A = anchor sizes × aspect ratios (30 with the defaults).
     public var anchorsPerLocation: Int { anchorSizes.count * aspectRatios.count }
 }
 
 /// One detected lesion: box in image pixels, softmax score, label (1), and the 28×28 mask probabilities.
 public struct Detection: Sendable {
+    /// The box in input-image pixels, decoded from the RoI head and clipped to the image.
     public var box: Box
+    /// The softmax probability of `label`.
     public var score: Float
+    /// The class index: always 1 (lesion) in this two-class model.
     public var label: Int
     /// Sigmoid probabilities of the predicted class's mask logits, 28·28 row-major.
     public var mask28: [Float]
@@ -37,18 +59,29 @@ public struct Detection: Sendable {
 
 /// The RPN's proposals for one image: clipped boxes in descending objectness order and their logits.
 public struct Proposals: Sendable {
+    /// Clipped boxes in image pixels, highest objectness first.
     public var boxes: [Box]
+    /// Their objectness logits (not probabilities), in the same order.
     public var logits: [Float]
+    /// Proposals from boxes and their logits (equal counts expected, not checked).
     public init(boxes: [Box], logits: [Float]) { self.boxes = boxes; self.logits = logits }
 }
 
 /// Ground truth of one segmentation sample (MODEL.md §1.2): lesion boxes and full-image masks.
 public struct SegmentationTargets: Sendable {
+    /// One box per lesion instance, in image pixels.
     public var boxes: [Box]
     /// One H×W 0/1 mask per box.
     public var masks: [[UInt8]]
+    /// The image (and mask) size in pixels.
     public var height: Int, width: Int
 
+    /// Targets from boxes and their masks; `MaskRCNN.segmentationForwardBackward` checks them.
+    /// - Parameters:
+    ///   - boxes: One box per instance, in image pixels.
+    ///   - masks: One `height`×`width` 0/1 mask per box, row-major.
+    ///   - height: The image height.
+    ///   - width: The image width.
     public init(boxes: [Box], masks: [[UInt8]], height: Int, width: Int) {
         self.boxes = boxes; self.masks = masks; self.height = height; self.width = width
     }
@@ -61,16 +94,23 @@ public struct SegmentationTargets: Sendable {
 
 /// The five terms of L_SEG (MODEL.md §5.2.2, §4.5).
 public struct SegmentationLosses: Sendable, Codable, Equatable {
+    /// torchvision's `loss_classifier`, `loss_box_reg`, `loss_mask`, `loss_objectness`, `loss_rpn_box_reg`.
     public var classifier = 0.0, boxReg = 0.0, mask = 0.0, objectness = 0.0, rpnBoxReg = 0.0
+    /// L_SEG: the plain sum of the five terms.
     public var total: Double { classifier + boxReg + mask + objectness + rpnBoxReg }
+    /// All five terms zero.
     public init() {}
 }
 
 /// Errors of the detector's inputs.
 public enum DetectionError: Error, CustomStringConvertible, Equatable {
+    /// Segmentation targets that cannot be trained on: no box, masks of the wrong count or size, a
+    /// size other than the image's, or a degenerate box.
     case invalidTargets(String)
+    /// The image tensor is not [1, 3, H, W] with H and W multiples of 16 and at least 32.
     case invalidImage(String)
 
+    /// A one-line message naming the problem.
     public var description: String {
         switch self {
         case .invalidTargets(let s): return "invalid segmentation targets: \(s)"
@@ -82,16 +122,29 @@ public enum DetectionError: Error, CustomStringConvertible, Equatable {
 /// The segmentation half of the One Shot Affinity Model: ResNet18-to-layer3 + FPN, RPN, and the
 /// segmentation RoI branches (`box_head`, `box_predictor`, `mask_head`, `mask_predictor`).
 public final class MaskRCNN: Module {
+    /// The constants the detector was made with.
     public let config: DetectionConfig
+    /// ResNet18 to layer3 + the single-level FPN.
     public let backbone = Backbone()
+    /// The RPN head (`rpn.head`), A = `config.anchorsPerLocation`.
     public let rpn: RPNHead
+    /// `roi_heads.box_head`.
     public let boxHead: BoxHead
+    /// `roi_heads.box_predictor` (2 classes).
     public let boxPredictor: BoxPredictor
+    /// `roi_heads.mask_head`.
     public let maskHead: MaskHead
+    /// `roi_heads.mask_predictor` (2 classes).
     public let maskPredictor: MaskPredictor
+    /// Scratch memory of the model's convolutions; it is not thread-safe, so one model must not run
+    /// on two threads at once.
     public let workspace = Workspace()
     private var anchorCache: (h: Int, w: Int, sy: Int, sx: Int, anchors: [Box])?
 
+    /// A detector with the original keys (`backbone.*`, `rpn.head.*`, `roi_heads.*`) and zero weights
+    /// (BatchNorm γ = 1); call `initialize(rng:)` or load a checkpoint.
+    /// - Parameter config: The detector constants; `anchorsPerLocation` sizes the RPN head and
+    ///   `representationSize` the box head and predictor.
     public init(config: DetectionConfig = DetectionConfig()) {
         self.config = config
         rpn = RPNHead(anchorsPerLocation: config.anchorsPerLocation)
@@ -105,7 +158,10 @@ public final class MaskRCNN: Module {
     public var segmentationHeadParameters: [Parameter] {
         boxHead.parameters + boxPredictor.parameters + maskHead.parameters + maskPredictor.parameters
     }
+    /// The backbone's, the RPN head's, then the segmentation RoI branches' parameters.
     public var parameters: [Parameter] { backbone.parameters + rpn.parameters + segmentationHeadParameters }
+    /// Every state entry in state-dict order: backbone, RPN head, box head, box predictor, mask head,
+    /// mask predictor.
     public var stateEntries: [StateEntry] {
         backbone.stateEntries + rpn.stateEntries + boxHead.stateEntries + boxPredictor.stateEntries + maskHead.stateEntries + maskPredictor.stateEntries
     }
@@ -132,7 +188,8 @@ public final class MaskRCNN: Module {
         return a
     }
 
-    /// RPN proposals (MODEL.md §4.4): the top `preNMS` logits → decode → clip → NMS → first `postNMS`.
+    /// RPN proposals (MODEL.md §4.4): the top `config.rpnPreNMSTopN` logits → decode → clip → NMS at
+    /// `config.rpnNMSThreshold` → the first `config.rpnPostNMSTopN`.
     public func proposals(objectness: Tensor, deltas: Tensor, imageHeight: Int, imageWidth: Int) -> Proposals {
         let A = config.anchorsPerLocation, h = objectness.shape[2], w = objectness.shape[3], plane = h * w
         let anchors = self.anchors(featureHeight: h, featureWidth: w, imageHeight: imageHeight, imageWidth: imageWidth)
@@ -162,7 +219,8 @@ public final class MaskRCNN: Module {
     // MARK: - Inference
 
     /// Checks an input image: [1, 3, H, W] with H and W positive multiples of 16 (the feature
-    /// stride; MODEL.md §1.5's transform pads to multiples of 32, `ModelInput` always gives 512×512).
+    /// stride; MODEL.md §1.5's transform pads to multiples of 32, Imaging's `Preprocessing.modelInput`
+    /// always gives 512×512).
     /// - Throws: `DetectionError.invalidImage` with the shape at fault.
     public static func checkImage(_ image: Tensor) throws {
         guard image.shape.count == 4, image.shape[0] == 1, image.shape[1] == 3 else {
@@ -175,19 +233,26 @@ public final class MaskRCNN: Module {
 
     /// Everything an eval-mode forward of the segmentation half computes.
     public struct Output {
+        /// The FPN feature map [1, 256, H/16, W/16].
         public var features: Tensor
+        /// The RPN objectness logits [1, A, H/16, W/16].
         public var objectness: Tensor
+        /// The RPN deltas [1, 4A, H/16, W/16].
         public var deltas: Tensor
+        /// The RPN proposals (at most `config.rpnPostNMSTopN`).
         public var proposals: Proposals
-        /// Box-branch outputs for the proposals: logits [R, 2], deltas [R, 8].
+        /// Box-branch class logits of the proposals [R, 2].
         public var classLogits: Tensor
+        /// Box-branch deltas of the proposals [R, 8] (class-major, weights (10, 10, 5, 5)).
         public var boxRegression: Tensor
+        /// The post-processed detections, best first, with 28×28 masks unless `withMasks` was false.
         public var detections: [Detection]
     }
 
     /// Eval-mode forward (backbone BN with running statistics): features, proposals, box branch on
     /// all proposals, post-processing and the mask branch on the detections.
-    /// - Precondition: image is [1, 3, H, W] with H and W multiples of 16 (see `ModelInput`).
+    /// - Throws: `DetectionError.invalidImage` unless the image is [1, 3, H, W] with H and W multiples
+    ///   of 16 and at least 32 (see `checkImage(_:)`); `TensorError` from the layers.
     public func inference(_ image: Tensor, withMasks: Bool = true) throws -> Output {
         try Self.checkImage(image)
         let (features, _) = try backbone.forward(image, training: false, workspace: workspace, keep: false)
@@ -197,8 +262,11 @@ public final class MaskRCNN: Module {
     /// The eval-mode RPN on given features, its proposals and their 7×7 RoIAlign pooling: the
     /// part of the heads that the segmentation detections and the classification path share.
     public struct ProposalStage {
+        /// The RPN objectness logits [1, A, H/16, W/16].
         public var objectness: Tensor
+        /// The RPN deltas [1, 4A, H/16, W/16].
         public var deltas: Tensor
+        /// The RPN proposals (at most `config.rpnPostNMSTopN`).
         public var proposals: Proposals
         /// RoIAlign 7×7 of the features at the proposals, [R, 256, 7, 7].
         public var pooled: Tensor

@@ -6,16 +6,25 @@ import Tensor
 /// A parameter without a gradient in a step (`hasGradient == false`) is left untouched: no decay,
 /// no moment update, no step count.
 public final class Adam {
+    /// The step size; it may be changed between steps (the trainer does, for a separate head rate).
     public var learningRate: Float
+    /// The decay rate of the first-moment (mean) estimate.
     public var beta1: Float
+    /// The decay rate of the second-moment (uncentred variance) estimate.
     public var beta2: Float
+    /// Added to the bias-corrected √v in the denominator of the update.
     public var eps: Float
+    /// The L2 coefficient: `weightDecay · x` is added to the gradient before the moments are updated
+    /// (PyTorch's `weight_decay`, not decoupled as in AdamW).
     public var weightDecay: Float
 
     /// The optimizer state of one parameter.
     public final class Slot {
+        /// The first-moment estimate (`exp_avg`), in the parameter's shape.
         public let m: Tensor
+        /// The second-moment estimate (`exp_avg_sq`), in the parameter's shape.
         public let v: Tensor
+        /// The updates applied to this parameter so far (the exponent of the bias correction).
         public var step: Int
         init(shape: [Int], step: Int = 0) { m = Tensor(shape: shape); v = Tensor(shape: shape); self.step = step }
     }
@@ -23,6 +32,13 @@ public final class Adam {
     /// State by parameter name.
     public private(set) var slots: [String: Slot] = [:]
 
+    /// An optimizer with no state yet; the defaults are PyTorch's.
+    /// - Parameters:
+    ///   - learningRate: The step size.
+    ///   - beta1: The first-moment decay rate.
+    ///   - beta2: The second-moment decay rate.
+    ///   - eps: The term added to the denominator.
+    ///   - weightDecay: The L2 coefficient added to the gradient (0: none).
     public init(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8, weightDecay: Float = 0) {
         self.learningRate = learningRate; self.beta1 = beta1; self.beta2 = beta2; self.eps = eps; self.weightDecay = weightDecay
     }

@@ -7,17 +7,27 @@ import Tensor
 /// back from the caller, so one layer can be applied several times in a step (the model keeps
 /// the activations its backward needs).
 public final class Conv2d: Module {
+    /// Input and output channels, kernel, stride, padding and dilation.
     public let geometry: ConvGeometry
+    /// The kernel [out, in, kH, kW], named `<name>.weight`.
     public let weight: Parameter
+    /// The bias [out], named `<name>.bias`; nil for a layer made with `bias: false`.
     public let bias: Parameter?
 
+    /// A convolution with zero parameters (fill them with `Init` or a checkpoint).
+    /// - Parameters:
+    ///   - name: The module prefix of the state-dict keys (`<name>.weight`, `<name>.bias`).
+    ///   - geometry: Channels, kernel, stride, padding and dilation.
+    ///   - bias: Whether the layer has a bias.
     public init(_ name: String, _ geometry: ConvGeometry, bias: Bool) {
         self.geometry = geometry
         weight = Parameter(joinName(name, "weight"), shape: [geometry.outChannels, geometry.inChannels, geometry.kernelH, geometry.kernelW])
         self.bias = bias ? Parameter(joinName(name, "bias"), shape: [geometry.outChannels]) : nil
     }
 
+    /// `weight`, then `bias` when there is one.
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+    /// The parameters as float entries (the layer has no buffers).
     public var stateEntries: [StateEntry] { parameters.map { StateEntry($0.name, .float($0.value)) } }
 
     /// The output shape for an input shape (throws if the input is too small).
@@ -49,11 +59,22 @@ public final class Conv2d: Module {
 
 /// A 2-D transposed convolution with named `weight` [in, out, kH, kW] (PyTorch layout) and optional `bias` [out].
 public final class ConvTranspose2d: Module {
+    /// Input and output channels, kernel, stride, padding and dilation; the output side is
+    /// `(in − 1)·stride − 2·padding + dilation·(kernel − 1) + outputPadding + 1`.
     public let geometry: ConvGeometry
+    /// Rows and columns added to the output size (PyTorch's `output_padding`), as (h, w).
     public let outputPadding: (Int, Int)
+    /// The kernel [in, out, kH, kW] (PyTorch's transposed layout), named `<name>.weight`.
     public let weight: Parameter
+    /// The bias [out], named `<name>.bias`; nil for a layer made with `bias: false`.
     public let bias: Parameter?
 
+    /// A transposed convolution with zero parameters.
+    /// - Parameters:
+    ///   - name: The module prefix of the state-dict keys.
+    ///   - geometry: Channels, kernel, stride, padding and dilation (as of the forward convolution it transposes).
+    ///   - outputPadding: Rows and columns added to the output size, (h, w).
+    ///   - bias: Whether the layer has a bias.
     public init(_ name: String, _ geometry: ConvGeometry, outputPadding: (Int, Int) = (0, 0), bias: Bool) {
         self.geometry = geometry
         self.outputPadding = outputPadding
@@ -61,7 +82,9 @@ public final class ConvTranspose2d: Module {
         self.bias = bias ? Parameter(joinName(name, "bias"), shape: [geometry.outChannels]) : nil
     }
 
+    /// `weight`, then `bias` when there is one.
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+    /// The parameters as float entries (the layer has no buffers).
     public var stateEntries: [StateEntry] { parameters.map { StateEntry($0.name, .float($0.value)) } }
 
     /// `relu`: the output passed through a ReLU in the same pass.
@@ -88,17 +111,28 @@ public final class ConvTranspose2d: Module {
 
 /// A fully connected layer with named `weight` [out, in] and optional `bias` [out].
 public final class Linear: Module {
+    /// The input and output widths.
     public let inFeatures: Int, outFeatures: Int
+    /// The matrix [out, in], named `<name>.weight`.
     public let weight: Parameter
+    /// The bias [out], named `<name>.bias`; nil for a layer made with `bias: false`.
     public let bias: Parameter?
 
+    /// A fully connected layer with zero parameters.
+    /// - Parameters:
+    ///   - name: The module prefix of the state-dict keys.
+    ///   - inFeatures: The input width.
+    ///   - outFeatures: The output width.
+    ///   - bias: Whether the layer has a bias (default true).
     public init(_ name: String, _ inFeatures: Int, _ outFeatures: Int, bias: Bool = true) {
         self.inFeatures = inFeatures; self.outFeatures = outFeatures
         weight = Parameter(joinName(name, "weight"), shape: [outFeatures, inFeatures])
         self.bias = bias ? Parameter(joinName(name, "bias"), shape: [outFeatures]) : nil
     }
 
+    /// `weight`, then `bias` when there is one.
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+    /// The parameters as float entries (the layer has no buffers).
     public var stateEntries: [StateEntry] { parameters.map { StateEntry($0.name, .float($0.value)) } }
 
     /// out [n, out] = x [n, in] · Wᵀ + b. A 4-D input [n, c, h, w] is flattened to [n, c·h·w].
@@ -122,16 +156,31 @@ public final class Linear: Module {
 /// BatchNorm2d with named `weight` (γ), `bias` (β), `running_mean`, `running_var`,
 /// `num_batches_tracked`; momentum 0.1, eps 1e-5 as PyTorch's defaults.
 public final class BatchNorm2d: Module {
+    /// C, the channel count of the [N, C, H, W] input.
     public let channels: Int
+    /// γ [C], named `<name>.weight`, initially 1.
     public let weight: Parameter
+    /// β [C], named `<name>.bias`, initially 0.
     public let bias: Parameter
+    /// The running mean [C] (`running_mean`, initially 0): updated in training mode, used in eval mode.
     public let runningMean: Tensor
+    /// The running unbiased variance [C] (`running_var`, initially 1): updated in training mode, used
+    /// in eval mode.
     public let runningVar: Tensor
+    /// Training-mode forward passes so far (`num_batches_tracked`); saved and loaded, not used in the
+    /// arithmetic (the momentum is fixed).
     public let numBatchesTracked = CounterBuffer()
+    /// The weight of the new batch statistic in the running-statistics update.
     public var momentum: Float = 0.1
+    /// Added to the variance before the square root.
     public var eps: Float = 1e-5
+    /// The module prefix of the state-dict keys.
     public let name: String
 
+    /// A BatchNorm with γ = 1, β = 0, running mean 0 and running variance 1.
+    /// - Parameters:
+    ///   - name: The module prefix of the state-dict keys.
+    ///   - channels: C.
     public init(_ name: String, _ channels: Int) {
         self.name = name
         self.channels = channels
@@ -141,7 +190,9 @@ public final class BatchNorm2d: Module {
         runningVar = Tensor(shape: [channels], repeating: 1)
     }
 
+    /// γ and β (the running statistics are buffers, not parameters).
     public var parameters: [Parameter] { [weight, bias] }
+    /// `weight`, `bias`, `running_mean`, `running_var`, `num_batches_tracked`, in PyTorch's order.
     public var stateEntries: [StateEntry] {
         [StateEntry(weight.name, .float(weight.value)), StateEntry(bias.name, .float(bias.value)),
          StateEntry(joinName(name, "running_mean"), .float(runningMean)), StateEntry(joinName(name, "running_var"), .float(runningVar)),
@@ -158,6 +209,14 @@ public final class BatchNorm2d: Module {
         return (out, saved)
     }
 
+    /// Accumulates dγ and dβ and returns dx, for the statistics the forward used (batch or running).
+    /// - Parameters:
+    ///   - dy: The gradient of the output, shaped as `x`.
+    ///   - x: The forward's input (so that input must not have been normalised in place).
+    ///   - saved: What the forward returned with its output.
+    ///   - inputGradient: Whether to compute dx.
+    /// - Returns: dx in the shape of `x`, or nil when `inputGradient` is false.
+    /// - Throws: `TensorError` for mismatched shapes.
     public func backward(_ dy: Tensor, input x: Tensor, saved: BatchNormSaved, inputGradient: Bool = true) throws -> Tensor? {
         let dx = inputGradient ? Tensor(shape: x.shape) : nil
         try batchNorm2dBackward(dInput: dx, dGamma: weight.grad, dBeta: bias.grad, dOut: dy, input: x, gamma: weight.value, saved: saved)
@@ -168,7 +227,9 @@ public final class BatchNorm2d: Module {
 
 /// Max pooling (PyTorch's MaxPool2d with floor mode); returns the argmax indices for backward.
 public struct MaxPool2d {
+    /// The square window's side, its step, and the padding on each side (padded cells never win), in pixels.
     public var kernel: Int, stride: Int, padding: Int
+    /// A `kernel`×`kernel` window moved by `stride`, with `padding` on each side.
     public init(kernel: Int, stride: Int, padding: Int) { self.kernel = kernel; self.stride = stride; self.padding = padding }
 
     /// The pooled tensor and, when `indices` (for backward), each output's argmax in its plane.
@@ -188,6 +249,13 @@ public struct MaxPool2d {
         return (out, idx)
     }
 
+    /// Routes each output gradient to the input position its window took the maximum from.
+    /// - Parameters:
+    ///   - dy: The gradient of the output [N, C, oh, ow].
+    ///   - inputShape: The forward's input shape [N, C, H, W].
+    ///   - indices: The argmax indices the forward returned.
+    /// - Returns: dx [N, C, H, W]: zero except at argmax positions, where overlapping windows add up.
+    /// - Throws: `TensorError.shapeMismatch` when `indices` and `dy` differ in count or the shapes disagree.
     public func backward(_ dy: Tensor, inputShape: [Int], indices: [Int32]) throws -> Tensor {
         let dx = Tensor(shape: inputShape)
         guard indices.count == dy.count else { throw TensorError.shapeMismatch(op: "max_pool2d backward", detail: "\(indices.count) indices for dOut \(shapeString(dy.shape))") }

@@ -3,7 +3,9 @@ import Tensor
 /// A trainable tensor with its gradient, named by its PyTorch state-dict key
 /// (e.g. `backbone.body.layer1.0.conv1.weight`).
 public final class Parameter: @unchecked Sendable, CustomStringConvertible {
+    /// The state-dict key, e.g. `backbone.fpn.layer_blocks.0.weight`.
     public let name: String
+    /// The current values (shared with the layer that declares the parameter, not a copy).
     public let value: Tensor
     /// Accumulated gradient; backward passes add to it, `zeroGrad` clears it.
     public let grad: Tensor
@@ -11,12 +13,20 @@ public final class Parameter: @unchecked Sendable, CustomStringConvertible {
     /// `grad is not None`): Adam skips a parameter that has none.
     public var hasGradient = false
 
+    /// A parameter that trains `value` in place, with a zero gradient of the same shape.
+    /// - Parameters:
+    ///   - name: The state-dict key.
+    ///   - value: The tensor to train; the parameter keeps this tensor, not a copy.
     public init(_ name: String, _ value: Tensor) {
         self.name = name
         self.value = value
         self.grad = Tensor(shape: value.shape)
     }
 
+    /// A zero-filled parameter of the given shape, with a zero gradient.
+    /// - Parameters:
+    ///   - name: The state-dict key.
+    ///   - shape: The tensor shape, e.g. `[out, in, kH, kW]` for a convolution weight.
     public convenience init(_ name: String, shape: [Int]) {
         self.init(name, Tensor(shape: shape))
     }
@@ -27,26 +37,35 @@ public final class Parameter: @unchecked Sendable, CustomStringConvertible {
         hasGradient = false
     }
 
+    /// The shape of `value`.
     public var shape: [Int] { value.shape }
+    /// The name and the shape, e.g. `rpn.head.conv.weight [256, 256, 3, 3]`.
     public var description: String { "\(name) \(shapeString(value.shape))" }
 }
 
 /// An integer buffer of a module's state (BatchNorm's `num_batches_tracked`).
 public final class CounterBuffer: @unchecked Sendable {
+    /// The count (for BatchNorm: the training-mode forward passes so far).
     public var value: Int64
+    /// A counter starting at `value`.
     public init(_ value: Int64 = 0) { self.value = value }
 }
 
 /// One entry of a module's state dict: a float tensor (parameter or buffer) or an int64 scalar.
 public enum StateValue {
+    /// A float tensor: a parameter or a buffer such as `running_mean`, shared with the module.
     case float(Tensor)
+    /// An integer scalar (stored as I64 in safetensors files), shared with the module.
     case int64(CounterBuffer)
 }
 
 /// A named state-dict entry.
 public struct StateEntry {
+    /// The state-dict key.
     public var name: String
+    /// The tensor or counter the key names; loading a checkpoint writes into it.
     public var value: StateValue
+    /// An entry for `value` under the key `name`.
     public init(_ name: String, _ value: StateValue) { self.name = name; self.value = value }
 }
 

@@ -5,16 +5,25 @@ import Tensor
 /// A problem reading, writing or applying a checkpoint, with a sentence that names the file part or
 /// the keys at fault.
 public enum CheckpointError: Error, CustomStringConvertible, Equatable {
+    /// Reading or writing a file failed (the message names the path and the system error).
     case io(String)
+    /// The data ends before the header or an entry's bytes do.
     case truncated(String)
+    /// The header is malformed: an implausible length, JSON that does not parse, or an entry with bad
+    /// fields, shape, offsets or byte count.
     case corrupt(String)
+    /// An entry's dtype is not one of `DType`'s.
     case unsupportedDType(key: String, dtype: String)
+    /// Keys that are needed but absent (a tensor asked for by name, or an optimizer moment).
     case missingKeys([String])
+    /// Keys of the file that the model does not have (`Module.load` reports them in `stateMismatch`).
     case unexpectedKeys([String])
+    /// Keys whose shapes differ between file and model (`Module.load` reports them in `stateMismatch`).
     case shapeMismatches([String])
     /// Several of the key problems at once (missing, unexpected, mis-shaped), each listed.
     case stateMismatch(missing: [String], unexpected: [String], misShaped: [String])
 
+    /// A one-line message naming the problem; key lists stop after 20 keys.
     public var description: String {
         switch self {
         case .io(let s): return "checkpoint I/O failed: \(s)"
@@ -36,8 +45,10 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
 
 /// Element types of safetensors entries this project reads and writes.
 public enum DType: String, Sendable, Codable {
+    /// float32, float16, bfloat16, int64, int32, uint8; the raw values are the safetensors dtype strings.
     case f32 = "F32", f16 = "F16", bf16 = "BF16", i64 = "I64", i32 = "I32", u8 = "U8"
 
+    /// Bytes per element.
     public var size: Int {
         switch self {
         case .f32, .i32: return 4
@@ -54,15 +65,21 @@ public enum DType: String, Sendable, Codable {
 /// (`{"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}`), then the data.
 /// Every offset, size and shape is checked against the file before use.
 public struct SafeTensorsFile: @unchecked Sendable {
+    /// Where one tensor's bytes are and how to read them.
     public struct Entry: Sendable {
+        /// The element type.
         public var dtype: DType
+        /// The shape (empty for a scalar).
         public var shape: [Int]
+        /// The byte range in the data section (the file after the header): `data_offsets`.
         public var range: Range<Int>
     }
 
+    /// Every tensor entry by name (`__metadata__` excluded).
     public let entries: [String: Entry]
     /// Entry names in file (data offset) order.
     public let names: [String]
+    /// The `__metadata__` object; a value that is not a string is kept as its description.
     public let metadata: [String: String]
     private let bytes: Data
     private let dataStart: Int
@@ -172,8 +189,10 @@ public struct SafeTensorsFile: @unchecked Sendable {
 /// Collects named tensors and writes a safetensors file atomically.
 public struct SafeTensorsWriter {
     private var items: [(name: String, dtype: DType, shape: [Int], bytes: Data)] = []
+    /// Written as `__metadata__` (left out when empty).
     public var metadata: [String: String] = [:]
 
+    /// An empty writer with the given metadata.
     public init(metadata: [String: String] = [:]) { self.metadata = metadata }
 
     /// Adds a float tensor, stored as F32 (default), F16 or BF16.
@@ -234,6 +253,12 @@ public struct SafeTensorsWriter {
 /// Writing files so that a crash never leaves a half-written one: a temporary name in the same
 /// directory, fsync, rename over the target, fsync of the directory.
 public enum AtomicFile {
+    /// Writes `data` to `url` so that readers see either the old file or the complete new one.
+    /// - Parameters:
+    ///   - data: The complete file contents.
+    ///   - url: The destination; an existing file there is replaced.
+    /// - Throws: `CheckpointError.io` naming the step that failed (create, write, fsync, rename) and the
+    ///   system error; the temporary file is removed then. A failed fsync of the directory is ignored.
     public static func write(_ data: Data, to url: URL) throws {
         let dir = url.deletingLastPathComponent()
         let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")

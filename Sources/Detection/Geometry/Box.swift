@@ -4,11 +4,16 @@ import Tensor
 ///
 /// torchvision convention: no "+1" in widths, `width = x2 − x1`.
 public struct Box: Equatable, Sendable, Codable, CustomStringConvertible {
+    /// Left edge (column).
     public var x1: Float
+    /// Top edge (row).
     public var y1: Float
+    /// Right edge (column).
     public var x2: Float
+    /// Bottom edge (row).
     public var y2: Float
 
+    /// A box from its edges; no order is enforced (`x2 < x1` gives a negative width).
     @inline(__always)
     public init(_ x1: Float, _ y1: Float, _ x2: Float, _ y2: Float) {
         self.x1 = x1; self.y1 = y1; self.x2 = x2; self.y2 = y2
@@ -24,6 +29,7 @@ public struct Box: Equatable, Sendable, Codable, CustomStringConvertible {
     /// The box with every coordinate multiplied by `s` (image ↔ feature-map coordinates).
     public func scaled(by s: Float) -> Box { Box(x1 * s, y1 * s, x2 * s, y2 * s) }
 
+    /// `Box(x1, y1, x2, y2)`.
     public var description: String { "Box(\(x1), \(y1), \(x2), \(y2))" }
 }
 

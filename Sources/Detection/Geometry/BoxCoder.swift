@@ -10,6 +10,8 @@ public struct BoxCoder: Sendable {
     /// Upper bound of the decoded `dw`, `dh` (after division by the weights): ln(1000/16).
     public var clamp: Float
 
+    /// A coder with the given weights and the clamp ln(1000/16).
+    /// - Parameter weights: `(wx, wy, ww, wh)`, the factors of dx, dy, dw, dh.
     public init(weights: (Float, Float, Float, Float)) {
         self.weights = weights
         self.clamp = Float(Foundation.log(1000.0 / 16.0))

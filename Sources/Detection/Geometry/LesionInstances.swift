@@ -7,6 +7,7 @@ public struct LesionInstance: Sendable, Equatable {
     /// The component's pixel count.
     public var area: Int
 
+    /// An instance from its parts (not checked against each other).
     public init(box: Box, mask: [UInt8], area: Int) {
         self.box = box; self.mask = mask; self.area = area
     }

@@ -15,6 +15,12 @@ public struct Matcher: Sendable {
     /// low ≤ best IoU < high.
     public static let between = -2
 
+    /// A matcher with the given thresholds.
+    /// - Parameters:
+    ///   - high: The IoU at or above which a prediction is matched.
+    ///   - low: The IoU below which a prediction is `below`.
+    ///   - allowLowQualityMatches: Whether every gt gets back its best-overlapping predictions.
+    /// - Precondition: `low <= high`.
     public init(high: Float, low: Float, allowLowQualityMatches: Bool) {
         precondition(low <= high, "Matcher: low \(low) > high \(high)")
         self.high = high; self.low = low; self.allowLowQualityMatches = allowLowQualityMatches
