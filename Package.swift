@@ -56,9 +56,17 @@ let package = Package(
         .target(name: "Bus", dependencies: ["CDBus", "SystemIO"], swiftSettings: swiftSettings),
         // The names of the D-Bus API (checked against data/dbus/*.xml by a test): daemon and clients.
         .target(name: "AffinityAPI", dependencies: [], swiftSettings: swiftSettings),
+        // CT scans: slice headers, series assembly, patient geometry (no model, no file formats).
+        .target(name: "Scans", dependencies: [], swiftSettings: swiftSettings),
+        // NIfTI volumes (nifticlib, Debian libnifti2-dev): read as slices, label volumes written.
+        .target(name: "CNifti", path: "Sources/CNifti",
+                linkerSettings: [.linkedLibrary("nifti2"), .linkedLibrary("znz"), .linkedLibrary("z"), .linkedLibrary("m")]),
+        .target(name: "NIfTI", dependencies: ["CNifti", "Scans", "SystemIO"], swiftSettings: swiftSettings),
         // The engine as a service, transport-free (model store, analyse queue, jobs).
-        .target(name: "Service", dependencies: ["Tensor", "NN", "Detection", "Affinity", "Evaluation", "Imaging", "SystemIO"],
+        .target(name: "Service", dependencies: ["Tensor", "NN", "Detection", "Affinity", "Evaluation", "Imaging", "SystemIO", "AffinityPluginSupport", "Scans"],
                 swiftSettings: swiftSettings),
+        // Scan files: DICOM series through the decoder plugin, NIfTI volumes; label volumes as NIfTI.
+        .target(name: "ScanIO", dependencies: ["Scans", "NIfTI", "PluginHost", "SystemIO"], swiftSettings: swiftSettings),
         // The daemon: Service wired to Bus.
         .executableTarget(
             name: "affinityd",
@@ -68,12 +76,12 @@ let package = Package(
         // The CLI client: D-Bus only (Bus), PNG IO and overlays (Imaging); never the model.
         .executableTarget(
             name: "affinityctl",
-            dependencies: ["Bus", "AffinityAPI", "Imaging", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Bus", "AffinityAPI", "Imaging", "SystemIO", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings),
         .executableTarget(
             name: "affinity-lab",
             dependencies: [
-                "Tensor", "NN", "Detection", "Affinity", "Imaging", "Evaluation", "Service", "PluginHost",
+                "Tensor", "NN", "Detection", "Affinity", "Imaging", "Evaluation", "Service", "PluginHost", "SystemIO", "Scans", "ScanIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
@@ -92,8 +100,13 @@ let package = Package(
                 swiftSettings: swiftSettings),
         .target(name: "AffinityPluginMeanpool", path: "plugins/meanpool", publicHeadersPath: ".", linkerSettings: [.linkedLibrary("m")]),
         .target(name: "AffinityPluginJPEG", path: "plugins/jpeg", publicHeadersPath: ".", linkerSettings: [.linkedLibrary("jpeg")]),
-        .target(name: "AffinityPluginDICOM", dependencies: ["CAffinityPlugin", "AffinityPluginSupport"], path: "plugins/dicom",
-                swiftSettings: swiftSettings),
+        // dicom: C++ over GDCM (Debian libgdcm-dev). GDCM ships CMake files but no pkg-config file and
+        // keeps its headers in /usr/include/gdcm-3.0, an absolute path that headerSearchPath refuses:
+        // hence the unsafe -I flag (fine for this root package; it is not meant to be a dependency).
+        .target(name: "AffinityPluginDICOM", path: "plugins/dicom", publicHeadersPath: ".",
+                cxxSettings: [.unsafeFlags(["-I/usr/include/gdcm-3.0"])],
+                linkerSettings: [.linkedLibrary("gdcmMSFF"), .linkedLibrary("gdcmDSED"), .linkedLibrary("gdcmDICT"),
+                                 .linkedLibrary("gdcmCommon"), .linkedLibrary("z")]),
         .target(name: "AffinityPluginCovidxCT", dependencies: ["CAffinityPlugin", "AffinityPluginSupport"], path: "plugins/covidx-ct",
                 swiftSettings: swiftSettings),
         .target(name: "AffinityPluginCNCBSeg", dependencies: ["CAffinityPlugin", "AffinityPluginSupport"], path: "plugins/cncb-seg",
@@ -118,6 +131,7 @@ let package = Package(
         .testTarget(name: "AffinityTests", dependencies: ["Affinity", "Detection", "NN", "Tensor", "Imaging", "TestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "SystemIOTests", dependencies: ["SystemIO", "Bus", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "ScansTests", dependencies: ["Scans", "NIfTI", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "SystemIO"], swiftSettings: swiftSettings),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"], exclude: ["Fixtures"], swiftSettings: swiftSettings),
         .testTarget(name: "BusTests", dependencies: ["Bus", "AffinityAPI", "TestSupport"], swiftSettings: swiftSettings),
@@ -126,7 +140,7 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "CtlTests", dependencies: ["Affinity", "Tensor", "Imaging", "Bus", "TestSupport"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "LabTests", dependencies: ["Affinity", "Imaging", "Evaluation", "Tensor", "NN", "TestSupport", "PluginHost", "Service"],
+        .testTarget(name: "LabTests", dependencies: ["Affinity", "Imaging", "Evaluation", "Tensor", "NN", "TestSupport", "PluginHost", "Service", "NIfTI"],
                     swiftSettings: swiftSettings),
     ]
 )

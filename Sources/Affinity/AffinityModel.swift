@@ -185,7 +185,12 @@ public final class AffinityModel: Module {
     /// Which ranked box fills each of the B positions (§5.3.2 step 8): n − 1 distinct cut points
     /// from {1, …, B−2} (a random permutation of B−2 values, the first n−1, plus one, sorted);
     /// positions [b_i, b_{i+1}) hold the i-th box. n ≥ B gives 0..<B.
+    ///
+    /// No box (n ≤ 0) or no position (B ≤ 0) gives an empty order, without drawing from `rng`:
+    /// every returned index is a valid index of the n ranked boxes. (`selectRoIBatch` throws
+    /// `AffinityError.noRegionsOfInterest` before it asks for an order of no boxes.)
     public static func paddingOrder(count n: Int, batchSize b: Int, rng: inout SeededGenerator) -> [Int] {
+        if n <= 0 || b <= 0 { return [] }
         if n >= b { return Array(0..<b) }
         let perm = rng.permutation(b - 2)
         let cuts = perm.prefix(n - 1).map { $0 + 1 }.sorted()

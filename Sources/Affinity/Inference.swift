@@ -32,7 +32,8 @@ public struct Prediction: Sendable {
 }
 
 /// Loads weights into an affinity model: our checkpoints, model files, or the original state dict
-/// (with its `sieve.1/.2` and `pars.*` duplicates). The file's `head` metadata names its
+/// (with its `sieve.1/.2` and `pars.*` duplicates, its FPN keys in either of torchvision's namings,
+/// `TorchvisionNaming`, renamed here, the one place every reader goes through). The file's `head` metadata names its
 /// classification head: none (or `affinity`) is the built-in affinity head, whose C' comes from the
 /// `affinity` metadata or from the shape of `affinity_layer.batch_to_feat_mat`; any other id is a
 /// plugin head, made by the head factory from the file's `head_config` before the weights load.
@@ -79,15 +80,22 @@ public enum ModelLoader {
     }
 
     /// A model with the file's weights. `affinities` overrides (and must agree with) the file;
-    /// `heads` makes the head of a file whose head is a plugin.
-    /// - Throws: `ClassificationHeadError` (see `head(for:affinities:heads:)`), `CheckpointError`
-    ///   naming missing, unexpected or mis-shaped keys.
+    /// `heads` makes the head of a file whose head is a plugin. The FPN's convolutions may be named
+    /// in either of torchvision's namings (`TorchvisionNaming`); a file that mixes them is refused.
+    /// - Throws: `ClassificationHeadError` (see `head(for:affinities:heads:)`),
+    ///   `TorchvisionNamingError.mixed` for a file with FPN keys in both namings, `CheckpointError`
+    ///   naming missing, unexpected or mis-shaped keys (in the file's naming).
     public static func load(_ file: SafeTensorsFile, affinities: Int? = nil, config: DetectionConfig = DetectionConfig(),
                             heads: (any ClassificationHeadFactory)? = nil) throws -> AffinityModel {
+        let naming = try keyNaming(of: file)
         let model = AffinityModel(head: try head(for: file, affinities: affinities, heads: heads), config: config)
         var aliases = Dictionary(uniqueKeysWithValues: model.originalAliases.map { ($0.alias, $0.of) })
         for name in file.names where name.hasPrefix("optimizer.") { aliases[name] = name }
-        try model.load(from: file, aliases: aliases)
+        if naming == .since0_13 {
+            try RenamedState(model, rename: { originalKey($0, naming: .since0_13) }).load(from: file, aliases: aliases)
+        } else {
+            try model.load(from: file, aliases: aliases)
+        }
         return model
     }
 
@@ -99,9 +107,58 @@ public enum ModelLoader {
     ///   - heads: Makes the head of a file whose head is a plugin.
     /// - Returns: The model with the file's weights.
     /// - Throws: `CheckpointError` when the file cannot be read or does not fit the model;
+    ///   `TorchvisionNamingError` when it mixes torchvision's FPN namings;
     ///   `ClassificationHeadError` as `head(for:affinities:heads:)`.
     public static func load(contentsOf url: URL, affinities: Int? = nil, heads: (any ClassificationHeadFactory)? = nil) throws -> AffinityModel {
         try load(try SafeTensorsFile(contentsOf: url), affinities: affinities, heads: heads)
+    }
+
+    /// The metadata key that records which of torchvision's FPN namings the original state dict
+    /// used (`TorchvisionNaming`'s raw values, `pre-0.13` or `0.13+`). `tools/convert_pth.py`
+    /// writes it, with the keys renamed to the pre-0.13 names; `affinity-lab export` keeps it.
+    public static let torchvisionNamingKey = "torchvision_naming"
+
+    /// Which of torchvision's FPN namings the weights were found in: `.since0_13` when the file's
+    /// keys use the 0.13+ names, else the file's `torchvision_naming` metadata (a converted file
+    /// keeps the naming of the `.pth` it came from), else `.pre0_13`.
+    /// - Throws: `TorchvisionNamingError.mixed` when the file's keys use both namings.
+    public static func torchvisionNaming(of file: SafeTensorsFile) throws -> TorchvisionNaming {
+        if try keyNaming(of: file) == .since0_13 { return .since0_13 }
+        return file.metadata[torchvisionNamingKey].flatMap(TorchvisionNaming.init(rawValue:)) ?? .pre0_13
+    }
+
+    /// The naming of the file's FPN keys: nil when it has none.
+    /// - Throws: `TorchvisionNamingError.mixed` when it has keys in both namings.
+    static func keyNaming(of file: SafeTensorsFile) throws -> TorchvisionNaming? {
+        var found: [TorchvisionNaming: [String]] = [:]
+        for name in file.names {
+            if let n = fpnKeyNaming(name) { found[n, default: []].append(name) }
+        }
+        if let old = found[.pre0_13], let new = found[.since0_13] {
+            throw TorchvisionNamingError.mixed(pre0_13: old.sorted(), since0_13: new.sorted())
+        }
+        return found.keys.first
+    }
+
+    /// The naming of an FPN convolution key (`backbone.fpn.{inner,layer}_blocks.<i>.{weight,bias}`
+    /// before 0.13, `….<i>.0.{weight,bias}` since), nil for any other key.
+    static func fpnKeyNaming(_ key: String) -> TorchvisionNaming? {
+        let prefix = "backbone.fpn."
+        guard key.hasPrefix(prefix) else { return nil }
+        let parts = key.dropFirst(prefix.count).split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3 || parts.count == 4, parts[0] == "inner_blocks" || parts[0] == "layer_blocks",
+              !parts[1].isEmpty, parts[1].allSatisfy(\.isASCII), parts[1].allSatisfy(\.isNumber),
+              let leaf = parts.last, leaf == "weight" || leaf == "bias" else { return nil }
+        if parts.count == 3 { return .pre0_13 }
+        return parts[2] == "0" ? .since0_13 : nil
+    }
+
+    /// A state-dict key of the original layout (our names, which are torchvision's before 0.13)
+    /// as `naming` names it: `backbone.fpn.inner_blocks.0.weight` becomes
+    /// `backbone.fpn.inner_blocks.0.0.weight` for `.since0_13`; other keys are unchanged.
+    public static func originalKey(_ key: String, naming: TorchvisionNaming) -> String {
+        guard naming == .since0_13, fpnKeyNaming(key) == .pre0_13, let dot = key.lastIndex(of: ".") else { return key }
+        return String(key[..<dot]) + ".0" + String(key[dot...])
     }
 
     /// The metadata keys that describe a model's head; the model's own values replace any given.
@@ -117,6 +174,45 @@ public enum ModelLoader {
         model.addState(to: &w, dtype: dtype, aliases: model.originalAliases)
         try w.write(to: url)
     }
+}
+
+/// torchvision's two namings of the FPN's convolutions in a state dict. Before 0.13 they are
+/// `backbone.fpn.inner_blocks.0.{weight,bias}` and `backbone.fpn.layer_blocks.0.{weight,bias}` (the
+/// names of the author's checkpoints and of our files); torchvision 0.13 wraps each in a
+/// `Conv2dNormActivation`, which adds a `.0`: `backbone.fpn.inner_blocks.0.0.weight`. The raw values
+/// are what the `torchvision_naming` metadata and model cards record.
+public enum TorchvisionNaming: String, Sendable, CaseIterable {
+    /// `backbone.fpn.inner_blocks.0.weight`: torchvision before 0.13, and our files.
+    case pre0_13 = "pre-0.13"
+    /// `backbone.fpn.inner_blocks.0.0.weight`: torchvision 0.13 and later.
+    case since0_13 = "0.13+"
+}
+
+/// A state dict that cannot be read because of how it names the FPN's convolutions.
+public enum TorchvisionNamingError: Error, CustomStringConvertible, Equatable {
+    /// The file names FPN convolutions in both of torchvision's namings (`TorchvisionNaming`), so
+    /// which tensor is meant is ambiguous; the keys of each naming are listed.
+    case mixed(pre0_13: [String], since0_13: [String])
+
+    /// A one-line message naming the keys of both namings.
+    public var description: String {
+        switch self {
+        case .mixed(let old, let new):
+            return "the state dict mixes torchvision's two FPN key namings: \(old.count) key(s) named as before 0.13 ("
+                + old.prefix(4).joined(separator: ", ") + ") and \(new.count) as since 0.13 (" + new.prefix(4).joined(separator: ", ")
+                + "); a state dict must use one naming"
+        }
+    }
+}
+
+/// A module's state under other names (the same tensors and counters): loading a file through it
+/// fills the module. `ModelLoader` reads a file in torchvision's 0.13+ naming this way.
+final class RenamedState: Module {
+    let base: any Module
+    let rename: (String) -> String
+    init(_ base: any Module, rename: @escaping (String) -> String) { self.base = base; self.rename = rename }
+    var parameters: [Parameter] { base.parameters }
+    var stateEntries: [StateEntry] { base.stateEntries.map { StateEntry(rename($0.name), $0.value) } }
 }
 
 public extension AffinityModel {

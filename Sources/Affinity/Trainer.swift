@@ -318,8 +318,14 @@ public final class OneShotTrainer {
     }
 
     /// Restores model weights, optimizer and trainer state from `saveCheckpoint`'s file.
-    /// - Throws: `TrainingError.badCheckpoint`, `ClassificationHeadError.headMismatch` (a checkpoint
-    ///   of another head) or `CheckpointError` naming what is wrong.
+    ///
+    /// All or nothing: the whole file is checked first (trainer state, head, C', every weight's
+    /// shape, the optimizer's moments and step counts against the parameters), and only then are
+    /// weights, optimizer and trainer state replaced. A file that is refused changes nothing.
+    /// - Throws: `TrainingError.badCheckpoint` (no or invalid trainer state, another C'),
+    ///   `ClassificationHeadError.headMismatch` (a checkpoint of another head), `OptimizerStateError`
+    ///   (moments or step counts that do not fit the parameters) or `CheckpointError` naming what is
+    ///   wrong.
     public func resume(from url: URL) throws {
         let f = try SafeTensorsFile(contentsOf: url)
         guard let ts = f.metadata["trainer_state"], let st = try? JSONDecoder().decode(TrainerState.self, from: Data(ts.utf8)),
@@ -333,16 +339,46 @@ public final class OneShotTrainer {
            c.affinities != config.affinities {
             throw TrainingError.badCheckpoint("checkpoint has C' = \(c.affinities), this run \(config.affinities)")
         }
+        try checkResumable(st)
         let aliases = Dictionary(uniqueKeysWithValues: model.originalAliases.map { ($0.alias, $0.of) })
         let optimizerKeys = f.names.filter { $0.hasPrefix("optimizer.") }
-        try model.load(from: f, aliases: aliases.merging(optimizerKeys.map { ($0, $0) }) { a, _ in a })
+        let loadAliases = aliases.merging(optimizerKeys.map { ($0, $0) }) { a, _ in a }
+        try model.checkLoad(from: f, aliases: loadAliases)
         var moments: [String: Tensor] = [:]
         for k in optimizerKeys { moments[String(k.dropFirst("optimizer.".count))] = try f.tensor(k) }
-        try adam.restore(tensors: moments, steps: steps)
+        let optimizerState = try Adam.checkState(tensors: moments, steps: steps, parameters: model.parameters)
+        // Everything is checked: apply. `load` checks again and cannot fail where `checkLoad` passed.
+        try model.load(from: f, aliases: loadAliases)
+        adam.restore(optimizerState)
+        state = st
+    }
+
+    /// Checks a trainer state from a file before it replaces `state`: valid generator states, and
+    /// every number `step()` and the callers use as an index within range (the epoch order indexes
+    /// the classification samples, the iteration the order, `bestEpoch` the epoch means, whose three
+    /// lists have one value per finished epoch).
+    /// - Throws: `TrainingError.badCheckpoint` naming the first problem.
+    private func checkResumable(_ st: TrainerState) throws {
+        func bad(_ s: String) -> TrainingError { .badCheckpoint(s) }
         guard SeededGenerator(state: st.shuffleRNG) != nil, SeededGenerator(state: st.samplingRNG) != nil,
               SeededGenerator(state: st.paddingRNG) != nil, SeededGenerator(state: st.segmentationPickRNG) != nil else {
-            throw TrainingError.badCheckpoint("random generator states are invalid")
+            throw bad("random generator states are invalid")
         }
-        state = st
+        let n = data.classificationCount
+        if let i = st.order.first(where: { $0 < 0 || $0 >= n }) {
+            throw bad("the epoch's sample order names sample \(i), but the data has \(n) classification samples")
+        }
+        guard st.iteration >= 0, st.iteration <= st.order.count else {
+            throw bad("iteration \(st.iteration) lies outside the epoch's order of \(st.order.count) samples")
+        }
+        guard st.epoch >= 0, st.totalIterations >= 0, st.copies >= 0, st.epochSegCount >= 0 else {
+            throw bad("a counter of the trainer state is negative")
+        }
+        guard st.epochTotals.count == st.epoch, st.epochSeg.count == st.epoch, st.epochCls.count == st.epoch else {
+            throw bad("the state has \(st.epoch) finished epochs but \(st.epochTotals.count), \(st.epochSeg.count) and \(st.epochCls.count) epoch means")
+        }
+        if let b = st.bestEpoch, b < 0 || b >= st.epochTotals.count {
+            throw bad("the best epoch \(b) is not one of the \(st.epochTotals.count) finished epochs")
+        }
     }
 }

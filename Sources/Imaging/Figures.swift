@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import SystemIO
 
 /// A box in continuous pixel coordinates (`x` = column, `y` = row, torchvision convention).
 public struct FloatBox: Equatable, Sendable {
@@ -189,7 +190,8 @@ public enum Heatmap {
     /// Writes `csv(values, rows:, cols:)` to `path` atomically.
     /// - Throws: `ImageError.invalidArgument`, `ImageError.io`.
     public static func writeCSV(_ values: [Float], rows: Int, cols: Int, to path: String) throws {
-        try AtomicFile.write(text: csv(values, rows: rows, cols: cols), to: path)
+        let text = try csv(values, rows: rows, cols: cols)
+        try mappingFileErrors { try AtomicFile.write(text: text, to: path) }
     }
 
     private static func check(_ values: [Float], rows: Int, cols: Int) throws {

@@ -1,4 +1,5 @@
 import CPNG
+import SystemIO
 
 /// Limits a PNG read enforces before it allocates pixel memory.
 public struct PNGReadOptions: Sendable, Equatable {
@@ -51,7 +52,7 @@ public enum PNG {
     /// - Throws: `ImageError` (`.io` when the file cannot be read, `.fileTooLarge`, and every decode
     ///   error of `decode(_:options:)`).
     public static func read(path: String, options: PNGReadOptions = PNGReadOptions()) throws -> PixelImage {
-        let bytes = try AtomicFile.read(path: path, limit: options.maxFileBytes)
+        let bytes = try mappingFileErrors { try AtomicFile.read(path: path, limit: options.maxFileBytes) }
         return try decode(bytes, options: options)
     }
 
@@ -59,7 +60,7 @@ public enum PNG {
     /// 0 without moving its offset; a pipe is read to its end). The descriptor stays open.
     /// - Throws: `ImageError` as `read(path:options:)`.
     public static func read(fileDescriptor fd: Int32, options: PNGReadOptions = PNGReadOptions()) throws -> PixelImage {
-        let bytes = try AtomicFile.read(fileDescriptor: fd, limit: options.maxFileBytes)
+        let bytes = try mappingFileErrors { try AtomicFile.read(fileDescriptor: fd, limit: options.maxFileBytes) }
         return try decode(bytes, options: options)
     }
 
@@ -216,7 +217,7 @@ public enum PNG {
     /// - Throws: `ImageError` from `encode` and `AtomicFile.write` (`.io`).
     public static func write(_ image: PixelImage, to path: String, interlaced: Bool = false, compressionLevel: Int = 6) throws {
         let bytes = try encode(image, interlaced: interlaced, compressionLevel: compressionLevel)
-        try AtomicFile.write(bytes, to: path)
+        try mappingFileErrors { try AtomicFile.write(bytes, to: path) }
     }
 
     /// Encodes an image and writes it to a descriptor at its current offset (e.g. a memfd that is
@@ -224,7 +225,7 @@ public enum PNG {
     /// - Throws: `ImageError` from `encode`, `.io` when a write fails.
     public static func write(_ image: PixelImage, toFileDescriptor fd: Int32, interlaced: Bool = false, compressionLevel: Int = 6) throws {
         let bytes = try encode(image, interlaced: interlaced, compressionLevel: compressionLevel)
-        try bytes.withUnsafeBytes { try AtomicFile.writeAll(fd: fd, buffer: $0, path: "file descriptor \(fd)") }
+        try mappingFileErrors { try bytes.withUnsafeBytes { try AtomicFile.writeAll(fd: fd, buffer: $0, path: "file descriptor \(fd)") } }
     }
 }
 

@@ -1,3 +1,5 @@
+import SystemIO
+
 /// Writes phantom data sets to disk in the layouts of the real data (MODEL.md §1.1, §1.2), so the
 /// data-set readers and the trainer run unchanged on a fresh machine.
 ///
@@ -95,7 +97,7 @@ public enum PhantomDataset {
         guard size >= 128 else { throw ImageError.invalidArgument("phantom slices need at least 128 pixels per side, got \(size)") }
         let classification = root + "/classification", segmentation = root + "/segmentation"
         for directory in [classification + "/images", segmentation + "/imgs", segmentation + "/masks"] {
-            try AtomicFile.makeDirectories(directory)
+            try mappingFileErrors { try AtomicFile.makeDirectories(directory) }
         }
         let generator = PhantomGenerator(seed: seed, size: size)
         let entries = plan(count: count, slicesPerPatient: slicesPerPatient)
@@ -107,8 +109,8 @@ public enum PhantomDataset {
         for entry in entries {
             let slice = generator.slice(index: entry.index, class: entry.phantomClass)
             let png = try PNG.encode(slice.pixelImage)
-            try AtomicFile.write(png, to: classification + "/images/" + entry.classificationFileName)
-            try AtomicFile.write(png, to: segmentation + "/imgs/" + entry.segmentationFileName)
+            try mappingFileErrors { try AtomicFile.write(png, to: classification + "/images/" + entry.classificationFileName) }
+            try mappingFileErrors { try AtomicFile.write(png, to: segmentation + "/imgs/" + entry.segmentationFileName) }
             if !slice.lesions.isEmpty {
                 try PNG.write(slice.labelImage, to: segmentation + "/masks/" + entry.segmentationFileName)
             }
@@ -132,11 +134,11 @@ public enum PhantomDataset {
         }
         manifest += "  ]\n}\n"
         for split in Split.allCases {
-            try AtomicFile.write(text: splitLines[split] ?? "", to: classification + "/\(split.rawValue)_COVIDx_CT.txt")
+            try mappingFileErrors { try AtomicFile.write(text: splitLines[split] ?? "", to: classification + "/\(split.rawValue)_COVIDx_CT.txt") }
         }
-        try AtomicFile.write(text: segmentationLines[.train] ?? "", to: segmentation + "/train_split_segmentation.txt")
-        try AtomicFile.write(text: segmentationLines[.test] ?? "", to: segmentation + "/test_split_segmentation.txt")
-        try AtomicFile.write(text: manifest, to: root + "/phantoms.json")
+        try mappingFileErrors { try AtomicFile.write(text: segmentationLines[.train] ?? "", to: segmentation + "/train_split_segmentation.txt") }
+        try mappingFileErrors { try AtomicFile.write(text: segmentationLines[.test] ?? "", to: segmentation + "/test_split_segmentation.txt") }
+        try mappingFileErrors { try AtomicFile.write(text: manifest, to: root + "/phantoms.json") }
         return Summary(root: root, entries: entries, lesionCounts: lesionCounts)
     }
 }

@@ -43,6 +43,23 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
     }
 }
 
+public extension CheckpointError {
+    /// The checkpoint error for a failed whole-file read or atomic write (SystemIO's `AtomicFile`):
+    /// `.io` naming the path and the failing call, the kind NN's file writes have always thrown.
+    init(_ error: FileIOError) {
+        switch error {
+        case .io(let path, let message): self = .io("\(path): \(message)")
+        case .fileTooLarge(let bytes, let limit): self = .io("the file is \(bytes) bytes, larger than the limit of \(limit) bytes")
+        }
+    }
+
+    /// Runs `body`; a `FileIOError` it throws comes out as `CheckpointError.io` (other errors pass
+    /// through). For callers of `AtomicFile` whose failures are reported as checkpoint errors.
+    static func mappingFileErrors<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as FileIOError { throw CheckpointError(e) }
+    }
+}
+
 /// Element types of safetensors entries this project reads and writes.
 public enum DType: String, Sendable, Codable {
     /// float32, float16, bfloat16, int64, int32, uint8; the raw values are the safetensors dtype strings.
@@ -84,12 +101,23 @@ public struct SafeTensorsFile: @unchecked Sendable {
     private let bytes: Data
     private let dataStart: Int
 
-    /// Reads and validates a file.
-    /// - Throws: `CheckpointError` naming what is wrong (I/O, truncated, corrupt header, bad offsets).
-    public init(contentsOf url: URL) throws {
+    /// The largest file `init(contentsOf:limit:)` reads by default (4 GiB; a model with its
+    /// optimizer state is well under 1 GiB).
+    public static let defaultByteLimit = 4 << 30
+
+    /// Reads and validates a file. The file is read into memory, not mapped: another process that
+    /// truncates or rewrites it afterwards cannot fault or change the bytes that were validated.
+    /// - Parameter limit: the largest accepted file size in bytes.
+    /// - Throws: `CheckpointError` naming what is wrong (I/O, too large, truncated, corrupt header,
+    ///   bad offsets).
+    public init(contentsOf url: URL, limit: Int = SafeTensorsFile.defaultByteLimit) throws {
         let d: Data
-        do { d = try Data(contentsOf: url, options: .alwaysMapped) } catch {
-            throw CheckpointError.io("cannot read \(url.path): \(error.localizedDescription)")
+        do { d = try AtomicFile.read(contentsOf: url, limit: limit) } catch let e as FileIOError {
+            switch e {
+            case .io(_, let message): throw CheckpointError.io("cannot read \(url.path): \(message)")
+            case .fileTooLarge(let bytes, let limit):
+                throw CheckpointError.io("cannot read \(url.path): the file is \(bytes) bytes, larger than the limit of \(limit) bytes")
+            }
         }
         try self.init(data: d)
     }
@@ -123,22 +151,27 @@ public struct SafeTensorsFile: @unchecked Sendable {
                 throw CheckpointError.corrupt("entry \(key) lacks dtype, shape or data_offsets")
             }
             guard let dtype = DType(rawValue: dt) else { throw CheckpointError.unsupportedDType(key: key, dtype: dt) }
+            // Every number is checked as the integer it must be (a fraction, a boolean or a value
+            // beyond Int is refused, not rounded), and the byte count is computed without overflow:
+            // the readers below index the data with these numbers.
             var shape: [Int] = []
             var elements = 1
             for s in shapeAny {
-                guard let v = (s as? NSNumber)?.intValue, v >= 0, v < 1 << 31 else { throw CheckpointError.corrupt("entry \(key) has a bad shape") }
+                guard let v = jsonInteger(s), v >= 0, v < 1 << 31 else { throw CheckpointError.corrupt("entry \(key) has a bad shape") }
                 shape.append(v)
                 let (m, o) = elements.multipliedReportingOverflow(by: v)
                 guard !o else { throw CheckpointError.corrupt("entry \(key) has a bad shape") }
                 elements = m
             }
-            guard let b = (offAny[0] as? NSNumber)?.intValue, let en = (offAny[1] as? NSNumber)?.intValue, b >= 0, en >= b else {
+            let (byteCount, overflow) = elements.multipliedReportingOverflow(by: dtype.size)
+            guard !overflow else { throw CheckpointError.corrupt("entry \(key) has a bad shape: \(shapeString(shape)) of \(dt) is too large") }
+            guard let b = jsonInteger(offAny[0]), let en = jsonInteger(offAny[1]), b >= 0, en >= b else {
                 throw CheckpointError.corrupt("entry \(key) has bad data_offsets")
             }
             guard en <= dataLength else {
                 throw CheckpointError.truncated("entry \(key) ends at byte \(en) of the data, but the data has \(dataLength) bytes")
             }
-            guard en - b == elements * dtype.size else {
+            guard en - b == byteCount else {
                 throw CheckpointError.corrupt("entry \(key): \(en - b) bytes for shape \(shapeString(shape)) of \(dt)")
             }
             entries[key] = Entry(dtype: dtype, shape: shape, range: b..<en)
@@ -169,19 +202,33 @@ public struct SafeTensorsFile: @unchecked Sendable {
         return t
     }
 
-    /// The entry's values as int64 (for counters and integer tensors).
+    /// The entry's values as int64 (for counters and integer tensors). Float entries are truncated
+    /// toward zero.
+    /// - Throws: `CheckpointError.missingKeys` if there is no such entry; `.corrupt` for a float
+    ///   value that is not finite or beyond Int64's range.
     public func int64Values(_ name: String) throws -> [Int64] {
         guard let e = entries[name] else { throw CheckpointError.missingKeys([name]) }
         let n = e.shape.reduce(1, *)
-        return bytes.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> [Int64] in
-            let base = raw.baseAddress! + dataStart + e.range.lowerBound
-            switch e.dtype {
-            case .i64: return (0..<n).map { Int64(littleEndian: base.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }
-            case .i32: return (0..<n).map { Int64(Int32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
-            default:
-                let t = try? tensor(name)
-                return (0..<n).map { Int64(t?.data[$0] ?? 0) }
+        switch e.dtype {
+        case .i64, .i32:
+            return bytes.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> [Int64] in
+                let base = raw.baseAddress! + dataStart + e.range.lowerBound
+                if e.dtype == .i64 { return (0..<n).map { Int64(littleEndian: base.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) } }
+                return (0..<n).map { Int64(Int32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
             }
+        case .u8, .f32, .f16, .bf16:
+            let t = try tensor(name)
+            var out: [Int64] = []
+            out.reserveCapacity(n)
+            for i in 0..<n {
+                // Float(Int64.max) rounds up to 2^63, which is out of range: hence `<`, not `<=`.
+                let v = t.data[i].rounded(.towardZero)
+                guard v.isFinite, v >= -0x1p63, v < 0x1p63 else {
+                    throw CheckpointError.corrupt("entry \(name) holds \(t.data[i]), which is not an int64 value")
+                }
+                out.append(Int64(v))
+            }
+            return out
         }
     }
 }
@@ -195,25 +242,45 @@ public struct SafeTensorsWriter {
     /// An empty writer with the given metadata.
     public init(metadata: [String: String] = [:]) { self.metadata = metadata }
 
-    /// Adds a float tensor, stored as F32 (default), F16 or BF16.
+    /// Adds a float tensor, stored as `dtype`: F32 (default), F16 or BF16 (rounded to nearest even),
+    /// or an integer type I64, I32 or U8, whose values are the floats truncated toward zero and
+    /// clamped to the type's range (NaN is stored as 0).
     public mutating func add(_ name: String, _ t: Tensor, as dtype: DType = .f32) {
-        var d = Data(count: t.count * dtype.size)
+        let n = t.count, x = t.data
+        var d = Data(count: n * dtype.size)
         d.withUnsafeMutableBytes { (raw: UnsafeMutableRawBufferPointer) in
+            // Each case writes exactly `dtype.size` bytes per element: `d` holds n · dtype.size.
             let base = raw.baseAddress!
-            for i in 0..<t.count {
-                let v = t.data[i]
-                switch dtype {
-                case .f16: base.storeBytes(of: Float16(v).bitPattern.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
-                case .bf16:
-                    // Round to nearest even.
-                    let b = v.bitPattern
-                    let r = (b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16
+            switch dtype {
+            case .f32:
+                for i in 0..<n { base.storeBytes(of: x[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+            case .f16:
+                for i in 0..<n { base.storeBytes(of: Float16(x[i]).bitPattern.littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+            case .bf16:
+                for i in 0..<n {
+                    let v = x[i], b = v.bitPattern
+                    let r = (b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16  // round to nearest even
                     base.storeBytes(of: UInt16(truncatingIfNeeded: v.isNaN ? 0x7FC0 : r).littleEndian, toByteOffset: 2 * i, as: UInt16.self)
-                default: base.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self)
                 }
+            case .i64:
+                for i in 0..<n { base.storeBytes(of: Self.clamped(x[i], Int64.self).littleEndian, toByteOffset: 8 * i, as: Int64.self) }
+            case .i32:
+                for i in 0..<n { base.storeBytes(of: Self.clamped(x[i], Int32.self).littleEndian, toByteOffset: 4 * i, as: Int32.self) }
+            case .u8:
+                for i in 0..<n { base.storeBytes(of: Self.clamped(x[i], UInt8.self), toByteOffset: i, as: UInt8.self) }
             }
         }
-        items.append((name, dtype == .f16 || dtype == .bf16 ? dtype : .f32, t.shape, d))
+        items.append((name, dtype, t.shape, d))
+    }
+
+    /// `v` truncated toward zero and clamped to `I`'s range; NaN gives 0.
+    private static func clamped<I: FixedWidthInteger>(_ v: Float, _: I.Type) -> I {
+        if v.isNaN { return 0 }
+        let t = v.rounded(.towardZero)
+        if t <= Float(I.min) { return I.min }
+        // Float(I.max) may round up to 2^bits (out of range), so compare with `>=` and clamp.
+        if t >= Float(I.max) { return I.max }
+        return I(t)
     }
 
     /// Adds an int64 tensor (a scalar when `shape` is empty).
@@ -226,11 +293,23 @@ public struct SafeTensorsWriter {
     }
 
     /// The file's bytes.
+    /// - Throws: `CheckpointError.corrupt` for an entry whose bytes do not fit its shape and dtype
+    ///   (`addInt64` with more or fewer values than `shape` holds): the reader would refuse the file.
     public func serialized() throws -> Data {
         var header: [String: Any] = [:]
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var offset = 0
         for it in items {
+            var elements = 1
+            for d in it.shape {
+                let (m, o) = elements.multipliedReportingOverflow(by: d)
+                guard d >= 0, !o else { throw CheckpointError.corrupt("entry \(it.name) has a bad shape \(shapeString(it.shape))") }
+                elements = m
+            }
+            let size = elements.multipliedReportingOverflow(by: it.dtype.size)
+            guard !size.overflow, size.partialValue == it.bytes.count else {
+                throw CheckpointError.corrupt("entry \(it.name): \(it.bytes.count / it.dtype.size) values for shape \(shapeString(it.shape))")
+            }
             header[it.name] = ["dtype": it.dtype.rawValue, "shape": it.shape, "data_offsets": [offset, offset + it.bytes.count]] as [String: Any]
             offset += it.bytes.count
         }
@@ -244,57 +323,45 @@ public struct SafeTensorsWriter {
         return out
     }
 
-    /// Writes the file atomically (temporary file, fsync, rename, fsync of the directory).
+    /// Writes the file atomically (SystemIO's `AtomicFile`: temporary file, fsync, rename, fsync of
+    /// the directory).
+    /// - Throws: `CheckpointError.io` naming the path and the failing call.
     public func write(to url: URL) throws {
-        try AtomicFile.write(try serialized(), to: url)
+        let data = try serialized()
+        try CheckpointError.mappingFileErrors { try AtomicFile.write(data, to: url) }
     }
 }
 
-/// Writing files so that a crash never leaves a half-written one: a temporary name in the same
-/// directory, fsync, rename over the target, fsync of the directory.
-public enum AtomicFile {
-    /// Writes `data` to `url` so that readers see either the old file or the complete new one.
-    /// - Parameters:
-    ///   - data: The complete file contents.
-    ///   - url: The destination; an existing file there is replaced.
-    /// - Throws: `CheckpointError.io` naming the step that failed (create, write, fsync, rename) and the
-    ///   system error; the temporary file is removed then. A failed fsync of the directory is ignored.
-    public static func write(_ data: Data, to url: URL) throws {
-        let dir = url.deletingLastPathComponent()
-        let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        let fd = Descriptors.open(tmp.path, O_WRONLY | O_CREAT | O_EXCL, 0o644)
-        guard fd >= 0 else { throw CheckpointError.io("cannot create \(tmp.path): \(String(cString: strerror(errno)))") }
-        var ok = false
-        defer { if !ok { unlink(tmp.path) } }
-        do {
-            defer { Descriptors.close(fd) }
-            try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-                var off = 0
-                while off < raw.count {
-                    let w = Foundation.write(fd, raw.baseAddress! + off, raw.count - off)
-                    if w < 0 {
-                        if errno == EINTR { continue }
-                        throw CheckpointError.io("writing \(tmp.path): \(String(cString: strerror(errno)))")
-                    }
-                    off += w
-                }
-            }
-            guard fsync(fd) == 0 else { throw CheckpointError.io("fsync \(tmp.path): \(String(cString: strerror(errno)))") }
-        }
-        guard rename(tmp.path, url.path) == 0 else { throw CheckpointError.io("rename to \(url.path): \(String(cString: strerror(errno)))") }
-        ok = true
-        let dfd = Descriptors.open(dir.path, O_RDONLY | O_DIRECTORY)
-        if dfd >= 0 { fsync(dfd); Descriptors.close(dfd) }
-    }
+/// A JSON number that is an integer: not a boolean, not a fraction, within Int's range.
+private func jsonInteger(_ value: Any) -> Int? {
+    guard let n = value as? NSNumber, String(cString: n.objCType) != "c" else { return nil }  // "c": true/false
+    return value as? Int  // nil for 1.5, 1e300, 2^64 − 1
 }
 
 public extension Module {
     /// Copies a checkpoint's entries into this module's state by name, checking shapes.
     /// `aliases` maps a checkpoint key to the module key it duplicates (e.g. `affinity_layer.pars.0`
     /// → `affinity_layer.batch_to_feat_mat`); such keys are accepted and otherwise ignored.
-    /// - Throws: `CheckpointError.stateMismatch` listing every missing, unexpected and mis-shaped key
-    ///   (nothing is changed then), or a read error.
+    /// Everything is checked before anything is copied: a load that throws changes nothing.
+    /// - Throws: `CheckpointError.stateMismatch` listing every missing, unexpected and mis-shaped key,
+    ///   `.corrupt` for a counter whose value is not an int64, or a read error.
     func load(from file: SafeTensorsFile, aliases: [String: String] = [:], strict: Bool = true) throws {
+        let counters = try checkLoad(from: file, aliases: aliases, strict: strict)
+        for e in stateEntries {
+            switch e.value {
+            case .float(let t): try t.copy(from: try file.tensor(e.name))
+            case .int64(let c): c.value = counters[e.name] ?? 0
+            }
+        }
+    }
+
+    /// Checks that `load(from:aliases:strict:)` would succeed, changing nothing: every module key is
+    /// in the file with the module's shape (a counter: one value that is an int64), and, when
+    /// `strict`, every file key is a module key or an alias.
+    /// - Returns: the counters' values by key, read and checked.
+    /// - Throws: as `load(from:aliases:strict:)`.
+    @discardableResult
+    func checkLoad(from file: SafeTensorsFile, aliases: [String: String] = [:], strict: Bool = true) throws -> [String: Int64] {
         let entries = stateEntries
         var missing: [String] = [], misShaped: [String] = []
         let known = Set(entries.map(\.name))
@@ -311,12 +378,11 @@ public extension Module {
         if !missing.isEmpty || !misShaped.isEmpty || (strict && !unexpected.isEmpty) {
             throw CheckpointError.stateMismatch(missing: missing, unexpected: strict ? unexpected : [], misShaped: misShaped)
         }
+        var counters: [String: Int64] = [:]
         for e in entries {
-            switch e.value {
-            case .float(let t): try t.copy(from: try file.tensor(e.name))
-            case .int64(let c): c.value = try file.int64Values(e.name).first ?? 0
-            }
+            if case .int64 = e.value { counters[e.name] = try file.int64Values(e.name).first ?? 0 }
         }
+        return counters
     }
 
     /// Adds this module's state (parameters and buffers, F32 or F16; counters as I64) to a writer.

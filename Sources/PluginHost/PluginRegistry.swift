@@ -169,9 +169,11 @@ public final class PluginRegistry: @unchecked Sendable {
         }
         switch kind {
         case .imageDecoder:
-            guard let t = d.decoder?.pointee else { throw missingTable("decoder", path) }
-            try requireSize(t.struct_size, MemoryLayout<affinity_image_decoder>.size, "decoder table", path)
-            guard t.probe != nil, t.info != nil, t.decode != nil else { throw missingFunction("decoder", path) }
+            // Field by field through the pointer: a table of ABI 1.0 is shorter than this host's
+            // (`values` came with 1.1), so only the 1.0 size is required and nothing past it is read.
+            guard let t = d.decoder else { throw missingTable("decoder", path) }
+            try requireSize(t.pointee.struct_size, MemoryLayout<affinity_image_decoder>.offset(of: \.values)!, "decoder table", path)
+            guard t.pointee.probe != nil, t.pointee.info != nil, t.pointee.decode != nil else { throw missingFunction("decoder", path) }
         case .datasetReader:
             guard let t = d.reader?.pointee else { throw missingTable("reader", path) }
             try requireSize(t.struct_size, MemoryLayout<affinity_dataset_reader>.size, "reader table", path)

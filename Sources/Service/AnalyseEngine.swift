@@ -23,6 +23,8 @@ public enum ImageSource: Sendable {
     /// the caller keeps it open until the analysis completes.
     case fileDescriptor(Int32)
     case bytes([UInt8])
+    /// An image already decoded to gray [0, 1] (a scan's slice after its window).
+    case gray(GrayImage)
 }
 
 /// Options of one analysis.
@@ -56,6 +58,8 @@ public struct AnalysisResult: Sendable {
     public var lesions: [Lesion]
     /// A gray 8-bit PNG of the original image's size: 0 background, i (1…N) lesion i of `lesions`.
     public var labelMapPNG: [UInt8]
+    /// The same label map's pixels, `imageHeight × imageWidth` (0 background, i = lesions[i − 1]).
+    public var labelMap: [UInt8] = []
     public var imageWidth: Int, imageHeight: Int
     /// Seconds per stage (decode, preprocess, the model's stages, label_map, queue wait, total).
     public var timings: [String: Double]
@@ -396,7 +400,14 @@ public final class AnalyseEngine: @unchecked Sendable {
         }
         guard store.card(id) != nil else { throw ServiceError.modelNotFound("There is no model '\(id)' in the store") }
         let bytes: [UInt8]
+        var given: GrayImage?
         switch source {
+        case .gray(let g):
+            guard g.width <= limits.maxDimension, g.height <= limits.maxDimension else {
+                throw ServiceError.invalidImage("The image is \(g.width)×\(g.height) pixels; the limit is \(limits.maxDimension) per side")
+            }
+            given = g
+            bytes = []
         case .fileDescriptor(let fd): bytes = try readImageBytes(fd: fd, limit: limits.maxBytes)
         case .bytes(let b):
             guard b.count <= limits.maxBytes else { throw ServiceError.invalidImage("The image is larger than the limit of \(limits.maxBytes) bytes") }
@@ -406,7 +417,10 @@ public final class AnalyseEngine: @unchecked Sendable {
         var png: PixelImage?, gray: GrayImage?
         let width: Int, height: Int
         var plugins: [String] = []
-        if decoder == nil || (bytes.count >= 8 && Array(bytes[0..<8]) == PNG.signature) {
+        if let given {
+            gray = given
+            width = given.width; height = given.height
+        } else if decoder == nil || (bytes.count >= 8 && Array(bytes[0..<8]) == PNG.signature) {
             let image: PixelImage
             do {
                 image = try PNG.decode(bytes, options: PNGReadOptions(maxDimension: limits.maxDimension, maxFileBytes: limits.maxBytes))
@@ -461,7 +475,7 @@ public final class AnalyseEngine: @unchecked Sendable {
             throw ServiceError.failed("The model failed on this image: \(error)")
         }
         let t2 = DispatchTime.now().uptimeNanoseconds
-        let (labelMapPNG, lesions) = try labelMap(prediction, width: width, height: height)
+        let (labelMapPNG, labelPixels, lesions) = try labelMap(prediction, width: width, height: height)
         var timings = prediction.timings
         timings["decode"] = decoded
         timings["preprocess"] = preprocess
@@ -469,13 +483,14 @@ public final class AnalyseEngine: @unchecked Sendable {
         timings["label_map"] = since(t2)
         timings["analyse_total"] = since(t0)
         return AnalysisResult(modelID: id, modelSHA256: card.sha256, prediction: prediction, lesions: lesions, labelMapPNG: labelMapPNG,
-                              imageWidth: width, imageHeight: height, timings: timings, plugins: plugins, lungFieldArea: lungFieldArea)
+                              labelMap: labelPixels, imageWidth: width, imageHeight: height, timings: timings, plugins: plugins,
+                              lungFieldArea: lungFieldArea)
     }
 
     /// The label map of the detections in the original image's frame: each detection's 28×28 mask
     /// pasted into the 512×512 model frame (> 0.5), in score order (a pixel keeps the first lesion
     /// that claims it), then sampled nearest to width × height; boxes scaled to the same frame.
-    func labelMap(_ p: Prediction, width: Int, height: Int) throws -> ([UInt8], [Lesion]) {
+    func labelMap(_ p: Prediction, width: Int, height: Int) throws -> ([UInt8], [UInt8], [Lesion]) {
         let side = Preprocessing.modelSide
         var model = [UInt8](repeating: 0, count: side * side)
         let n = min(p.detections.count, 255)
@@ -505,6 +520,6 @@ public final class AnalyseEngine: @unchecked Sendable {
                           score: Double(p.detections[i].score), area: areas[i + 1])
         }
         let png = try PNG.encode(try PixelImage(bytes: out, width: width, height: height, format: .gray))
-        return (png, lesions)
+        return (png, out, lesions)
     }
 }

@@ -3,6 +3,7 @@ import Affinity
 import Foundation
 import Imaging
 import NN
+import SystemIO
 import Tensor
 
 /// A value in a job's result (transport-free; the daemon maps `model` to an object path).
@@ -523,7 +524,7 @@ public final class JobManager: @unchecked Sendable {
                     try trainer.saveCheckpoint(to: checkpoint, extraMetadata: ["job": String(job.id)])
                     let line = "{\"epoch\": \(e + 1), \"loss_total\": \(trainer.state.epochTotals[e]), \"loss_segmentation\": \(trainer.state.epochSeg[e]), \"loss_classification\": \(trainer.state.epochCls[e]), \"copies\": \(trainer.state.copies)}\n"
                     metricsLines += line
-                    try NN.AtomicFile.write(Data(metricsLines.utf8), to: dir.appendingPathComponent("metrics.jsonl"))
+                    try CheckpointError.mappingFileErrors { try AtomicFile.write(Data(metricsLines.utf8), to: dir.appendingPathComponent("metrics.jsonl")) }
                     job.update { s in
                         s.metrics["epoch_loss_total"] = trainer.state.epochTotals[e]
                         s.metrics["epoch_loss_segmentation"] = trainer.state.epochSeg[e]
@@ -592,6 +593,6 @@ public final class JobManager: @unchecked Sendable {
                             totalEpochs: s.totalEpochs, progress: s.progress, metrics: s.metrics, startTime: s.startTime,
                             message: s.message, model: model)
         guard let data = try? JSONEncoder().encode(rec) else { return }
-        try? NN.AtomicFile.write(data, to: runDirectory(job.id).appendingPathComponent("job.json"))
+        try? AtomicFile.write(data, to: runDirectory(job.id).appendingPathComponent("job.json"))
     }
 }

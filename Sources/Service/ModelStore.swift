@@ -27,9 +27,14 @@ public struct ModelCard: Codable, Sendable, Equatable {
     /// The image-classification head ("affinity" for the built-in one).
     public var head: String
     public var plugins: [Plugin]
+    /// Which of torchvision's FPN key namings the imported weights were found in
+    /// (`TorchvisionNaming`'s raw value: "pre-0.13" or "0.13+"); nil in cards written before it
+    /// was recorded.
+    public var torchvisionNaming: String? = nil
 
     enum CodingKeys: String, CodingKey {
         case id, name, affinities, sha256, created, trainedOn = "trained_on", metrics, head, plugins
+        case torchvisionNaming = "torchvision_naming"
     }
 }
 
@@ -106,15 +111,16 @@ public final class ModelStore: @unchecked Sendable {
     public func setDefault(_ id: String) throws {
         try lock.withLock {
             guard cards[id] != nil else { throw ServiceError.modelNotFound("There is no model '\(id)' in the store") }
-            do { try NN.AtomicFile.write(Data((id + "\n").utf8), to: defaultFile) } catch {
+            do { try CheckpointError.mappingFileErrors { try AtomicFile.write(Data((id + "\n").utf8), to: defaultFile) } } catch {
                 throw ServiceError.failed("Cannot record the default model: \(error)")
             }
             defaultID = id
         }
     }
 
-    /// Checks that `bytes` are model weights (our layout or the original state dict) and adds
-    /// them to the store unchanged; the same weights imported twice give the same model. A file
+    /// Checks that `bytes` are model weights (our layout or the original state dict, its FPN keys
+    /// in either of torchvision's namings, which the card records) and adds them to the store
+    /// unchanged; the same weights imported twice give the same model. A file
     /// whose head is a plugin (`head` metadata) loads only when `heads` makes that head; the card
     /// then names the head and records its plugin's id and version.
     /// - Parameters:
@@ -139,10 +145,14 @@ public final class ModelStore: @unchecked Sendable {
         }
         let data = Data(bytes)
         let model: AffinityModel
+        let naming: TorchvisionNaming
         do {
             let file = try SafeTensorsFile(data: data)
             model = try ModelLoader.load(file, affinities: affinities, heads: heads)
+            naming = try ModelLoader.torchvisionNaming(of: file)
         } catch let e as ClassificationHeadError {
+            throw ServiceError(.unsupportedFormat, "The weights cannot be used: \(e.description)")
+        } catch let e as TorchvisionNamingError {
             throw ServiceError(.unsupportedFormat, "The weights cannot be used: \(e.description)")
         } catch let e as CheckpointError {
             throw ServiceError(.unsupportedFormat, "The weights are not a usable safetensors model file: \(e.description)")
@@ -162,7 +172,7 @@ public final class ModelStore: @unchecked Sendable {
         if let existing = card(id) { return existing }
         let card = ModelCard(id: id, name: name ?? "model \(id.prefix(8))", affinities: model.affinityHead == nil ? 0 : model.affinities,
                              sha256: digest, created: created ?? unixMicroseconds(), trainedOn: trainedOn, metrics: metrics,
-                             head: fileHead, plugins: plugins)
+                             head: fileHead, plugins: plugins, torchvisionNaming: naming.rawValue)
         try publish(card: card, weights: data)
         return card
     }
@@ -233,7 +243,7 @@ public final class ModelStore: @unchecked Sendable {
     }
 
     private func recordBundled(_ id: String) throws {
-        do { try NN.AtomicFile.write(Data((id + "\n").utf8), to: bundledFile) } catch {
+        do { try CheckpointError.mappingFileErrors { try AtomicFile.write(Data((id + "\n").utf8), to: bundledFile) } } catch {
             throw ServiceError.failed("Cannot record the bundled model: \(error)")
         }
     }
@@ -261,10 +271,11 @@ public final class ModelStore: @unchecked Sendable {
         let tmp = modelsDirectory.appendingPathComponent(".tmp-\(card.id)-\(UUID().uuidString)")
         do {
             try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
-            try NN.AtomicFile.write(weights, to: tmp.appendingPathComponent("weights.safetensors"))
+            try CheckpointError.mappingFileErrors { try AtomicFile.write(weights, to: tmp.appendingPathComponent("weights.safetensors")) }
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try NN.AtomicFile.write(try enc.encode(card), to: tmp.appendingPathComponent("card.json"))
+            let cardData = try enc.encode(card)
+            try CheckpointError.mappingFileErrors { try AtomicFile.write(cardData, to: tmp.appendingPathComponent("card.json")) }
         } catch {
             try? fm.removeItem(at: tmp)
             throw ServiceError.failed("Cannot write the model to the store: \(error)")

@@ -1,10 +1,87 @@
 // PhantomLayoutData: Algorithm 1's training data read from a data set on disk in the COVIDx-CT /
-// CNCB layout that `PhantomDataset.write` produces (and the real data sets use).
+// CNCB layout that `PhantomDataset.write` produces (and the real data sets use). BuiltInLayout: the
+// host's reader of those layouts (PhantomLayoutData's and affinity-lab's), which is the layouts'
+// one implementation in AffinityPluginSupport, the one the covidx-ct and cncb-seg plugins read
+// through.
 import Affinity
+import AffinityPluginSupport
 import Detection
 import Foundation
 import Imaging
+import SystemIO
 import Tensor
+
+/// The built-in data-set layouts as the host reads them: a COVIDx-CT classification folder and a
+/// CNCB segmentation folder, listed (not decoded) by the one reader of each layout
+/// (AffinityPluginSupport's `COVIDxCT` and `CNCBSeg`, which the covidx-ct and cncb-seg plugins
+/// use too): the same entries in the same order, the same sentences for the broken ones. The
+/// host's split-file lines are `<file> <class>` and anything after (the box is not read).
+public enum BuiltInLayout {
+    /// An entry of a listed folder.
+    public struct Entry: Sendable, Equatable {
+        /// The image's path relative to the folder (reports).
+        public var name: String
+        public var image: String
+        /// The label map; nil without one (a negative slice, and every classification entry).
+        public var mask: String?
+        /// 0 Normal, 1 CP, 2 COVID-19; nil in a segmentation set.
+        public var label: Int?
+    }
+
+    /// A listed folder: the usable entries in the layout's order, and the ones set aside as
+    /// "name: reason" (the name relative to `folder`).
+    public struct Listing: Sendable {
+        public var folder: String
+        public var entries: [Entry]
+        public var broken: [String]
+    }
+
+    /// A COVIDx-CT classification folder: the entries of the split files of `split` (nil: of every
+    /// split), at most `limit`; or, with `renamedWithoutSplitFiles` and no split file of any split
+    /// in the folder, the renamed layout (every image of the folder itself, named by its class).
+    /// - Parameter checkFiles: set aside the entries whose image is not a regular file.
+    /// - Throws: `ServiceError.datasetInvalid` with the layout's sentence: no split file of
+    ///   `split`, a split file that cannot be read, a folder that cannot be listed.
+    public static func classification(folder: String, split: String?, renamedWithoutSplitFiles: Bool = false,
+                                      checkFiles: Bool = true, limit: Int? = nil) throws -> Listing {
+        try listing(folder) {
+            if renamedWithoutSplitFiles, try COVIDxCT.splitFiles(in: folder, split: nil).isEmpty {
+                return try COVIDxCT.readRenamed(images: (folder, ""), checkFiles: checkFiles)
+            }
+            return try COVIDxCT.readSplitFiles(try COVIDxCT.splitFiles(in: folder, split: split), images: try COVIDxCT.imageFolder(in: folder),
+                                               requireBox: false, checkFiles: checkFiles, limit: limit)
+        }
+    }
+
+    /// A CNCB segmentation folder: the slices `splitFile` names (nil: every image of `imgs/`), each
+    /// with the mask of its stem in `masks/` if there is one.
+    /// - Parameter checkFiles: set aside the slices whose image or mask is not a regular file.
+    /// - Throws: `ServiceError.datasetInvalid` with the layout's sentence: no `imgs/` folder, a
+    ///   split file that does not exist or cannot be read, a folder that cannot be listed.
+    public static func segmentation(folder: String, splitFile: String?, checkFiles: Bool = true) throws -> Listing {
+        try listing(folder) { try CNCBSeg.read(folder: folder, splitFile: splitFile, checkFiles: checkFiles).listing }
+    }
+
+    /// The split file of `split` (train or test) in a segmentation folder.
+    public static func segmentationSplitFile(in folder: String, split: String) -> String {
+        CNCBSeg.splitFile(in: folder, split: split)
+    }
+
+    /// The sentence for a folder that lists no image (in `split`, when given).
+    public static func noImages(in folder: String, split: String?) -> String {
+        "The data-set folder \(folder) lists no images" + (split.map { " in the \($0) split" } ?? "") + "."
+    }
+
+    private static func listing(_ folder: String, _ read: () throws -> LayoutListing) throws -> Listing {
+        let listing: LayoutListing
+        do { listing = try read() } catch let e as LayoutError { throw ServiceError.datasetInvalid(e.message) }
+        return Listing(folder: folder,
+                       entries: listing.entries.map {
+                           Entry(name: $0.name, image: $0.imagePath, mask: $0.maskPath, label: $0.label >= 0 ? Int($0.label) : nil)
+                       },
+                       broken: listing.broken.map { "\($0.name): \($0.reason)" })
+    }
+}
 
 /// Training data from a data-set directory:
 /// ```
@@ -14,10 +91,11 @@ import Tensor
 /// segmentation/imgs/<file>, segmentation/masks/<file> (label map 0 = background; a slice
 ///                                         without a mask file has no lesion)
 /// ```
-/// Every entry is checked when the data is opened (the file exists, is a PNG whose header reads,
-/// the class is 0…2, a mask has its image's size); samples are decoded when the trainer asks.
-/// Images are resized (bilinear, torch semantics) to `side`×`side` and standardised per image like
-/// `Preprocessing.modelInput` (identical to it for `side` = 512); masks are resized nearest.
+/// read by `BuiltInLayout` (the split files of the split; the segmentation slices of the train
+/// split file). Every entry is checked when the data is opened (the layout's checks, then: the file
+/// is a PNG whose header reads, a mask has its image's size); samples are decoded when the trainer
+/// asks. Images are resized (bilinear, torch semantics) to `side`×`side` and standardised per image
+/// like `Preprocessing.modelInput` (identical to it for `side` = 512); masks are resized nearest.
 public final class PhantomLayoutData: TrainingData, @unchecked Sendable {
     public let root: URL
     public let side: Int
@@ -50,63 +128,54 @@ public final class PhantomLayoutData: TrainingData, @unchecked Sendable {
             throw ServiceError.datasetInvalid("The data set directory '\(root.path)' does not exist")
         }
         var problems: [String] = []
-        func readLines(_ relative: String) -> [String]? {
-            let url = root.appendingPathComponent(relative)
-            guard let text = try? String(contentsOf: url, encoding: .utf8) else {
-                problems.append("\(relative) is missing or not UTF-8 text")
+        func note(_ problem: String) { problems.append(problem.hasSuffix(".") ? String(problem.dropLast()) : problem) }
+        /// The PNG header of an entry's file, or nil with the problem noted.
+        func header(_ path: String, _ name: String) -> PNGHeader? {
+            let fd = Descriptors.open(path, O_RDONLY)
+            guard fd >= 0 else {
+                note("\(name): the file cannot be opened (\(String(cString: strerror(errno))))")
                 return nil
             }
-            return text.split(separator: "\n", omittingEmptySubsequences: false).map {
-                $0.trimmingCharacters(in: .whitespaces)
-            }
-        }
-        func header(_ url: URL, _ what: String) -> PNGHeader? {
-            guard let h = FileHandle(forReadingAtPath: url.path) else {
-                problems.append("\(what) does not exist or cannot be read")
-                return nil
-            }
-            defer { try? h.close() }
-            let prefix = [UInt8](h.readData(ofLength: 64))
-            do { return try PNG.header(of: prefix) } catch {
-                problems.append("\(what) is not a readable PNG (\(String(describing: error).dropLast()))")
+            var prefix = [UInt8](repeating: 0, count: 64)
+            let n = prefix.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, $0.count, 0) }
+            Descriptors.close(fd)
+            do { return try PNG.header(of: Array(prefix.prefix(max(n, 0)))) } catch {
+                note("\(name): the file is not a readable PNG (\(String(describing: error).dropLast()))")
                 return nil
             }
         }
+        func list(_ listing: () throws -> BuiltInLayout.Listing) -> BuiltInLayout.Listing? {
+            do { return try listing() } catch let e as ServiceError { note(e.message) } catch { note("\(error)") }
+            return nil
+        }
+        let classificationFolder = root.path + "/classification", segmentationFolder = root.path + "/segmentation"
         var cls: [(URL, Int)] = []
-        let clsFile = "classification/\(split)_COVIDx_CT.txt"
-        if readClassification, let lines = readLines(clsFile) {
-            for (n, line) in lines.enumerated() where !line.isEmpty {
-                if let limit, cls.count >= limit { break }
-                let f = line.split(separator: " ")
-                guard f.count >= 2, let label = Int(f[1]), (0...2).contains(label) else {
-                    problems.append("line \(n + 1) of \(clsFile) is not '<file> <class 0-2> …'")
-                    continue
-                }
-                let url = root.appendingPathComponent("classification/images").appendingPathComponent(String(f[0]))
-                if header(url, "classification/images/\(f[0]) (line \(n + 1) of \(clsFile))") != nil { cls.append((url, label)) }
+        if readClassification, let listing = list({ try BuiltInLayout.classification(folder: classificationFolder, split: split, limit: limit) }) {
+            listing.broken.forEach { note("classification/" + $0) }
+            for e in listing.entries where header(e.image, "classification/" + e.name) != nil {
+                cls.append((URL(fileURLWithPath: e.image), e.label ?? 0))
             }
         }
         var seg: [(URL, URL?)] = []
-        let segFile = "segmentation/train_split_segmentation.txt"
-        if readSegmentation, let lines = readLines(segFile) {
-            for (n, line) in lines.enumerated() where !line.isEmpty {
-                let img = root.appendingPathComponent("segmentation/imgs").appendingPathComponent(line)
-                let mask = root.appendingPathComponent("segmentation/masks").appendingPathComponent(line)
-                guard let ih = header(img, "segmentation/imgs/\(line) (line \(n + 1) of \(segFile))") else { continue }
-                if FileManager.default.fileExists(atPath: mask.path) {
-                    guard let mh = header(mask, "segmentation/masks/\(line)") else { continue }
-                    guard mh.width == ih.width, mh.height == ih.height else {
-                        problems.append("segmentation/masks/\(line) is \(mh.width)×\(mh.height) but its image is \(ih.width)×\(ih.height)")
-                        continue
-                    }
-                    seg.append((img, mask))
-                } else {
-                    seg.append((img, nil))
+        let segmentationSplitFile = BuiltInLayout.segmentationSplitFile(in: segmentationFolder, split: "train")
+        if readSegmentation, let listing = list({ try BuiltInLayout.segmentation(folder: segmentationFolder, splitFile: segmentationSplitFile) }) {
+            listing.broken.forEach { note("segmentation/" + $0) }
+            for e in listing.entries {
+                guard let ih = header(e.image, "segmentation/" + e.name) else { continue }
+                guard let mask = e.mask else {
+                    seg.append((URL(fileURLWithPath: e.image), nil))
+                    continue
                 }
+                guard let mh = header(mask, "segmentation/masks/" + (mask as NSString).lastPathComponent) else { continue }
+                guard mh.width == ih.width, mh.height == ih.height else {
+                    note("segmentation/\(e.name): the mask is \(mh.width)×\(mh.height) but the image is \(ih.width)×\(ih.height)")
+                    continue
+                }
+                seg.append((URL(fileURLWithPath: e.image), URL(fileURLWithPath: mask)))
             }
         }
-        if readClassification && problems.isEmpty && cls.isEmpty { problems.append("\(clsFile) lists no images") }
-        if readSegmentation && problems.isEmpty && seg.isEmpty { problems.append("\(segFile) lists no images") }
+        if readClassification && problems.isEmpty && cls.isEmpty { note(BuiltInLayout.noImages(in: classificationFolder, split: split)) }
+        if readSegmentation && problems.isEmpty && seg.isEmpty { note(BuiltInLayout.noImages(in: segmentationFolder, split: "train")) }
         if !problems.isEmpty {
             let shown = problems.prefix(5).joined(separator: "; ")
             let more = problems.count > 5 ? " (and \(problems.count - 5) more)" : ""

@@ -10,7 +10,7 @@ struct AffinityLab: ParsableCommand {
         commandName: "affinity-lab",
         abstract: "Offline tool for the One Shot Affinity Model: benchmarks, prediction, training, evaluation.",
         subcommands: [Bench.self, Predict.self, Phantoms.self, Train.self, Finetune.self, AffinityMatrixCommand.self, Evaluate.self,
-                      CocoEval.self, Plugins.self, Export.self])
+                      CocoEval.self, Plugins.self, Export.self, Decode.self, Scan.self])
 
     static func main() {
         Engine.holdFreedMemory()

@@ -2,19 +2,26 @@ import Affinity
 import Detection
 import Foundation
 import Imaging
+import Service
 import Tensor
 
 /// Which part of a data set to read.
 enum DataSplit: String, CaseIterable {
     case train, val, test, all
+
+    /// The split's name for the layouts; nil for `all`.
+    var name: String? { self == .all ? nil : rawValue }
 }
 
-/// A classification set on disk (MODEL.md §1.1), in either layout:
+/// A classification set on disk (MODEL.md §1.1), in either layout, read by the built-in reader
+/// (`BuiltInLayout`, the one the daemon and the covidx-ct plugin read through too):
 /// - COVIDx-CT: a directory with `<split>_COVIDx_CT*.txt` split files (`<file> <class> <4 ints>`)
-///   and the images in `images/` (or beside the split files);
+///   and the images in `images/` (or `2A_images/`, or beside the split files);
 /// - the author's: a flat directory of images whose names start with the class, `0_…`, `1_…`,
 ///   `2_…` (or with the COVIDx prefixes `Normal_`, `CP_`, `NCP_`); all images, sorted by name.
 /// A phantom root (`phantoms` output) is accepted too: its `classification/` folder is used.
+/// A broken entry (a bad line, an image named without a class) is an error; the images are read
+/// (and a missing one reported) when a sample is made.
 struct ClassificationSet {
     var root: String
     /// (image path, class) in file order.
@@ -25,63 +32,18 @@ struct ClassificationSet {
         guard directoryExists(dir) else { throw LabError.missingDirectory(dir) }
         if directoryExists(dir + "/classification") { dir += "/classification" }
         root = dir
-        let files = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
-        let splitFiles = files.filter { $0.contains("_COVIDx_CT") && $0.hasSuffix(".txt") }.sorted()
-        if !splitFiles.isEmpty {
-            let imageDir = directoryExists(dir + "/images") ? dir + "/images" : dir
-            let wanted = split == .all ? splitFiles : splitFiles.filter { $0.hasPrefix(split.rawValue + "_") }
-            guard !wanted.isEmpty else { throw LabError.badData("\(dir) has no \(split.rawValue) split file (\(split.rawValue)_COVIDx_CT*.txt)") }
-            var items: [(String, Int)] = []
-            for f in wanted {
-                let text: String
-                do { text = try String(contentsOfFile: dir + "/" + f, encoding: .utf8) } catch {
-                    throw LabError.badData("cannot read the split file \(dir)/\(f)")
-                }
-                for (n, line) in text.split(separator: "\n").enumerated() {
-                    let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-                    if fields.isEmpty { continue }
-                    guard fields.count >= 2, let c = Int(fields[1]), (0...2).contains(c) else {
-                        throw LabError.badData("\(dir)/\(f) line \(n + 1) is not `<file> <class 0|1|2> …`")
-                    }
-                    items.append((imageDir + "/" + fields[0], c))
-                }
-            }
-            self.items = items
-        } else {
-            let images = files.filter { Self.isImage($0) }.sorted()
-            var items: [(String, Int)] = []
-            for name in images {
-                guard let c = Self.classOfName(name) else {
-                    throw LabError.badData("cannot tell the class of \(dir)/\(name): names must start with 0_, 1_, 2_, Normal_, CP_ or NCP_")
-                }
-                items.append((dir + "/" + name, c))
-            }
-            self.items = items
+        let listing = try labListing("classification", split: split) {
+            try BuiltInLayout.classification(folder: dir, split: split.name, renamedWithoutSplitFiles: true, checkFiles: false)
         }
-        guard !items.isEmpty else { throw LabError.badData("the classification set \(dir) (\(split.rawValue)) has no images") }
-    }
-
-    static func isImage(_ name: String) -> Bool {
-        let l = name.lowercased()
-        return l.hasSuffix(".png") || l.hasSuffix(".jpg") || l.hasSuffix(".jpeg")
-    }
-
-    /// The class of an image name: the first `_` field as 0/1/2, or a COVIDx prefix.
-    static func classOfName(_ name: String) -> Int? {
-        guard let first = name.split(separator: "_").first else { return nil }
-        switch first {
-        case "0", "Normal": return 0
-        case "1", "CP": return 1
-        case "2", "NCP": return 2
-        default: return nil
-        }
+        items = listing.entries.map { (path: $0.image, label: $0.label ?? 0) }
     }
 }
 
-/// A segmentation set on disk (MODEL.md §1.2): `imgs/` with slices and `masks/` with label maps of
-/// the same stem (0 background, 1 lung, 2 GGO, 3 consolidation; no mask file = negative image);
-/// the split files `train_split_segmentation.txt` / `test_split_segmentation.txt` choose the images
-/// (without them, or for split `all`, every image in `imgs/`). A phantom root is accepted too.
+/// A segmentation set on disk (MODEL.md §1.2), read by the built-in reader: `imgs/` with slices
+/// and `masks/` with label maps of the same stem (0 background, 1 lung, 2 GGO, 3 consolidation;
+/// no mask file = negative image); the split files `train_split_segmentation.txt` /
+/// `test_split_segmentation.txt` choose the images (`val` reads the train one; without it, or for
+/// split `all`, every image in `imgs/`). A phantom root is accepted too.
 struct SegmentationSet {
     var root: String
     /// (image path, mask path if it exists).
@@ -92,25 +54,11 @@ struct SegmentationSet {
         guard directoryExists(dir) else { throw LabError.missingDirectory(dir) }
         if directoryExists(dir + "/segmentation") { dir += "/segmentation" }
         root = dir
-        guard directoryExists(dir + "/imgs") else { throw LabError.badData("the segmentation set \(dir) has no imgs/ folder") }
-        let splitName = split == .test ? "test" : "train"
-        let splitFile = dir + "/\(splitName)_split_segmentation.txt"
-        var names: [String]
-        if split != .all, fileExists(splitFile) {
-            let text: String
-            do { text = try String(contentsOfFile: splitFile, encoding: .utf8) } catch {
-                throw LabError.badData("cannot read the split file \(splitFile)")
-            }
-            names = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        } else {
-            names = ((try? FileManager.default.contentsOfDirectory(atPath: dir + "/imgs")) ?? []).filter { ClassificationSet.isImage($0) }.sorted()
+        let splitFile = BuiltInLayout.segmentationSplitFile(in: dir, split: split == .test ? "test" : "train")
+        let listing = try labListing("segmentation", split: split) {
+            try BuiltInLayout.segmentation(folder: dir, splitFile: split != .all && fileExists(splitFile) ? splitFile : nil, checkFiles: false)
         }
-        items = names.map { name in
-            let stem = (name as NSString).deletingPathExtension
-            let mask = dir + "/masks/" + stem + ".png"
-            return (dir + "/imgs/" + name, fileExists(mask) ? mask : nil)
-        }
-        guard !items.isEmpty else { throw LabError.badData("the segmentation set \(dir) (\(split.rawValue)) has no images") }
+        items = listing.entries.map { (image: $0.image, mask: $0.mask) }
     }
 
     /// The lesion label map of an item (0 background/lung, 1 lesion = value ≥ 2, MODEL.md §1.2
@@ -134,6 +82,16 @@ struct SegmentationSet {
         }
         return map.withUnsafeBufferPointer { lesionInstances(labelMap: $0.baseAddress!, width: w, height: h) }
     }
+}
+
+/// A folder listed by the built-in reader, the lab's way: a folder that cannot be read, a broken
+/// entry (the first is named) or no entry at all is bad data (exit 6).
+private func labListing(_ set: String, split: DataSplit, _ list: () throws -> BuiltInLayout.Listing) throws -> BuiltInLayout.Listing {
+    let listing: BuiltInLayout.Listing
+    do { listing = try list() } catch let e as ServiceError { throw LabError.badData(e.message) }
+    if let broken = listing.broken.first { throw LabError.badData("in the \(set) set \(listing.folder), \(broken)") }
+    guard !listing.entries.isEmpty else { throw LabError.badData(BuiltInLayout.noImages(in: listing.folder, split: split.name)) }
+    return listing
 }
 
 /// The trainer's data read from disk: classification and segmentation sets, each image

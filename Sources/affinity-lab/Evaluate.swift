@@ -5,6 +5,7 @@ import Evaluation
 import Foundation
 import Imaging
 import PluginHost
+import SystemIO
 import Tensor
 
 /// A classification image to evaluate: a file (read by path) or a sample a reader plugin decoded.
@@ -207,8 +208,8 @@ struct Evaluate: ParsableCommand {
                 let cocoSegm = try COCOEvaluator(groundTruth: groundTruth, results: results, iouType: .segm).evaluate()
                 let cocoBox = try COCOEvaluator(groundTruth: groundTruth, results: results, iouType: .bbox).evaluate()
                 do {
-                    try Imaging.AtomicFile.write([UInt8](try groundTruth.jsonData()), to: out + "/coco_gt.json")
-                    try Imaging.AtomicFile.write([UInt8](try COCOResult.jsonData(results)), to: out + "/coco_results.json")
+                    try AtomicFile.write([UInt8](try groundTruth.jsonData()), to: out + "/coco_gt.json")
+                    try AtomicFile.write([UInt8](try COCOResult.jsonData(results)), to: out + "/coco_results.json")
                 } catch { throw LabError(name: "io", message: sentence(String(describing: error)), code: 1) }
                 var authorJSON = try jsonObject(author) as? [String: Any] ?? [:]
                 authorJSON["perImage"] = nil   // per-image values are in predictions.jsonl's order; keep the file small

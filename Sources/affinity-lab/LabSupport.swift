@@ -6,6 +6,7 @@ import Foundation
 import Imaging
 import NN
 import PluginHost
+import SystemIO
 import Tensor
 
 #if canImport(Glibc)
@@ -122,7 +123,7 @@ func labMakeDirectory(_ path: String) throws {
 
 /// Writes text to a file atomically (temporary file, rename).
 func labWriteText(_ text: String, to path: String) throws {
-    do { try Imaging.AtomicFile.write(text: text, to: path) } catch {
+    do { try AtomicFile.write(text: text, to: path) } catch {
         throw LabError(name: "io", message: sentence(String(describing: error)), code: 1)
     }
 }

@@ -4,6 +4,7 @@ import Detection
 import Foundation
 import Imaging
 import PluginHost
+import SystemIO
 import Tensor
 
 /// `--plugin-dir`, shared by the commands that use plugins.

@@ -5,6 +5,7 @@ import Evaluation
 import Foundation
 import Imaging
 import NN
+import SystemIO
 import Tensor
 
 /// One image run through the full inference of the original test script, with the detections
@@ -137,7 +138,7 @@ struct Predict: ParsableCommand {
             if let out = cocoOut {
                 do {
                     let data = try COCOResult.jsonData(results)
-                    try Imaging.AtomicFile.write([UInt8](data), to: out)
+                    try AtomicFile.write([UInt8](data), to: out)
                 } catch {
                     throw LabError(name: "io", message: "Cannot write \(out): \(sentence(String(describing: error)))", code: 1)
                 }

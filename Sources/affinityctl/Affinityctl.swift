@@ -21,7 +21,8 @@ struct Affinityctl: ParsableCommand {
             this one command (state in $XDG_STATE_HOME/affinity, or ~/.local/state/affinity) and stops \
             both afterwards.
 
-            Every command takes --json: one JSON object on stdout (JSON lines for `job watch`).
+            Every command takes --json: one JSON object on stdout, or JSON lines (one object per line) for \
+            `analyse` (one per file) and `job watch` (one per update).
 
             Exit codes: 0 ok; 1 failed (bad image or data set, job failed, model does not load); \
             3 cancelled; 4 not found (file, model or job); 64 usage; 69 daemon or bus unavailable; \
@@ -79,7 +80,7 @@ struct GlobalOptions: ParsableArguments {
                                             valueName: "bus"))
     var bus: String?
 
-    @Flag(name: .long, help: "Print one JSON object (JSON lines for job watch) instead of text.")
+    @Flag(name: .long, help: "Print JSON instead of text: one object, or one per line for analyse (per file) and job watch.")
     var json = false
 
     @Flag(name: .long, help: "If no daemon is reachable, run a private dbus-daemon and affinityd for this command.")

@@ -4,6 +4,7 @@ import AffinityAPI
 import Bus
 import Foundation
 import Imaging
+import SystemIO
 
 struct Analyse: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -16,7 +17,10 @@ struct Analyse: ParsableCommand {
             regions inside the body with what they enclose; with --json lung_field_area_px and \
             lesion_share_of_lung_field, null when the daemon does not report it or finds no lung \
             field), and the model that produced it. With several files, --overlay and --mask name directories that \
-            receive <name>.overlay.png and <name>.mask.png.
+            receive <name>.overlay.png and <name>.mask.png. With --json, one JSON object per file and \
+            line (JSON lines), printed as each file finishes, in the order given; a file that failed \
+            gives {"file", "error", "message", "exit_code"} and the others are still analysed. The \
+            exit code is the first failed file's (0 when all succeed).
             """,
         aliases: ["analyze"])
 
@@ -52,7 +56,6 @@ struct Analyse: ParsableCommand {
                     }
                 }
             }
-            var results: [JSON] = []
             var exitCode = Exit.ok
             for file in files {
                 let stem = ((file as NSString).lastPathComponent as NSString).deletingPathExtension
@@ -60,17 +63,17 @@ struct Analyse: ParsableCommand {
                 let maskPath = mask.map { several ? ($0 as NSString).appendingPathComponent(stem + ".mask.png") : $0 }
                 do {
                     let r = try analyse(client, file: file, options: options, overlayPath: overlayPath, maskPath: maskPath)
-                    results.append(r.json)
-                    if !global.json { printLine(r.humanText) }
+                    printLine(global.json ? r.json.text : r.humanText)
                 } catch {
                     let e = CtlError.wrap(error)
                     if exitCode == Exit.ok { exitCode = e.code }
-                    results.append(.object([("file", .string(file)), ("error", .string(e.name ?? localErrorName(e.code))),
-                                            ("message", .string(e.message)), ("exit_code", .int(Int64(e.code)))]))
+                    if global.json {
+                        printLine(JSON.object([("file", .string(file)), ("error", .string(e.name ?? localErrorName(e.code))),
+                                               ("message", .string(e.message)), ("exit_code", .int(Int64(e.code)))]).text)
+                    }
                     FileHandle.standardError.write(Data("affinityctl: \(file): \(e.message)\n".utf8))
                 }
             }
-            if global.json { printLine(JSON.object([("images", .array(results))]).text) }
             return exitCode
         }
     }

@@ -57,8 +57,11 @@ struct CtlWithoutDaemonTests {
         let slice = try CtlFixtures.slice(in: file)
         let env = try ctl(["analyse", slice.path, "--json"], environment: ["AFFINITY_BUS_ADDRESS": bus.address])
         #expect(env.status == 69, "\(env)")
-        let images = env.json["images"] as? [[String: Any]] ?? []
+        // One JSON line per file, the failed file's carrying its error.
+        let images = env.jsonLines
+        #expect(images.count == 1 && images.first?["file"] as? String == slice.path, "\(env)")
         #expect(images.first?["error"] as? String == "org.freedesktop.DBus.Error.ServiceUnknown", "\(env)")
+        #expect(images.first?["exit_code"] as? Int == 69, "\(env)")
         // version answers without a daemon.
         let v = try ctl(bus, ["version", "--json"])
         #expect(v.status == 0 && v.json["client"] as? String == "0.1.0" && v.json["daemon"] is NSNull, "\(v)")
@@ -110,7 +113,8 @@ struct CtlDaemonTests {
         // No model yet: ModelNotReady, a failure (1).
         let notReady = try ctl(bus, ["analyse", slice.path, "--json"])
         #expect(notReady.status == 1, "\(notReady)")
-        #expect((notReady.json["images"] as? [[String: Any]])?.first?["error"] as? String == "org.lesionaffinity.Affinity1.Error.ModelNotReady")
+        #expect(notReady.jsonLines.count == 1 && notReady.jsonLines.first?["error"] as? String == "org.lesionaffinity.Affinity1.Error.ModelNotReady",
+                "\(notReady)")
 
         // models import (JSON and text), set-default, show, list.
         let modelA = try CtlFixtures.smallModel(in: dir, seed: 7)
@@ -149,7 +153,9 @@ struct CtlDaemonTests {
         let mask = dir.appendingPathComponent("mask.png").path
         let a = try ctl(bus, ["analyse", slice.path, "--model", idA, "--overlay", overlay, "--mask", mask, "--json"])
         #expect(a.status == 0, "\(a)")
-        let r = try #require((a.json["images"] as? [[String: Any]])?.first)
+        #expect(a.jsonLines.count == 1 && a.stdout.split(separator: "\n").count == 1, "\(a)")
+        let r = try #require(a.jsonLines.first)
+        #expect(r["file"] as? String == slice.path && r["error"] == nil, "\(r)")
         let probabilities = r["probabilities"] as? [Double] ?? []
         let index = r["class_index"] as? Int ?? -1
         #expect(probabilities.count == 3 && abs(probabilities.reduce(0, +) - 1) < 1e-4, "\(r)")
@@ -209,10 +215,17 @@ struct CtlDaemonTests {
         let notImage = try ctl(bus, ["analyse", junk.path])
         #expect(notImage.status == 1 && notImage.stderr.contains("notes.txt"), "\(notImage)")
         let both = try ctl(bus, ["analyse", dir.appendingPathComponent("absent.png").path, junk.path, "--json"])
-        let items = both.json["images"] as? [[String: Any]] ?? []
-        #expect(both.status == 4 && items.count == 2, "\(both)")
+        let items = both.jsonLines
+        #expect(both.status == 4 && items.count == 2 && both.stdout.split(separator: "\n").count == 2, "\(both)")
         #expect(items.first?["exit_code"] as? Int == 4 && items.last?["error"] as? String == "org.lesionaffinity.Affinity1.Error.UnsupportedFormat",
                 "\(both)")
+        // JSON lines, in the order given: failures and results mixed, one object per file.
+        let mixed = try ctl(bus, ["analyse", slice.path, dir.appendingPathComponent("absent.png").path, "--json"])
+        let lines = mixed.jsonLines
+        #expect(mixed.status == 4 && lines.count == 2 && mixed.stdout.split(separator: "\n").count == 2, "\(mixed)")
+        #expect(lines.map { $0["file"] as? String ?? "" } == [slice.path, dir.appendingPathComponent("absent.png").path], "\(mixed)")
+        #expect(lines.first?["class"] is String && lines.first?["error"] == nil, "\(mixed)")
+        #expect(lines.last?["error"] as? String == "NotFound" && lines.last?["exit_code"] as? Int == 4, "\(mixed)")
         let unknownModel = try ctl(bus, ["analyse", slice.path, "--model", "0123456789abcdef"])
         #expect(unknownModel.status == 4, "\(unknownModel)")
         let directory = try ctl(bus, ["analyse", dir.path])

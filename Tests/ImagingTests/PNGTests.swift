@@ -332,8 +332,10 @@ struct PNGTests {
 
     // MARK: Writing
 
-    @Test("writes are atomic: complete file, no temporary left, old file replaced")
-    func atomicWrite() throws {
+    @Test("writes replace the file; a failed write is ImageError.io naming the path")
+    func writeReplacesAndReportsImageErrors() throws {
+        // The atomic write itself (temporary file, fsync, rename) is SystemIO's AtomicFile, tested
+        // in Tests/SystemIOTests/AtomicFileTests.swift; here: PNG.write uses it and keeps its errors.
         let directory = try TemporaryDirectory()
         defer { directory.cleanup() }
         let path = directory.path + "/out.png"
@@ -342,8 +344,15 @@ struct PNGTests {
         try PNG.write(first, to: path)
         try PNG.write(second, to: path)
         #expect(try PNG.read(path: path) == second)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == ["out.png"])
-        #expect(throws: ImageError.self) { try PNG.write(first, to: directory.path + "/missing/out.png") }
+        let missing = directory.path + "/missing/out.png"
+        do {
+            try PNG.write(first, to: missing)
+            Issue.record("the write must fail")
+        } catch let error as ImageError {
+            guard case .io(let errorPath, _) = error else { Issue.record("expected .io, got \(error)"); return }
+            #expect(errorPath == missing)
+            #expect(error.description.hasPrefix("Could not access \(missing): "))
+        }
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == ["out.png"])
     }
 

@@ -311,6 +311,9 @@ struct LabCommandTests {
             a, b = v['data_offsets']
             t = torch.frombuffer(bytearray(raw[base + a:base + b]), dtype=dt[v['dtype']]) if b > a else torch.zeros(0, dtype=dt[v['dtype']])
             state[k] = t.reshape(v['shape']).clone()
+        if len(sys.argv) > 3 and sys.argv[3] == '0.13+':  # torchvision 0.13+ names the FPN convs ….0.0.weight
+            state = {(k[:k.rindex('.')] + '.0' + k[k.rindex('.'):] if k.startswith(('backbone.fpn.inner_blocks.', 'backbone.fpn.layer_blocks.')) else k): v
+                     for k, v in state.items()}
         gen = types.SimpleNamespace(sizes=((2, 4, 8, 16, 32),), aspect_ratios=((0.1, 0.25, 0.5, 1.0, 1.5, 2.0),))
         torch.save({'model_weights': state, 'anchor_generator': gen, 'affinity': 8, 'epoch': '100', 'model_name': 'affinity'}, pth)
         """
@@ -337,6 +340,7 @@ struct LabCommandTests {
         #expect(f.metadata["anchor_sizes"] == "2,4,8,16,32")
         #expect(f.metadata["aspect_ratios"] == "0.1,0.25,0.5,1,1.5,2")
         #expect(f.metadata["epoch"] == "100")
+        #expect(f.metadata["torchvision_naming"] == "pre-0.13")
         let original = try SafeTensorsFile(contentsOf: URL(fileURLWithPath: fx.weights))
         #expect(Set(f.names) == Set(original.names), "the original keys are kept")
         let a = try ModelLoader.load(contentsOf: URL(fileURLWithPath: out))
@@ -350,5 +354,18 @@ struct LabCommandTests {
         // And the tool predicts with it.
         let r = try Lab.run(["predict", "--weights", out, "--json", fx.image512])
         #expect(r.status == 0, "\(r.stderr)")
+
+        // A .pth saved with torchvision 0.13+ (FPN keys ….0.0.weight): renamed to the pre-0.13
+        // names, the naming recorded, the same weights.
+        let pthNew = dir + "/affinity_model_8_tv013.pth", outNew = dir + "/converted_tv013.safetensors"
+        let madeNew = try python([makerPath, fx.weights, pthNew, "0.13+"])
+        try #require(madeNew.0 == 0, "\(madeNew.1)")
+        let convNew = try python([Lab.packageRoot.appendingPathComponent("tools/convert_pth.py").path, pthNew, outNew])
+        try #require(convNew.0 == 0, "\(convNew.1)")
+        let fNew = try SafeTensorsFile(contentsOf: URL(fileURLWithPath: outNew))
+        #expect(fNew.metadata["torchvision_naming"] == "0.13+")
+        #expect(Set(fNew.names) == Set(original.names), "the FPN keys in the pre-0.13 naming")
+        let c = try ModelLoader.load(fNew)
+        #expect(zip(c.parameters, pb).allSatisfy { $0.value.array == $1.value.array })
     }
 }

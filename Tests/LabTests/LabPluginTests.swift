@@ -58,7 +58,7 @@ struct LabPluginTests {
         let kinds = ["jpeg": "image-decoder", "dicom": "image-decoder", "meanpool": "head", "attention": "head",
                      "covidx-ct": "dataset-reader", "cncb-seg": "dataset-reader", "ictcf": "dataset-reader"]
         for (id, kind) in kinds {
-            #expect(loaded[id]?["kind"] == kind && loaded[id]?["version"] == "1.0.0", "\(id): \(String(describing: loaded[id]))")
+            #expect(loaded[id]?["kind"] == kind && loaded[id]?["version"] == (id == "dicom" ? "2.0.0" : "1.0.0"), "\(id): \(String(describing: loaded[id]))")
             #expect(loaded[id]?["path"]?.hasPrefix(LabPlugins.folder + "/") == true)
             #expect((loaded[id]?["description"] ?? "").isEmpty == false)
         }

@@ -126,13 +126,19 @@ import TestSupport
         #expect(throws: CheckpointError.self) { _ = try SafeTensorsFile(contentsOf: URL(fileURLWithPath: "/nonexistent/x.safetensors")) }
     }
 
-    @Test func atomicWriteReplacesAndNeverLeavesPartialFiles() throws {
-        let dir = tempDir(), url = dir.appendingPathComponent("a.bin")
-        try AtomicFile.write(Data("first".utf8), to: url)
-        try AtomicFile.write(Data("second".utf8), to: url)
-        #expect(try String(contentsOf: url, encoding: .utf8) == "second")
-        // A write into a missing directory fails with an error and leaves the old file alone.
-        #expect(throws: CheckpointError.self) { try AtomicFile.write(Data("x".utf8), to: dir.appendingPathComponent("no/such/file")) }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["a.bin"])
+    @Test func aFailedWriteIsACheckpointIOErrorAndLeavesNoFile() throws {
+        // The atomic write itself is SystemIO's (Tests/SystemIOTests/AtomicFileTests.swift); the
+        // writer reports its failures as CheckpointError.io, as it always has.
+        let dir = tempDir()
+        var w = SafeTensorsWriter()
+        w.add("x", Tensor(shape: [2]))
+        do {
+            try w.write(to: dir.appendingPathComponent("no/such/file.safetensors"))
+            Issue.record("the write must fail")
+        } catch let e as CheckpointError {
+            guard case .io(let message) = e else { Issue.record("expected .io, got \(e)"); return }
+            #expect(message.contains("no/such/file.safetensors"))
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == [])
     }
 }

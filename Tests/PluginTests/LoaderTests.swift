@@ -35,9 +35,10 @@ struct LoaderTests {
         #expect(kinds == ["meanpool": .head, "attention": .head, "jpeg": .imageDecoder, "dicom": .imageDecoder,
                           "covidx-ct": .datasetReader, "cncb-seg": .datasetReader, "ictcf": .datasetReader])
         for p in r.plugins {
-            #expect(p.version == "1.0.0")
+            let version = p.id == "dicom" ? "2.0.0" : "1.0.0"   // dicom 2: the GDCM decoder
+            #expect(p.version == version)
             #expect(!p.summary.isEmpty)
-            #expect(p.record == "\(p.id) 1.0.0")
+            #expect(p.record == "\(p.id) \(version)")
         }
         #expect(r.listing.count == 7 && r.listing.allSatisfy { $0["state"] == "loaded" })
         #expect(throws: PluginError.notFound(id: "jpeg", kind: "head")) { try r.head(id: "jpeg") }

@@ -94,7 +94,7 @@ struct PluginDaemonTests {
         for (id, kind) in expectedKinds {
             let p = try #require(loaded[id], "\(id) missing from \(list)")
             #expect(p["kind"] == .string(kind))
-            #expect(p["version"] == .string("1.0.0"))
+            #expect(p["version"] == .string(id == "dicom" ? "2.0.0" : "1.0.0"))
             #expect(!(try p["description"]?.asString() ?? "").isEmpty)
             #expect(try p["path"]?.asString().hasPrefix(folder + "/libaffinity-") == true)
         }

@@ -95,6 +95,6 @@ struct ServiceUnitTests {
         let e3 = #expect(throws: ServiceError.self) { try PhantomLayoutData(root: root, side: 128) }
         #expect(e3?.kind == .datasetInvalid)
         let m = e3?.message ?? ""
-        #expect(m.contains("3 broken entries") && m.contains(first) && m.contains(second) && m.contains("not '<file> <class 0-2>"), "\(m)")
+        #expect(m.contains("3 broken entries") && m.contains(first) && m.contains(second) && m.contains("the class label \"9\" on train_COVIDx_CT.txt line"), "\(m)")
     }
 }

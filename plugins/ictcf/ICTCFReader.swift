@@ -10,62 +10,30 @@ import AffinityPluginSupport
 import CAffinityPlugin
 import Foundation
 
-private let imageExtensions = [".png", ".jpg", ".jpeg"]
-
-private func openICTCF(_ rootPointer: UnsafePointer<CChar>?, _ optionsJSON: UnsafePointer<CChar>?,
-                       _ out: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
-                       _ errorOut: UnsafeMutablePointer<affinity_error>?) -> Int32 {
-    guard let rootPointer, let out else { return fail(errorOut, AFFINITY_E_INVALID_ARGUMENT, "open() needs a root and an output handle.") }
-    out.pointee = nil
-    let root = String(cString: rootPointer)
-    let splitFile: String?, images: String?
-    do {
-        let options = try parseOptions(optionsJSON)
-        try checkKeys(options, allowed: ["split_file", "images"], plugin: "ictcf")
-        splitFile = try stringOption(options, "split_file")
-        images = try stringOption(options, "images")
-    } catch let e as OptionsError {
-        return fail(errorOut, AFFINITY_E_INVALID_ARGUMENT, e.message)
-    } catch {
-        return fail(errorOut, AFFINITY_E_INVALID_ARGUMENT, "The options cannot be read.")
+private let openICTCF: ReaderOpen = { rootPointer, optionsJSON, out, errorOut in
+    openReader(rootPointer, optionsJSON, out, errorOut, plugin: "ictcf", allowed: ["split_file", "images"]) { root, options in
+        let images = try subfolder(try stringOption(options, "images"), of: root)
+        let splitFile = try stringOption(options, "split_file").map { resolvedPath($0, under: root) }
+        var listing = LayoutListing()
+        for name in try imageNames(in: images.path, splitFile: splitFile) {
+            let label: Int32
+            if name.hasPrefix("0_nCT") { label = 0 } else if name.hasPrefix("2_pCT") { label = 2 } else {
+                listing.broken.append((images.prefix + name, "the name does not start with 0_nCT (negative) or 2_pCT (COVID-19), so its label is unknown."))
+                continue
+            }
+            let imagePath = images.path + "/" + name
+            if let problem = imageFileProblem(imagePath) {
+                listing.broken.append((images.prefix + name, problem))
+                continue
+            }
+            listing.entries.append(ReaderEntry(name: images.prefix + name, imagePath: imagePath, maskPath: nil, label: label))
+        }
+        return listing
     }
-    let folder = images.map { root + "/" + $0 } ?? root
-    guard isDirectory(folder) else { return fail(errorOut, AFFINITY_E_IO, "The image folder \(folder) does not exist.") }
-    let prefix = images.map { $0 + "/" } ?? ""
-    let state = ReaderState()
-    let names: [String]
-    do {
-        if let splitFile {
-            let path = splitFile.hasPrefix("/") ? splitFile : root + "/" + splitFile
-            guard isFile(path) else { return fail(errorOut, AFFINITY_E_IO, "The split file \(path) does not exist.") }
-            names = try readLines(path).filter { !$0.isEmpty }
-        } else {
-            names = try listDirectory(folder).filter { n in imageExtensions.contains { n.lowercased().hasSuffix($0) } }
-        }
-    } catch let e as OptionsError {
-        return fail(errorOut, AFFINITY_E_IO, e.message)
-    } catch { return AFFINITY_E_IO }
-    for name in names {
-        let label: Int32
-        if name.hasPrefix("0_nCT") { label = 0 } else if name.hasPrefix("2_pCT") { label = 2 } else {
-            state.broken.append((prefix + name, "the name does not start with 0_nCT (negative) or 2_pCT (COVID-19), so its label is unknown."))
-            continue
-        }
-        let path = folder + "/" + name
-        guard isFile(path) else {
-            state.broken.append((prefix + name, "the image file does not exist."))
-            continue
-        }
-        state.entries.append(ReaderEntry(name: prefix + name, imagePath: path, maskPath: nil, label: label))
-    }
-    out.pointee = state.handle
-    return AFFINITY_OK
 }
 
-private let descriptor = makeDescriptor(
-    id: "ictcf", version: "1.0.0",
-    description: "Dataset reader: iCTCF-CT slices named 0_nCT<N> (negative) and 2_pCT<N> (COVID-19).",
-    kind: AFFINITY_KIND_DATASET_READER, reader: makeReaderTable(open: openICTCF))
+private let descriptor = makeReaderDescriptor(id: "ictcf", version: "1.0.0", open: openICTCF,
+                                              description: "Dataset reader: iCTCF-CT slices named 0_nCT<N> (negative) and 2_pCT<N> (COVID-19).")
 
 @_cdecl("affinity_plugin_entry")
 public func affinityPluginEntry(_ hostABIVersion: UInt32) -> UnsafePointer<affinity_plugin>? { descriptor }

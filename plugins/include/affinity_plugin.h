@@ -13,7 +13,12 @@
  *    affinity_error; the pointer may be NULL when the host does not want the text. The host owns the
  *    buffer, so no plugin needs thread-local state and concurrent calls never clobber a message.
  *  - Structs are versioned by their first field, struct_size, and only ever grow: a reader of the
- *    struct uses only the fields that fit inside the struct_size the writer announced.
+ *    struct uses only the fields that fit inside the struct_size the writer announced, and a function
+ *    pointer only when it fits inside the table's struct_size and is not NULL. Fields added after the
+ *    first release are marked "ABI 1.1" below; the AFFINITY_*_V1_0_SIZE macros give the first
+ *    release's sizes, which are the minimum a host accepts. (A plugin compiled against a newer header
+ *    but written for an older one announces the new size with the new fields zeroed and the new
+ *    functions NULL: a zero that means "not reported" is documented for every such field.)
  *  - A plugin never calls exit/abort on bad input and never lets a C++ exception or longjmp escape a
  *    call.
  *
@@ -54,7 +59,34 @@ typedef struct affinity_error {
 /* ---------------------------------------------------------------------------------------------- */
 /* Image decoder                                                                                    */
 
-/** What a decoder learns from a file's header. */
+/** Bits of affinity_image_info.flags (ABI 1.1): which optional header fields the file has. */
+#define AFFINITY_INFO_HAS_PIXEL_SPACING   (1u << 0) /* pixel_spacing_x/_y come from the file */
+#define AFFINITY_INFO_HAS_SLICE_THICKNESS (1u << 1)
+#define AFFINITY_INFO_HAS_POSITION        (1u << 2) /* image_position */
+#define AFFINITY_INFO_HAS_ORIENTATION     (1u << 3) /* image_orientation */
+#define AFFINITY_INFO_HAS_INSTANCE_NUMBER (1u << 4)
+#define AFFINITY_INFO_HAS_RESCALE         (1u << 5) /* the file states a Modality LUT (slope/intercept) */
+#define AFFINITY_INFO_HAS_WINDOW          (1u << 6) /* window_center/_width are the window decode() applies */
+
+/** The sizes of the fixed text fields of affinity_image_info (each NUL-terminated, truncated to fit;
+ *  a DICOM UI value is at most 64 characters, a CS value 16). */
+#define AFFINITY_INFO_SHORT_TEXT 32
+#define AFFINITY_INFO_UID_TEXT 72
+
+/**
+ * What a decoder learns from a file's header.
+ *
+ * The host zeroes the struct, sets struct_size to the size it knows and passes it in; the plugin
+ * writes at most min(host's struct_size, its own) bytes and sets struct_size to the number it wrote.
+ * The host then reads only fields inside that size. Fields of ABI 1.1 that a plugin leaves at zero
+ * mean "not reported" (frames 0: one frame; flags 0: nothing optional known; empty strings).
+ *
+ * Geometry follows DICOM (PS3.3 C.7.6.2): patient coordinates in millimetres; image_position is the
+ * centre of the first transmitted pixel (top-left) of the reported frame; image_orientation holds the
+ * direction cosines of the first row (towards increasing column) then of the first column (towards
+ * increasing row). For multi-frame files whose geometry varies per frame (DICOM enhanced objects'
+ * per-frame functional groups), the fields describe the frame chosen with the "frame" option.
+ */
 typedef struct affinity_image_info {
     uint32_t struct_size;   /* sizeof(affinity_image_info) as the writer (the plugin) knows it */
     uint32_t width;         /* columns */
@@ -64,13 +96,41 @@ typedef struct affinity_image_info {
     uint32_t reserved;
     double pixel_spacing_x; /* millimetres per column, 0 when the format does not say */
     double pixel_spacing_y; /* millimetres per row, 0 when the format does not say */
+    /* ---- ABI 1.1 (volumes and DICOM metadata) ---- */
+    uint32_t frames;        /* frames (slices) in the file, each width × height; 0: not reported (1) */
+    uint32_t is_signed;     /* 1: the stored samples are signed (two's complement), 0: unsigned */
+    uint32_t flags;         /* AFFINITY_INFO_HAS_* */
+    int32_t instance_number;        /* DICOM (0020,0013), with AFFINITY_INFO_HAS_INSTANCE_NUMBER */
+    double slice_thickness;         /* millimetres, with AFFINITY_INFO_HAS_SLICE_THICKNESS */
+    double image_position[3];       /* x, y, z (mm), with AFFINITY_INFO_HAS_POSITION */
+    double image_orientation[6];    /* row cosines x, y, z, then column cosines x, y, z, with
+                                       AFFINITY_INFO_HAS_ORIENTATION */
+    double rescale_slope;           /* Modality LUT: value = stored · slope + intercept; 1 and 0 when */
+    double rescale_intercept;       /*   the file has none (both 0: not reported) */
+    double window_center;           /* the window decode() applies with the options given (for DICOM */
+    double window_width;            /*   the lung window unless the options say otherwise) */
+    char modality[AFFINITY_INFO_SHORT_TEXT];            /* e.g. "CT" */
+    char photometric[AFFINITY_INFO_SHORT_TEXT];         /* e.g. "MONOCHROME2" */
+    char transfer_syntax[AFFINITY_INFO_UID_TEXT];       /* the transfer syntax UID */
+    char sop_instance_uid[AFFINITY_INFO_UID_TEXT];
+    char series_instance_uid[AFFINITY_INFO_UID_TEXT];
+    char study_instance_uid[AFFINITY_INFO_UID_TEXT];
 } affinity_image_info;
+
+/** sizeof(affinity_image_info) in the first release of ABI 1 (through pixel_spacing_y). */
+#define AFFINITY_IMAGE_INFO_V1_0_SIZE offsetof(affinity_image_info, frames)
 
 /**
  * An image decoder: bytes in memory → one gray float image in [0, 1], height × width row-major.
  * Colour files are reduced to gray (ITU-R BT.601 luma, as PIL's convert("L")); modality-specific
  * mappings (DICOM: rescale to Hounsfield units, then a window) are the decoder's job and take their
  * settings from the options JSON ("{}" or NULL: defaults).
+ *
+ * Options shared by the decoders of multi-frame or windowed formats (ABI 1.1): "frame" (integer
+ * ≥ 0, default 0: the frame of a multi-frame file that info and decode describe; a frame the file
+ * does not have is AFFINITY_E_INVALID_ARGUMENT), "window_center" and "window_width" (numbers, width
+ * > 0: the window decode applies to the Modality-LUT values). A decoder should refuse keys it does
+ * not know (AFFINITY_E_INVALID_ARGUMENT) rather than ignore them.
  */
 typedef struct affinity_image_decoder {
     uint32_t struct_size;
@@ -85,7 +145,21 @@ typedef struct affinity_image_decoder {
      *  writes the geometry into `info`. On failure the buffer's contents are unspecified. */
     int32_t (*decode)(const uint8_t *bytes, size_t length, const char *options_json,
                       float *pixels, size_t capacity, affinity_image_info *info, affinity_error *error);
+    /* ---- ABI 1.1 ---- */
+    /** The Modality-LUT values (DICOM: stored · rescale slope + intercept, Hounsfield units for CT;
+     *  not windowed, not inverted for MONOCHROME1) of frames first_frame … first_frame + frame_count − 1,
+     *  into `values`, a host buffer of `capacity` floats (≥ frame_count·width·height): frames in order,
+     *  rows top to bottom, columns left to right as stored. `info` describes first_frame. The window
+     *  options are accepted and ignored; a "frame" option is refused (the arguments say which).
+     *  AFFINITY_E_INVALID_ARGUMENT when the range is empty or outside the file's frames.
+     *  NULL (or outside the table's struct_size): the decoder has no values, only decode. */
+    int32_t (*values)(const uint8_t *bytes, size_t length, const char *options_json,
+                      uint32_t first_frame, uint32_t frame_count, float *values, size_t capacity,
+                      affinity_image_info *info, affinity_error *error);
 } affinity_image_decoder;
+
+/** sizeof(affinity_image_decoder) in the first release of ABI 1 (through decode). */
+#define AFFINITY_IMAGE_DECODER_V1_0_SIZE offsetof(affinity_image_decoder, values)
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Dataset reader                                                                                   */

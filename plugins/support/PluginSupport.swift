@@ -1,7 +1,8 @@
-// Shared by the Swift plugins (linked statically into each plugin library; never into the host):
-// error reporting through the host's affinity_error, options JSON, C strings that live forever, and
-// the dataset-reader plumbing (entries, broken entries, opening files) so a reader only scans its
-// layout.
+// Shared by the Swift plugins (linked statically into each plugin library): error reporting through
+// the host's affinity_error, options JSON, C strings that live forever, and the dataset-reader
+// plumbing (`openReader`, entries, broken entries, opening files) so a reader only reads its
+// options and calls its layout (DataSetLayouts.swift). The host links this module for the layouts
+// only (Service's built-in reader); the C-ABI parts here are called by plugins alone.
 import CAffinityPlugin
 import Foundation
 
@@ -43,7 +44,10 @@ public func copy(_ text: String, to buffer: UnsafeMutablePointer<CChar>?, size: 
 public func immortal(_ text: String) -> UnsafePointer<CChar> { UnsafePointer(strdup(text)!) }
 
 /// Options JSON → a dictionary. NULL or empty means `{}`.
-public struct OptionsError: Error { public let message: String }
+public struct OptionsError: Error {
+    public let message: String
+    public init(message: String) { self.message = message }
+}
 
 public func parseOptions(_ json: UnsafePointer<CChar>?) throws -> [String: Any] {
     guard let json else { return [:] }
@@ -97,7 +101,7 @@ public struct ReaderEntry {
 public final class ReaderState {
     public var entries: [ReaderEntry] = []
     public var broken: [(name: String, reason: String)] = []
-    public init() {}
+    public init(_ listing: LayoutListing = LayoutListing()) { entries = listing.entries; broken = listing.broken }
 
     public var handle: UnsafeMutableRawPointer { Unmanaged.passRetained(self).toOpaque() }
     public static func from(_ handle: UnsafeMutableRawPointer?) -> ReaderState? {
@@ -108,43 +112,34 @@ public final class ReaderState {
     }
 }
 
-/// Whether a regular file exists at `path`.
-public func isFile(_ path: String) -> Bool {
-    var info = stat()
-    return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
-}
+/// A dataset reader's `open` (the C table's).
+public typealias ReaderOpen = @convention(c) (UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+                                              UnsafeMutablePointer<affinity_error>?) -> Int32
 
-/// Whether a directory exists at `path`.
-public func isDirectory(_ path: String) -> Bool {
-    var info = stat()
-    return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
-}
-
-/// The names in a directory, sorted (byte order, like Python's `sorted(os.listdir())`).
-public func listDirectory(_ path: String) throws -> [String] {
-    guard let dir = opendir(path) else { throw OptionsError(message: "The folder \(path) cannot be listed: \(String(cString: strerror(errno))).") }
-    defer { closedir(dir) }
-    var names: [String] = []
-    while let e = readdir(dir) {
-        let name = withUnsafeBytes(of: &e.pointee.d_name) { raw -> String in
-            let bytes = raw.bindMemory(to: UInt8.self)
-            let end = bytes.firstIndex(of: 0) ?? bytes.count
-            return String(decoding: bytes[0..<end], as: UTF8.self)
-        }
-        if name != "." && name != ".." { names.append(name) }
+/// The body of a reader's `open`: checks the root is a folder, parses the options JSON and refuses keys not in
+/// `allowed`, then `read` lists the set (from the root and the options) and the handle holds what
+/// it found. `OptionsError` (the options, thrown by `read` too) is `AFFINITY_E_INVALID_ARGUMENT`,
+/// `LayoutError` (the root cannot be read in the layout) is `AFFINITY_E_IO`, each with its sentence.
+public func openReader(_ rootPointer: UnsafePointer<CChar>?, _ optionsJSON: UnsafePointer<CChar>?,
+                       _ out: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ errorOut: UnsafeMutablePointer<affinity_error>?,
+                       plugin: String, allowed: [String],
+                       read: (_ root: String, _ options: [String: Any]) throws -> LayoutListing) -> Int32 {
+    guard let rootPointer, let out else { return fail(errorOut, AFFINITY_E_INVALID_ARGUMENT, "open() needs a root and an output handle.") }
+    out.pointee = nil
+    let root = String(cString: rootPointer)
+    do {
+        guard isDirectory(root) else { throw LayoutError("The data-set root \(root) is not a folder.") }
+        let options = try parseOptions(optionsJSON)
+        try checkKeys(options, allowed: allowed, plugin: plugin)
+        out.pointee = ReaderState(try read(root, options)).handle
+        return AFFINITY_OK
+    } catch let e as OptionsError {
+        return fail(errorOut, AFFINITY_E_INVALID_ARGUMENT, e.message)
+    } catch let e as LayoutError {
+        return fail(errorOut, AFFINITY_E_IO, e.message)
+    } catch {
+        return fail(errorOut, AFFINITY_E_FAILED, "The \(plugin) reader failed: \(error)")
     }
-    return names.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
-}
-
-/// The lines of a text file (trailing whitespace dropped, blank lines kept as empty strings so
-/// line numbers stay right).
-public func readLines(_ path: String) throws -> [String] {
-    guard let data = FileManager.default.contents(atPath: path) else {
-        throw OptionsError(message: "The file \(path) cannot be read.")
-    }
-    var lines = String(decoding: data, as: UTF8.self).components(separatedBy: "\n")
-    if lines.last == "" { lines.removeLast() }
-    return lines.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
 }
 
 // The reader functions every Swift reader plugin shares (count, read, broken entries, close).
@@ -215,10 +210,7 @@ public let readerBrokenEntry: @convention(c) (UnsafeMutableRawPointer?, Int64, U
 public let readerClose: @convention(c) (UnsafeMutableRawPointer?) -> Void = { handle in ReaderState.release(handle) }
 
 /// A reader table around an `open` function that fills a `ReaderState`.
-public func makeReaderTable(
-    open: @convention(c) (UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
-                          UnsafeMutablePointer<affinity_error>?) -> Int32
-) -> UnsafePointer<affinity_dataset_reader> {
+public func makeReaderTable(open: ReaderOpen) -> UnsafePointer<affinity_dataset_reader> {
     let table = UnsafeMutablePointer<affinity_dataset_reader>.allocate(capacity: 1)
     table.initialize(to: affinity_dataset_reader(
         struct_size: UInt32(MemoryLayout<affinity_dataset_reader>.size), reserved: 0,
@@ -238,4 +230,9 @@ public func makeDescriptor(id: String, version: String, description: String, kin
         id: immortal(id), version: immortal(version), description: immortal(description),
         kind: kind.rawValue, reserved: 0, decoder: decoder, reader: reader, head: head))
     return UnsafePointer(d)
+}
+
+/// The descriptor of a dataset reader whose `open` fills a `ReaderState` (see `openReader`).
+public func makeReaderDescriptor(id: String, version: String, open: ReaderOpen, description: String) -> UnsafePointer<affinity_plugin> {
+    makeDescriptor(id: id, version: version, description: description, kind: AFFINITY_KIND_DATASET_READER, reader: makeReaderTable(open: open))
 }
