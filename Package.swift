@@ -50,7 +50,7 @@ let package = Package(
         .target(name: "Tensor", dependencies: ["CBLAS", "CKernels"], swiftSettings: kernelSettings),
         .target(name: "NN", dependencies: ["Tensor", "SystemIO"], swiftSettings: kernelSettings),
         .target(name: "Detection", dependencies: ["Tensor", "NN"], swiftSettings: kernelSettings),
-        .target(name: "Affinity", dependencies: ["Tensor", "NN", "Detection", "Evaluation"], swiftSettings: kernelSettings),
+        .target(name: "Affinity", dependencies: ["Tensor", "NN", "Detection"], swiftSettings: kernelSettings),
         .target(name: "Evaluation", dependencies: [], swiftSettings: kernelSettings),
         .target(name: "Imaging", dependencies: ["CPNG", "SystemIO"], swiftSettings: kernelSettings),
         .target(name: "Bus", dependencies: ["CDBus", "SystemIO"], swiftSettings: swiftSettings),
@@ -63,14 +63,14 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("nifti2"), .linkedLibrary("znz"), .linkedLibrary("z"), .linkedLibrary("m")]),
         .target(name: "NIfTI", dependencies: ["CNifti", "Scans", "SystemIO"], swiftSettings: swiftSettings),
         // The engine as a service, transport-free (model store, analyse queue, jobs).
-        .target(name: "Service", dependencies: ["Tensor", "NN", "Detection", "Affinity", "Evaluation", "Imaging", "SystemIO", "AffinityPluginSupport", "Scans"],
+        .target(name: "Service", dependencies: ["Tensor", "NN", "Detection", "Affinity", "Imaging", "SystemIO", "AffinityPluginSupport", "Scans"],
                 swiftSettings: swiftSettings),
         // Scan files: DICOM series through the decoder plugin, NIfTI volumes; label volumes as NIfTI.
         .target(name: "ScanIO", dependencies: ["Scans", "NIfTI", "PluginHost", "SystemIO"], swiftSettings: swiftSettings),
         // The daemon: Service wired to Bus.
         .executableTarget(
             name: "affinityd",
-            dependencies: ["Service", "Bus", "AffinityAPI", "CSystemd", "PluginHost", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Service", "Affinity", "Imaging", "Bus", "AffinityAPI", "CSystemd", "PluginHost", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings),
 
         // The CLI client: D-Bus only (Bus), PNG IO and overlays (Imaging); never the model.
@@ -135,8 +135,8 @@ let package = Package(
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "SystemIO"], swiftSettings: swiftSettings),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"], exclude: ["Fixtures"], swiftSettings: swiftSettings),
         .testTarget(name: "BusTests", dependencies: ["Bus", "AffinityAPI", "TestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "ServiceTests", dependencies: ["Service", "Affinity", "Detection", "NN", "Tensor", "Imaging", "Bus", "TestSupport",
-                                                       "PluginHost", "AffinityAPI"],
+        .testTarget(name: "ServiceTests", dependencies: ["Service", "Affinity", "NN", "Tensor", "Imaging", "Bus", "TestSupport",
+                                                       "PluginHost", "AffinityAPI", "Scans"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "CtlTests", dependencies: ["Affinity", "Tensor", "Imaging", "Bus", "TestSupport"],
                     swiftSettings: swiftSettings),

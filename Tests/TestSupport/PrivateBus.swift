@@ -2,6 +2,7 @@
 import Bus
 import CloseGuard
 import Foundation
+import SystemIO
 
 /// A private message bus: `dbus-daemon --nofork` with an allow-everything session config in a
 /// temporary directory. `stop()` (or deinit) kills it and removes the directory.
