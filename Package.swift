@@ -95,7 +95,8 @@ let package = Package(
                 swiftSettings: swiftSettings),
         // Plugin libraries (each its own dynamic library product, loaded with dlopen; no Swift module
         // of the host is linked into a plugin).
-        // Helpers shared by the Swift plugins, linked statically into each plugin library.
+        // Helpers shared by the Swift plugins, linked statically into each plugin library; its
+        // data-set layout readers (DataSetLayouts.swift) are also the host's built-in layout (Service).
         .target(name: "AffinityPluginSupport", dependencies: ["CAffinityPlugin"], path: "plugins/support",
                 swiftSettings: swiftSettings),
         .target(name: "AffinityPluginMeanpool", path: "plugins/meanpool", publicHeadersPath: ".", linkerSettings: [.linkedLibrary("m")]),

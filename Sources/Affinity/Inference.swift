@@ -38,6 +38,9 @@ public struct Prediction: Sendable {
 /// `affinity` metadata or from the shape of `affinity_layer.batch_to_feat_mat`; any other id is a
 /// plugin head, made by the head factory from the file's `head_config` before the weights load.
 public enum ModelLoader {
+    /// The largest number of affinities C' a weights file may name (checked before allocation).
+    public static let maxAffinities = 4096
+
     /// The number of affinities a weights file was made for.
     /// - Throws: `ClassificationHeadError.notAffinityHead` for a file with a plugin head.
     public static func affinities(of file: SafeTensorsFile) throws -> Int {
@@ -59,7 +62,11 @@ public enum ModelLoader {
         let id = file.headID
         if id == AffinityHead.id {
             let k = try affinities ?? Self.affinities(of: file)
-            guard k > 0 else { throw CheckpointError.corrupt("affinities must be positive, got \(k)") }
+            // Checked before the head is allocated: a file naming a huge C' must not make the
+            // process allocate it (the paper's C' is 128; the store accepts 1…4096).
+            guard (1...Self.maxAffinities).contains(k) else {
+                throw CheckpointError.corrupt("the number of affinities must be 1…\(Self.maxAffinities), the file names \(k)")
+            }
             return AffinityHead(affinities: k)
         }
         guard isValidHeadID(id) else { throw ClassificationHeadError.invalidID(id) }

@@ -179,3 +179,30 @@ import TestSupport
         }
     }
 }
+
+/// A weights file naming a huge C' is refused before the head is allocated (a local user could
+/// otherwise make the daemon allocate terabytes through ImportModel).
+@Suite("Affinity count bounds")
+struct AffinityCountBoundsTests {
+    @Test func aHugeAffinityCountIsRefusedBeforeAllocation() throws {
+        for k in ["0", "-3", "4097", "9223372036854775807"] {
+            var w = SafeTensorsWriter(metadata: ["affinity": k])
+            w.add("backbone.body.conv1.weight", Tensor(shape: [1]))
+            let url = FileManager.default.temporaryDirectory.appendingPathComponent("huge-k-\(UUID().uuidString.prefix(6)).safetensors")
+            defer { try? FileManager.default.removeItem(at: url) }
+            try w.write(to: url)
+            #expect(throws: (any Error).self, "C' = \(k)") { try ModelLoader.load(contentsOf: url) }
+        }
+        do {
+            var w = SafeTensorsWriter(metadata: ["affinity": "100000"])
+            w.add("backbone.body.conv1.weight", Tensor(shape: [1]))
+            let url = FileManager.default.temporaryDirectory.appendingPathComponent("huge-k.safetensors")
+            defer { try? FileManager.default.removeItem(at: url) }
+            try w.write(to: url)
+            _ = try ModelLoader.load(contentsOf: url)
+            Issue.record("C' = 100000 was accepted")
+        } catch let e as CheckpointError {
+            #expect("\(e)".contains("1…4096"), "\(e)")
+        }
+    }
+}

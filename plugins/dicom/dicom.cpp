@@ -118,7 +118,6 @@ std::string printable(const std::string &s, size_t limit = 64) {
 // ---------------------------------------------------------------------------------------------
 // Limits
 
-constexpr uint32_t maxSide = 65535;                          // DICOM rows/columns are US
 constexpr uint64_t maxFramePixels = 16384ull * 16384ull;     // the host's limit per image
 constexpr uint64_t maxDecodedBytes = 4ull << 30;             // all frames at once, stored samples
 constexpr uint64_t maxInflatedBytes = 4ull << 30;            // a deflated data set, inflated
