@@ -21,7 +21,7 @@ let package = Package(
         .executable(name: "affinity-lab", targets: ["affinity-lab"]),
         .executable(name: "affinityd", targets: ["affinityd"]),
         .executable(name: "affinityctl", targets: ["affinityctl"]),
-        .library(name: "LesionAffinityModel", targets: ["Tensor", "NN", "Detection", "Affinity", "Evaluation", "Imaging"]),
+        .library(name: "LesionAffinityModel", targets: ["Primitives", "Tensor", "NN", "Detection", "Affinity", "Evaluation", "Imaging"]),
         // Plugin libraries (plugins/): lib<name>.so, loaded by PluginHost.
         .library(name: "affinity-meanpool", type: .dynamic, targets: ["AffinityPluginMeanpool"]),
         .library(name: "affinity-jpeg", type: .dynamic, targets: ["AffinityPluginJPEG"]),
@@ -47,12 +47,14 @@ let package = Package(
         // File descriptors with one owner each, and the checked close (AFFINITY_CHECK_DESCRIPTORS).
         .target(name: "CSystemIO", path: "Sources/CSystemIO"),
         .target(name: "SystemIO", dependencies: ["CSystemIO"], swiftSettings: swiftSettings),
-        .target(name: "Tensor", dependencies: ["CBLAS", "CKernels"], swiftSettings: kernelSettings),
+        // The seeded generator (xoshiro256**) and the box, one of each for every target.
+        .target(name: "Primitives", dependencies: [], swiftSettings: swiftSettings),
+        .target(name: "Tensor", dependencies: ["CBLAS", "CKernels", "Primitives"], swiftSettings: kernelSettings),
         .target(name: "NN", dependencies: ["Tensor", "SystemIO"], swiftSettings: kernelSettings),
-        .target(name: "Detection", dependencies: ["Tensor", "NN"], swiftSettings: kernelSettings),
+        .target(name: "Detection", dependencies: ["Tensor", "NN", "Primitives"], swiftSettings: kernelSettings),
         .target(name: "Affinity", dependencies: ["Tensor", "NN", "Detection"], swiftSettings: kernelSettings),
         .target(name: "Evaluation", dependencies: [], swiftSettings: kernelSettings),
-        .target(name: "Imaging", dependencies: ["CPNG", "SystemIO"], swiftSettings: kernelSettings),
+        .target(name: "Imaging", dependencies: ["CPNG", "SystemIO", "Primitives"], swiftSettings: kernelSettings),
         .target(name: "Bus", dependencies: ["CDBus", "SystemIO"], swiftSettings: swiftSettings),
         // The names of the D-Bus API (checked against data/dbus/*.xml by a test): daemon and clients.
         .target(name: "AffinityAPI", dependencies: [], swiftSettings: swiftSettings),
@@ -63,7 +65,7 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("nifti2"), .linkedLibrary("znz"), .linkedLibrary("z"), .linkedLibrary("m")]),
         .target(name: "NIfTI", dependencies: ["CNifti", "Scans", "SystemIO"], swiftSettings: swiftSettings),
         // The engine as a service, transport-free (model store, analyse queue, jobs).
-        .target(name: "Service", dependencies: ["Tensor", "NN", "Detection", "Affinity", "Imaging", "SystemIO", "AffinityPluginSupport", "Scans"],
+        .target(name: "Service", dependencies: ["Tensor", "NN", "Detection", "Affinity", "Imaging", "SystemIO", "AffinityPluginSupport", "Scans", "AffinityAPI"],
                 swiftSettings: swiftSettings),
         // Scan files: DICOM series through the decoder plugin, NIfTI volumes; label volumes as NIfTI.
         .target(name: "ScanIO", dependencies: ["Scans", "NIfTI", "PluginHost", "SystemIO"], swiftSettings: swiftSettings),

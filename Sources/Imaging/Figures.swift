@@ -3,33 +3,20 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Primitives
 import SystemIO
-
-/// A box in continuous pixel coordinates (`x` = column, `y` = row, torchvision convention).
-public struct FloatBox: Equatable, Sendable {
-    /// Left, top, right, bottom edges.
-    public var x1: Float, y1: Float, x2: Float, y2: Float
-
-    /// A box with corners `(x1, y1)`, `(x2, y2)`.
-    public init(x1: Float, y1: Float, x2: Float, y2: Float) {
-        self.x1 = x1
-        self.y1 = y1
-        self.x2 = x2
-        self.y2 = y2
-    }
-}
 
 /// One detection to draw on an overlay.
 public struct OverlayLesion: Sendable {
     /// Full-image mask, `height × width`: probabilities in [0, 1] or binary 0/1; nil for a box only.
     public var mask: [Float]?
     /// The detection box.
-    public var box: FloatBox
+    public var box: Box
     /// Detection score in [0, 1]; sets the colour (yellow at 0 → red at 1) and the label.
     public var score: Float
 
     /// A detection with an optional full-image mask.
-    public init(mask: [Float]?, box: FloatBox, score: Float) {
+    public init(mask: [Float]?, box: Box, score: Float) {
         self.mask = mask
         self.box = box
         self.score = score

@@ -176,7 +176,7 @@ public struct PhantomSlice: Sendable {
 ///
 /// Determinism: a slice depends only on `(seed, size, index, class)`. The anatomy and the image
 /// noise depend on `(seed, size, index)` alone, so the same index rendered as different classes differs
-/// only inside the lesions. Generation uses `Xoshiro256`, never the system generator.
+/// only inside the lesions. Generation uses `SeededGenerator`, never the system generator.
 /// - Precondition (init): width and height at least 128 (lesions of > 100 px need lungs of a few
 ///   thousand pixels).
 public struct PhantomGenerator: Sendable {
@@ -207,10 +207,10 @@ public struct PhantomGenerator: Sendable {
     /// Shapes: the slice's image, labels and instances are `height × width`.
     public func slice(index: Int, class phantomClass: PhantomClass) -> PhantomSlice {
         let builder = PhantomBuilder(width: width, height: height)
-        var anatomyRNG = Xoshiro256(seed: SplitMix64.mix(seed, UInt64(bitPattern: Int64(index)), 0xA7A7))
-        var lesionRNG = Xoshiro256(seed: SplitMix64.mix(seed, UInt64(bitPattern: Int64(index)),
+        var anatomyRNG = SeededGenerator(seed: SplitMix64.mix(seed, UInt64(bitPattern: Int64(index)), 0xA7A7))
+        var lesionRNG = SeededGenerator(seed: SplitMix64.mix(seed, UInt64(bitPattern: Int64(index)),
                                                         UInt64(phantomClass.rawValue), 0x1E51))
-        var noiseRNG = Xoshiro256(seed: SplitMix64.mix(seed, UInt64(bitPattern: Int64(index)), 0x0153))
+        var noiseRNG = SeededGenerator(seed: SplitMix64.mix(seed, UInt64(bitPattern: Int64(index)), 0x0153))
         builder.drawAnatomy(rng: &anatomyRNG)
         switch phantomClass {
         case .normal: break
@@ -263,7 +263,7 @@ struct RadialHarmonics {
     }
 
     /// `count` random harmonics (k = 2 … count + 1), amplitudes uniform in [0, maxAmplitude).
-    init(count: Int, maxAmplitude: Double, rng: inout Xoshiro256) {
+    init(count: Int, maxAmplitude: Double, rng: inout SeededGenerator) {
         var amplitudes: [Float] = [], phases: [Float] = []
         for _ in 0..<count {
             amplitudes.append(Float(rng.uniform(0, maxAmplitude)))
@@ -409,7 +409,7 @@ final class PhantomBuilder {
 
     // MARK: Anatomy
 
-    func drawAnatomy(rng: inout Xoshiro256) {
+    func drawAnatomy(rng: inout SeededGenerator) {
         let W = Float(w), H = Float(h), m = Float(min(w, h))
         func u(_ lo: Float, _ hi: Float) -> Float { Float(rng.uniform(Double(lo), Double(hi))) }
 
@@ -527,7 +527,7 @@ final class PhantomBuilder {
     }
 
     /// A random lung pixel (rejection sampling in the lung's box), or nil after many misses.
-    func randomLungPoint(_ lung: LungShape, maxRho: Float, posteriorBias: Float, rng: inout Xoshiro256) -> (Float, Float)? {
+    func randomLungPoint(_ lung: LungShape, maxRho: Float, posteriorBias: Float, rng: inout SeededGenerator) -> (Float, Float)? {
         let reach = lung.reach
         for _ in 0..<400 {
             let x = lung.cx + Float(rng.uniform(-1, 1)) * reach
@@ -542,7 +542,7 @@ final class PhantomBuilder {
     }
 
     /// Branching vessels from the hilum plus end-on vessel dots.
-    func drawVessels(lung: LungShape, rng: inout Xoshiro256) {
+    func drawVessels(lung: LungShape, rng: inout SeededGenerator) {
         let medial: Float = lung.side == .left ? 1 : -1
         let hilumX = lung.cx + medial * lung.ax * 0.55, hilumY = lung.cy + lung.ay * 0.05
         let lateral: Float = lung.side == .left ? .pi : 0
@@ -581,7 +581,7 @@ final class PhantomBuilder {
     }
 
     /// Small bronchi seen end-on: air lumen with a thin bright wall.
-    func drawBronchi(lung: LungShape, rng: inout Xoshiro256) {
+    func drawBronchi(lung: LungShape, rng: inout SeededGenerator) {
         let count = rng.int(2...5)
         for _ in 0..<count {
             guard let (x, y) = randomLungPoint(lung, maxRho: 0.7, posteriorBias: 0, rng: &rng) else { return }
@@ -638,7 +638,7 @@ final class PhantomBuilder {
     }
 
     /// Seeds the lesion texture; set from the lesion generator before the first lesion.
-    var textureRNG = Xoshiro256(seed: 0)
+    var textureRNG = SeededGenerator(seed: 0)
 
     /// Creates the lesion texture field (two octaves of fine value noise) on first use.
     func ensureTexture() {
@@ -766,8 +766,8 @@ final class PhantomBuilder {
     static let attemptsPerLung = 120
 
     /// Common pneumonia: one or two large, dense consolidations, usually in one lung.
-    func addPneumonia(rng: inout Xoshiro256) {
-        textureRNG = Xoshiro256(seed: rng.next())
+    func addPneumonia(rng: inout SeededGenerator) {
+        textureRNG = SeededGenerator(seed: rng.next())
         let count = rng.chance(0.7) ? 1 : 2
         let first: ImageSide = rng.chance(0.5) ? .left : .right
         let W = Float(w)
@@ -802,8 +802,8 @@ final class PhantomBuilder {
     }
 
     /// COVID-19: two to six faint subpleural ground-glass patches, usually in both lungs.
-    func addCovid(rng: inout Xoshiro256) {
-        textureRNG = Xoshiro256(seed: rng.next())
+    func addCovid(rng: inout SeededGenerator) {
+        textureRNG = SeededGenerator(seed: rng.next())
         let count = 2 + rng.pick(weights: [20, 25, 25, 18, 12])
         let bilateral = rng.chance(0.85)
         let first: ImageSide = rng.chance(0.5) ? .left : .right
@@ -842,7 +842,7 @@ final class PhantomBuilder {
 
     // MARK: Finish
 
-    func addNoise(sigma: Float, rng: inout Xoshiro256) {
+    func addNoise(sigma: Float, rng: inout SeededGenerator) {
         for i in 0..<(w * h) { hu[i] += sigma * rng.fastNormal() }
     }
 

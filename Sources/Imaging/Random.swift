@@ -1,61 +1,8 @@
-/// SplitMix64: a one-word generator used to seed and to mix seeds (Steele, Lea & Flood 2014).
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    /// The generator's whole state.
-    public var state: UInt64
+@_exported import Primitives
 
-    /// A generator starting from `seed`.
-    public init(seed: UInt64) { state = seed }
-
-    /// The next 64 random bits.
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// A well-mixed 64-bit value derived from several integers (for per-item seeds).
-    public static func mix(_ values: UInt64...) -> UInt64 {
-        var g = SplitMix64(seed: 0x2545_F491_4F6C_DD1D)
-        var h: UInt64 = 0
-        for v in values {
-            g.state ^= v &+ h
-            h = g.next()
-        }
-        return h
-    }
-}
-
-/// xoshiro256** (Blackman & Vigna 2018): the fast, seeded generator behind every random choice of
-/// the phantom generator. Identical seeds give identical streams on every machine.
-public struct Xoshiro256: RandomNumberGenerator, Sendable {
-    private var s0: UInt64, s1: UInt64, s2: UInt64, s3: UInt64
-
-    /// A generator whose 256-bit state is filled from `seed` by SplitMix64 (never all zero).
-    public init(seed: UInt64) {
-        var sm = SplitMix64(seed: seed)
-        s0 = sm.next()
-        s1 = sm.next()
-        s2 = sm.next()
-        s3 = sm.next()
-        if s0 | s1 | s2 | s3 == 0 { s0 = 1 }
-    }
-
-    /// The next 64 random bits.
-    @inline(__always)
-    public mutating func next() -> UInt64 {
-        let result = ((s1 &* 5) << 7 | (s1 &* 5) >> 57) &* 9
-        let t = s1 << 17
-        s2 ^= s0
-        s3 ^= s1
-        s1 ^= s2
-        s0 ^= s3
-        s2 ^= t
-        s3 = s3 << 45 | s3 >> 19
-        return result
-    }
-
+/// The phantom generator's draws, on the package's one xoshiro256** generator (Primitives'
+/// `SeededGenerator`): identical seeds give identical streams on every machine.
+extension SeededGenerator {
     /// A uniform Double in [0, 1) with 53 random bits.
     @inline(__always)
     public mutating func unit() -> Double {

@@ -5,7 +5,7 @@ enum ValueNoise {
     /// uniform in [−1, 1]) and feature size `cell` pixels; adds `amplitude` × noise to what is there.
     /// - Precondition: `cell > 0`.
     static func add(to out: UnsafeMutablePointer<Float>, width: Int, height: Int, cell: Float, amplitude: Float,
-                    rng: inout Xoshiro256) {
+                    rng: inout SeededGenerator) {
         precondition(cell > 0, "noise cell size must be positive")
         let gw = Int(Float(width) / cell) + 2, gh = Int(Float(height) / cell) + 2
         var lattice = [Float](repeating: 0, count: gw * gh)

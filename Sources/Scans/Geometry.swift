@@ -53,16 +53,8 @@ public struct DisplayTransform: Sendable, Equatable {
     /// Applies the transform to `height × width` row-major values.
     public func apply<T>(_ values: [T], width: Int, height: Int) -> [T] {
         if self == .identity { return values }
-        let (w, h) = size(width: width, height: height)
         var out = values
-        for y in 0..<h {
-            for x in 0..<w {
-                let sx0 = flipColumns ? w - 1 - x : x
-                let sy0 = flipRows ? h - 1 - y : y
-                let (sx, sy) = transpose ? (sy0, sx0) : (sx0, sy0)
-                out[y * w + x] = values[sy * width + sx]
-            }
-        }
+        forEachPixel(width: width, height: height) { display, stored in out[display] = values[stored] }
         return out
     }
 
@@ -70,17 +62,22 @@ public struct DisplayTransform: Sendable, Equatable {
     /// stored sizes).
     public func invert<T>(_ values: [T], width: Int, height: Int) -> [T] {
         if self == .identity { return values }
-        let (w, h) = size(width: width, height: height)
         var out = values
+        forEachPixel(width: width, height: height) { display, stored in out[stored] = values[display] }
+        return out
+    }
+
+    /// Calls `body(display index, stored index)` for every pixel of a stored `width × height` slice.
+    private func forEachPixel(width: Int, height: Int, _ body: (Int, Int) -> Void) {
+        let (w, h) = size(width: width, height: height)
         for y in 0..<h {
             for x in 0..<w {
                 let sx0 = flipColumns ? w - 1 - x : x
                 let sy0 = flipRows ? h - 1 - y : y
                 let (sx, sy) = transpose ? (sy0, sx0) : (sx0, sy0)
-                out[sy * width + sx] = values[y * w + x]
+                body(y * w + x, sy * width + sx)
             }
         }
-        return out
     }
 }
 

@@ -1,4 +1,5 @@
 // ServiceError: the service's failures, one case per D-Bus error name of DESIGN.md §3.
+import AffinityAPI
 import Foundation
 import Imaging
 import NN
@@ -6,14 +7,8 @@ import NN
 /// Why a service request failed: a kind (the last component of the D-Bus error name
 /// `org.lesionaffinity.Affinity1.Error.<kind>`) and one sentence for people.
 public struct ServiceError: Error, Equatable, CustomStringConvertible, Sendable {
-    /// The error kinds of the API (DESIGN.md §3).
-    public enum Kind: String, Sendable, CaseIterable {
-        case failed = "Failed", cancelled = "Cancelled", notAuthorized = "NotAuthorized"
-        case invalidImage = "InvalidImage", unsupportedFormat = "UnsupportedFormat"
-        case modelNotFound = "ModelNotFound", modelNotReady = "ModelNotReady", busy = "Busy"
-        case queueFull = "QueueFull", datasetInvalid = "DatasetInvalid", pluginFailed = "PluginFailed"
-        case invalidArgument = "InvalidArgument"
-    }
+    /// The error kinds: the API's error names (AffinityAPI, checked against data/dbus).
+    public typealias Kind = API.ErrorName
 
     public var kind: Kind
     /// One sentence, ending with a full stop.

@@ -118,7 +118,7 @@ struct Analyse: ParsableCommand {
                 for p in 0..<n where s[p * c] == label { m[p] = 1 }
             }
             let b = l.box.count == 4 ? l.box.map(Float.init) : [0, 0, 0, 0]
-            return OverlayLesion(mask: m, box: FloatBox(x1: b[0], y1: b[1], x2: b[2], y2: b[3]), score: Float(l.score))
+            return OverlayLesion(mask: m, box: Box(x1: b[0], y1: b[1], x2: b[2], y2: b[3]), score: Float(l.score))
         }
         let image: PixelImage
         do { image = try Overlay.render(slice: slice, lesions: lesions) } catch {

@@ -15,7 +15,7 @@ struct FigureTests {
         var mask = [Float](repeating: 0, count: w * h)
         for y in 10..<20 { for x in 10..<30 { mask[y * w + x] = 0.9 } }
         mask[30 * w + 40] = 0.4  // below the threshold: not tinted
-        let lesion = OverlayLesion(mask: mask, box: FloatBox(x1: 8, y1: 8, x2: 32, y2: 22), score: 1)
+        let lesion = OverlayLesion(mask: mask, box: Box(x1: 8, y1: 8, x2: 32, y2: 22), score: 1)
         let image = try Overlay.render(slice: gray, lesions: [lesion], alpha: 0.5, showScores: false)
         #expect(image.format == .rgb && image.width == w && image.height == h)
         // Gray 0.5 → 128; red at alpha 0.5: (0.5·128 + 0.5·255, 0.5·128, 0.5·128).
@@ -32,7 +32,7 @@ struct FigureTests {
         #expect(colour(image, 20, 8) == [255, 0, 0])
 
         // A low score is yellow.
-        let low = try Overlay.render(slice: gray, lesions: [OverlayLesion(mask: nil, box: FloatBox(x1: 8, y1: 8, x2: 32, y2: 22), score: 0)],
+        let low = try Overlay.render(slice: gray, lesions: [OverlayLesion(mask: nil, box: Box(x1: 8, y1: 8, x2: 32, y2: 22), score: 0)],
                                      showScores: false)
         #expect(colour(low, 8, 8) == [255, 255, 0])
         #expect(colour(low, 20, 15) == [128, 128, 128])
@@ -42,7 +42,7 @@ struct FigureTests {
     @Test("overlay score labels are drawn, and wrong mask sizes are refused")
     func overlayLabelsAndErrors() throws {
         let gray = GrayImage(width: 64, height: 64)
-        let boxOnly = OverlayLesion(mask: nil, box: FloatBox(x1: 20, y1: 30, x2: 40, y2: 50), score: 0.75)
+        let boxOnly = OverlayLesion(mask: nil, box: Box(x1: 20, y1: 30, x2: 40, y2: 50), score: 0.75)
         let withLabel = try Overlay.render(slice: gray, lesions: [boxOnly])
         let without = try Overlay.render(slice: gray, lesions: [boxOnly], showScores: false)
         var differing = 0
@@ -58,7 +58,7 @@ struct FigureTests {
         let slice = PhantomGenerator(seed: 4).slice(index: 1, class: .covid)
         let lesions = slice.lesions.enumerated().map { i, l in
             OverlayLesion(mask: slice.mask(ofLesion: i).map(Float.init),
-                          box: FloatBox(x1: Float(l.box.xmin), y1: Float(l.box.ymin), x2: Float(l.box.xmax), y2: Float(l.box.ymax)),
+                          box: Box(x1: Float(l.box.xmin), y1: Float(l.box.ymin), x2: Float(l.box.xmax), y2: Float(l.box.ymax)),
                           score: 0.9)
         }
         let image = try Overlay.render(slice: slice.grayImage, lesions: lesions)
@@ -100,7 +100,7 @@ struct FigureTests {
 
     @Test("CSV round-trips the values exactly")
     func csv() throws {
-        var rng = Xoshiro256(seed: 8)
+        var rng = SeededGenerator(seed: 8)
         let values = (0..<12).map { _ in Float(rng.normal()) * 1e-3 } + [0, -0, 1e30, .infinity]
         let text = try Heatmap.csv(values, rows: 4, cols: 4)
         let lines = text.split(separator: "\n")

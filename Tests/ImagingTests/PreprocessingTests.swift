@@ -57,7 +57,7 @@ struct PreprocessingTests {
 
     @Test("every channel has mean 0 and unbiased std 1")
     func standardization() {
-        var rng = Xoshiro256(seed: 5)
+        var rng = SeededGenerator(seed: 5)
         let planes = (0..<(3 * 40 * 30)).map { i in Float(rng.unit()) * Float(1 + i / 1200) }
         let input = Preprocessing.modelInput(RGBImage(width: 40, height: 30, planes: planes))
         let n = 512 * 512
@@ -107,7 +107,7 @@ struct PreprocessingTests {
 
     @Test("512×512 is copied unchanged; other sizes are resized to 512×512")
     func identityAndResize() {
-        var rng = Xoshiro256(seed: 1)
+        var rng = SeededGenerator(seed: 1)
         let pixels = (0..<(512 * 512)).map { _ in Float(rng.unit()) }
         let same = Preprocessing.resized(GrayImage(width: 512, height: 512, pixels: pixels), height: 512, width: 512)
         #expect(same.pixels == pixels)

@@ -5,17 +5,12 @@
 import AffinityAPI
 import Bus
 import Foundation
-import Service
 import TestSupport
 import Testing
 
 @Suite("affinityd's interfaces against data/dbus", .serialized)
 struct ServedInterfacesTests {
     typealias D = DaemonProcess
-
-    @Test func serviceErrorKindsAreTheAPIErrors() {
-        #expect(Set(ServiceError.Kind.allCases.map(\.rawValue)) == Set(API.ErrorName.allCases.map(\.rawValue)))
-    }
 
     @Test func servedInterfacesMatchTheirXML() throws {
         let dir = try Paths.temporaryDirectory("served")
