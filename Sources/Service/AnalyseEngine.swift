@@ -36,6 +36,9 @@ public struct AnalyseRequest: Sendable {
     public var seed: UInt64 = 1
     /// Run the segmentation path (lesions and label map) as well as the classification.
     public var withDetections = true
+    /// Whether to measure the lung field (`AnalysisResult.lungFieldArea`); a scan analysis segments
+    /// it itself (it needs the mask, not only the area) and turns this off.
+    public var withLungField = true
     public init(modelID: String? = nil, seed: UInt64 = 1, withDetections: Bool = true) {
         self.modelID = modelID; self.seed = seed; self.withDetections = withDetections
     }
@@ -454,7 +457,7 @@ public final class AnalyseEngine: @unchecked Sendable {
         let input = try Tensor(shape: [1, 3, Preprocessing.modelSide, Preprocessing.modelSide], values: modelInput)
         let preprocess = since(t1)
         let tLung = DispatchTime.now().uptimeNanoseconds
-        let lungFieldArea = LungField.area(gray ?? png!.grayImage())
+        let lungFieldArea = request.withLungField ? LungField.area(gray ?? png!.grayImage()) : 0
         let lungField = since(tLung)
         let model: AffinityModel, card: ModelCard
         if let instance {

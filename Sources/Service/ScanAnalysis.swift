@@ -166,6 +166,7 @@ public struct ScanAnalyser {
         }
         var analyseRequest = AnalyseRequest(modelID: request.modelID, seed: request.seed)
         analyseRequest.withDetections = true
+        analyseRequest.withLungField = false  // segmented below, where the mask is needed
         let lo = request.windowCentre - request.windowWidth / 2
         let scale = 1 / request.windowWidth
         try sink?.begin(series: series, columns: first.columns, rows: first.rows)
