@@ -8,11 +8,14 @@ import PackageDescription
 let swiftSettings: [SwiftSetting] = [
     .swiftLanguageMode(.v5),
 ]
-/// The engine's inner loops run without overflow checks in release builds (shape checks happen
-/// once, at the public entry points, and throw).
-let kernelSettings: [SwiftSetting] = swiftSettings + [
-    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
-]
+/// The numerical targets (Tensor, NN, Detection, Affinity, Evaluation, Imaging, the attention
+/// head). Swift's bounds and overflow checks stay on everywhere (issue 16): no `-Ounchecked`, so a
+/// crafted image or model file meets a trap, never memory corruption, and the library product
+/// carries no `unsafeFlags` (a package whose library does cannot be a versioned dependency). The
+/// hot loops get their speed from unsafe buffers and explicit wrapping arithmetic after the
+/// shapes were checked at the public entry points; release builds are whole-module already.
+/// `affinity-lab bench predict` / `train-step` measured the same with and without -Ounchecked.
+let kernelSettings: [SwiftSetting] = swiftSettings
 
 let package = Package(
     name: "LesionAffinity",
@@ -72,7 +75,7 @@ let package = Package(
         // The daemon: Service wired to Bus.
         .executableTarget(
             name: "affinityd",
-            dependencies: ["Service", "Affinity", "Imaging", "Bus", "AffinityAPI", "CSystemd", "PluginHost", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Service", "Affinity", "Imaging", "Bus", "AffinityAPI", "CSystemd", "PluginHost", "ScanIO", "Scans", "SystemIO", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings),
 
         // The CLI client: D-Bus only (Bus), PNG IO and overlays (Imaging); never the model.
@@ -84,9 +87,22 @@ let package = Package(
             name: "affinity-lab",
             dependencies: [
                 "Tensor", "NN", "Detection", "Affinity", "Imaging", "Evaluation", "Service", "PluginHost", "SystemIO", "Scans", "ScanIO",
+                "NIfTI", "CDICOMWriter", "Distributed",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
+        // Open MPI (Debian libopenmpi-dev, pkg-config ompi-c) for affinity-lab only (issue 19): the
+        // data-parallel trainer and the sharded analyses. Neither the daemon, the CLI nor the library
+        // product links it; outside mpirun/srun it is a world of one that never calls MPI_Init.
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        .target(name: "Distributed", dependencies: ["CMPI"], swiftSettings: swiftSettings),
+        // DICOM CT slices written through GDCM (C++ behind a C API; Debian libgdcm-dev), for
+        // affinity-lab's phantom-scan only, never the library product: GDCM's headers live in
+        // /usr/include/gdcm-3.0 and need the unsafe -I flag, as the dicom plugin does.
+        .target(name: "CDICOMWriter", path: "Sources/CDICOMWriter",
+                cxxSettings: [.unsafeFlags(["-I/usr/include/gdcm-3.0"])],
+                linkerSettings: [.linkedLibrary("gdcmMSFF"), .linkedLibrary("gdcmDSED"), .linkedLibrary("gdcmDICT"),
+                                 .linkedLibrary("gdcmCommon"), .linkedLibrary("z")]),
 
         // --- Plugins (ABI, host, plugin libraries): section owned by the plugin work. ---
         // The C ABI (plugins/include/affinity_plugin.h) as a module, for the host and Swift plugins.
@@ -139,11 +155,28 @@ let package = Package(
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"], exclude: ["Fixtures"], swiftSettings: swiftSettings),
         .testTarget(name: "BusTests", dependencies: ["Bus", "AffinityAPI", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "ServiceTests", dependencies: ["Service", "Affinity", "NN", "Tensor", "Imaging", "Bus", "TestSupport",
-                                                       "PluginHost", "AffinityAPI", "Scans"],
+                                                       "PluginHost", "AffinityAPI", "Scans", "ScanIO", "NIfTI"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "CtlTests", dependencies: ["Affinity", "Tensor", "Imaging", "Bus", "TestSupport"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "LabTests", dependencies: ["Affinity", "Imaging", "Evaluation", "Tensor", "NN", "TestSupport", "PluginHost", "Service", "NIfTI"],
+        .testTarget(name: "DistributedTests", dependencies: ["Distributed"], swiftSettings: swiftSettings),
+        .testTarget(name: "LabTests", dependencies: ["Affinity", "Imaging", "Evaluation", "Tensor", "NN", "TestSupport", "PluginHost", "Service", "NIfTI",
+                                                   "ScanIO", "Scans"],
                     swiftSettings: swiftSettings),
     ]
 )
+
+// --- Fuzzing (issue 16): present only when AFFINITY_FUZZ is set, as scripts/fuzz does, which
+// builds them with `--sanitize fuzzer --sanitize address` in its own scratch path (.build-fuzz);
+// ordinary builds and tests never see them. One libFuzzer executable runs every Swift target
+// (Fuzz/README.md); the C decoder plugins get their own clang-built fuzzers (scripts/fuzz).
+if Context.environment["AFFINITY_FUZZ"] != nil {
+    package.targets += [
+        .executableTarget(
+            name: "affinity-fuzz",
+            dependencies: ["Imaging", "NN", "Affinity", "Bus", "AffinityAPI", "Scans", "NIfTI", "CNifti",
+                           "AffinityPluginSupport", "CAffinityPlugin"],
+            path: "Fuzz/affinity-fuzz",
+            swiftSettings: swiftSettings),
+    ]
+}

@@ -173,13 +173,13 @@ _affinityctl() {
     unset 'unparsed_words[0]'
     unparsed_words=("${unparsed_words[@]}")
     case "${subcommand}" in
-    analyse|train|finetune|jobs|job|models|plugins|status|version|help)
+    analyse|analyse-scan|train|finetune|jobs|job|models|plugins|status|version|help)
         # Offer subcommand argument completions
         "_affinityctl_${subcommand}"
         ;;
     *)
         # Offer subcommand completions
-        COMPREPLY+=($(compgen -W 'analyse train finetune jobs job models plugins status version help' -- "${cur}"))
+        COMPREPLY+=($(compgen -W 'analyse analyse-scan train finetune jobs job models plugins status version help' -- "${cur}"))
         ;;
     esac
 }
@@ -211,11 +211,47 @@ _affinityctl_analyse() {
     esac
 }
 
+_affinityctl_analyse-scan() {
+    repeating_flags=()
+    non_repeating_flags=(--json --local --version -h --help)
+    repeating_options=()
+    non_repeating_options=(--bus --series --mask-out --rule --window-center --window-width --model --seed)
+    __affinityctl_offer_flags_options -1
+
+    # Offer option value completions
+    case "${prev}" in
+    '--bus')
+        return
+        ;;
+    '--series')
+        return
+        ;;
+    '--mask-out')
+        return
+        ;;
+    '--rule')
+        return
+        ;;
+    '--window-center')
+        return
+        ;;
+    '--window-width')
+        return
+        ;;
+    '--model')
+        return
+        ;;
+    '--seed')
+        return
+        ;;
+    esac
+}
+
 _affinityctl_train() {
     repeating_flags=()
     non_repeating_flags=(--json --local --no-wait --cancel-on-interrupt --version -h --help)
     repeating_options=()
-    non_repeating_options=(--bus --dataset --split --epochs --image-size --iterations-per-epoch --seed --learning-rate --weight-decay --copy-rule --segmentation-step --name --head-learning-rate --data-format --segmentation-format --data-options --affinities --head --head-config)
+    non_repeating_options=(--bus --dataset --split --epochs --image-size --iterations-per-epoch --seed --learning-rate --weight-decay --copy-rule --segmentation-step --name --head-learning-rate --data-format --segmentation-format --data-options --checkpoint-interval --checkpoint-iterations --affinities --head --head-config)
     __affinityctl_offer_flags_options 0
 
     # Offer option value completions
@@ -268,6 +304,12 @@ _affinityctl_train() {
     '--data-options')
         return
         ;;
+    '--checkpoint-interval')
+        return
+        ;;
+    '--checkpoint-iterations')
+        return
+        ;;
     '--affinities')
         return
         ;;
@@ -284,7 +326,7 @@ _affinityctl_finetune() {
     repeating_flags=()
     non_repeating_flags=(--json --local --no-wait --cancel-on-interrupt --version -h --help)
     repeating_options=()
-    non_repeating_options=(--bus --dataset --split --epochs --image-size --iterations-per-epoch --seed --learning-rate --weight-decay --copy-rule --segmentation-step --name --head-learning-rate --data-format --segmentation-format --data-options)
+    non_repeating_options=(--bus --dataset --split --epochs --image-size --iterations-per-epoch --seed --learning-rate --weight-decay --copy-rule --segmentation-step --name --head-learning-rate --data-format --segmentation-format --data-options --checkpoint-interval --checkpoint-iterations)
     __affinityctl_offer_flags_options 1
 
     # Offer option value completions
@@ -335,6 +377,12 @@ _affinityctl_finetune() {
         return
         ;;
     '--data-options')
+        return
+        ;;
+    '--checkpoint-interval')
+        return
+        ;;
+    '--checkpoint-iterations')
         return
         ;;
     esac
@@ -367,13 +415,13 @@ _affinityctl_job() {
     unset 'unparsed_words[0]'
     unparsed_words=("${unparsed_words[@]}")
     case "${subcommand}" in
-    watch|cancel)
+    watch|cancel|resume)
         # Offer subcommand argument completions
         "_affinityctl_job_${subcommand}"
         ;;
     *)
         # Offer subcommand completions
-        COMPREPLY+=($(compgen -W 'watch cancel' -- "${cur}"))
+        COMPREPLY+=($(compgen -W 'watch cancel resume' -- "${cur}"))
         ;;
     esac
 }
@@ -381,6 +429,24 @@ _affinityctl_job() {
 _affinityctl_job_watch() {
     repeating_flags=()
     non_repeating_flags=(--json --local --cancel-on-interrupt --version -h --help)
+    repeating_options=()
+    non_repeating_options=(--bus --reconnect-timeout)
+    __affinityctl_offer_flags_options 1
+
+    # Offer option value completions
+    case "${prev}" in
+    '--bus')
+        return
+        ;;
+    '--reconnect-timeout')
+        return
+        ;;
+    esac
+}
+
+_affinityctl_job_cancel() {
+    repeating_flags=()
+    non_repeating_flags=(--json --local --wait --version -h --help)
     repeating_options=()
     non_repeating_options=(--bus)
     __affinityctl_offer_flags_options 1
@@ -393,9 +459,9 @@ _affinityctl_job_watch() {
     esac
 }
 
-_affinityctl_job_cancel() {
+_affinityctl_job_resume() {
     repeating_flags=()
-    non_repeating_flags=(--json --local --wait --version -h --help)
+    non_repeating_flags=(--json --local --no-wait --cancel-on-interrupt --version -h --help)
     repeating_options=()
     non_repeating_options=(--bus)
     __affinityctl_offer_flags_options 1

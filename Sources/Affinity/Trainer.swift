@@ -71,11 +71,16 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     public var headLearningRate: Float? = nil
     /// Seeds the run's four generators (shuffle, segmentation pick, sampling, padding).
     public var seed: UInt64 = 1
+    /// Slices whose gradients each process averages before a step (gradient accumulation; 1: one
+    /// slice per step, as the paper). With several processes (`OneShotTrainer.replicas`) a step
+    /// takes accumulate × processes slices (DataParallel.swift).
+    public var accumulate = 1
     /// The paper's settings.
     public init() {}
 
     enum CodingKeys: String, CodingKey {
         case affinities, epochs, learningRate, weightDecay, copyRule, trainConvReduce, segmentationStep, classificationStep, headLearningRate, seed
+        case accumulate
     }
 
     /// Decodes the configuration of any checkpoint version: keys added later take their defaults.
@@ -91,6 +96,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         classificationStep = try c.decodeIfPresent(Bool.self, forKey: .classificationStep) ?? true
         headLearningRate = try c.decodeIfPresent(Float.self, forKey: .headLearningRate)
         seed = try c.decode(UInt64.self, forKey: .seed)
+        accumulate = try c.decodeIfPresent(Int.self, forKey: .accumulate) ?? 1
     }
 }
 
@@ -138,6 +144,8 @@ public struct IterationResult: Sendable {
     public var classification: Double
     /// Whether the segmentation step copied its branches into the classification ones.
     public var copied: Bool
+    /// Classification slices of the step (accumulate × processes, fewer at an epoch's end).
+    public var slices = 1
     /// L_Total = L_SEG + L_CLS (a step that did not run counts 0).
     public var total: Double { (segmentation?.total ?? 0) + classification }
 }
@@ -149,12 +157,18 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
     case emptyData(String)
     /// The file cannot be resumed from: no trainer state, another C', or invalid generator states.
     case badCheckpoint(String)
+    /// A setting out of range (an accumulation below 1).
+    case invalidSettings(String)
+    /// The processes of a data-parallel run do not hold the same trainer state.
+    case replicasDiverged(String)
 
     /// A one-line message naming the problem.
     public var description: String {
         switch self {
         case .emptyData(let s): return "cannot train: \(s)"
         case .badCheckpoint(let s): return "cannot resume: \(s)"
+        case .invalidSettings(let s): return "cannot train: \(s)"
+        case .replicasDiverged(let s): return "cannot train in parallel: \(s)"
         }
     }
 }
@@ -170,9 +184,14 @@ public final class OneShotTrainer {
     /// The one optimizer over all parameters; each step updates only its own subset.
     public let adam: Adam
     /// Progress, losses and generator states; `resume(from:)` replaces it.
-    public private(set) var state: TrainerState
+    public internal(set) var state: TrainerState
     /// The samples.
     public let data: TrainingData
+    /// The processes training this model together (data parallelism, DataParallel.swift); nil or
+    /// one process: this process alone. Set before the first step, then `synchronizeReplicas()`.
+    public var replicas: TrainingReplicas? = nil
+    /// The step buffer of steps of several slices.
+    let parallel = DataParallelScratch()
 
     /// A trainer at the start of a run: Adam with `config`'s learning rate and weight decay, the four
     /// generators seeded from `config.seed`, the copy reference at 1000 (`.previous`) or 10000 (`.best`).
@@ -185,6 +204,7 @@ public final class OneShotTrainer {
     ///   another C' than `config.affinities`.
     public init(model: AffinityModel, data: TrainingData, config: TrainingConfig) throws {
         guard data.classificationCount > 0 else { throw TrainingError.emptyData("the classification set is empty") }
+        guard config.accumulate >= 1 else { throw TrainingError.invalidSettings("accumulate must be at least 1, got \(config.accumulate)") }
         guard config.segmentationStep || config.classificationStep else { throw TrainingError.emptyData("both the segmentation and the classification step are switched off") }
         guard !config.segmentationStep || data.segmentationCount > 0 else { throw TrainingError.emptyData("the segmentation set is empty") }
         if model.affinityHead != nil, config.affinities != model.affinities {
@@ -218,6 +238,7 @@ public final class OneShotTrainer {
 
     /// Runs one iteration (starting a new epoch, with a new shuffle, when needed).
     public func step() throws -> IterationResult {
+        if slicesPerStep > 1 { return try batchedStep() }
         if state.order.isEmpty || state.iteration >= state.order.count {
             var r = SeededGenerator(state: state.shuffleRNG)!
             state.order = r.permutation(data.classificationCount)
@@ -280,7 +301,7 @@ public final class OneShotTrainer {
         return result
     }
 
-    private func finishEpoch() {
+    func finishEpoch() {
         let n = Double(max(state.order.count, 1))
         let segMean = state.epochSegCount > 0 ? state.epochSegSum / Double(state.epochSegCount) : 0
         let clsMean = state.epochClsSum / n
@@ -314,7 +335,96 @@ public final class OneShotTrainer {
             "training_config": String(data: try enc.encode(config), encoding: .utf8)!,
             "optimizer_steps": String(data: try enc.encode(steps), encoding: .utf8)!,
         ]) { a, _ in a }
+        // A checksum of the tensor bytes: the format checks shapes and offsets, not values, and a
+        // damaged weight or moment would otherwise resume silently into another run.
+        w.metadata[Self.checksumKey] = Self.payloadChecksum(try w.serialized())
         try w.write(to: url)
+    }
+
+    /// The metadata key of a checkpoint's tensor-data checksum (`payloadChecksum`).
+    public static let checksumKey = "data_checksum"
+
+    /// `fnv1a64:<16 hex digits>`: FNV-1a over the little-endian 64-bit words of a safetensors file's
+    /// data section (the bytes after the header), the last partial word zero-padded. It catches
+    /// damage (a flipped, zeroed or lost byte), not deliberate edits.
+    /// - Parameter file: a whole safetensors file (8-byte header length, header, data).
+    public static func payloadChecksum(_ file: Data) -> String {
+        var n: UInt64 = 0
+        for i in 0..<min(8, file.count) { n |= UInt64(file[file.startIndex + i]) << (8 * UInt64(i)) }
+        let start = min(UInt64(file.count), 8 &+ n)
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        file.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            let body = UnsafeRawBufferPointer(rebasing: raw[Int(start)...])
+            let words = body.count / 8
+            for i in 0..<words {
+                h = (h ^ UInt64(littleEndian: body.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))) &* 0x100_0000_01b3
+            }
+            if body.count % 8 != 0 {
+                var last: UInt64 = 0
+                for (k, b) in body[(8 * words)...].enumerated() { last |= UInt64(b) << (8 * UInt64(k)) }
+                h = (h ^ last) &* 0x100_0000_01b3
+            }
+            h = (h ^ UInt64(body.count)) &* 0x100_0000_01b3
+        }
+        let hex = String(h, radix: 16)
+        return "fnv1a64:" + String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    /// Reads a checkpoint of `saveCheckpoint`: the file parsed and, when it carries a checksum (every
+    /// checkpoint written since it was added), its tensor data checked against it.
+    /// - Throws: `CheckpointError` (unreadable, too large, not safetensors) or
+    ///   `TrainingError.badCheckpoint` (the tensor data does not match the checksum).
+    public static func readCheckpoint(_ url: URL, limit: Int = SafeTensorsFile.defaultByteLimit) throws -> SafeTensorsFile {
+        let bytes: Data
+        do {
+            let size = (try FileManager.default.attributesOfItem(atPath: url.path)[.size] as? NSNumber)?.intValue ?? 0
+            guard size <= limit else {
+                throw CheckpointError.io("cannot read \(url.path): the file is \(size) bytes, larger than the limit of \(limit) bytes")
+            }
+            bytes = try Data(contentsOf: url)
+        } catch let e as CheckpointError { throw e } catch {
+            throw CheckpointError.io("cannot read \(url.path): \((error as NSError).localizedDescription)")
+        }
+        let f = try SafeTensorsFile(data: bytes)
+        if let recorded = f.metadata[checksumKey], recorded != payloadChecksum(bytes) {
+            throw TrainingError.badCheckpoint("\(url.lastPathComponent) is damaged: its tensor data does not match the checksum written with it")
+        }
+        return f
+    }
+
+    /// The trainer state a checkpoint would resume at, read and checked against its checksum
+    /// (`readCheckpoint`), without a model: for a caller that decides whether a run can resume.
+    /// - Throws: as `readCheckpoint`, and `TrainingError.badCheckpoint` when it has no trainer state.
+    public static func checkpointState(_ url: URL) throws -> TrainerState {
+        let f = try readCheckpoint(url)
+        guard let ts = f.metadata["trainer_state"], let st = try? JSONDecoder().decode(TrainerState.self, from: Data(ts.utf8)) else {
+            throw TrainingError.badCheckpoint("\(url.lastPathComponent) has no trainer state (is it a model file rather than a training checkpoint?)")
+        }
+        return st
+    }
+
+    /// The trainer state recorded in a checkpoint's header, read without the tensors (a few kB
+    /// however large the file): where a resume from it would continue. Nothing else is checked;
+    /// `resume(from:)` checks the whole file.
+    /// - Throws: `CheckpointError` (unreadable, no safetensors header) or
+    ///   `TrainingError.badCheckpoint` (no trainer state in the header).
+    public static func checkpointHeaderState(_ url: URL) throws -> TrainerState {
+        guard let h = FileHandle(forReadingAtPath: url.path) else { throw CheckpointError.io("cannot open \(url.path)") }
+        defer { try? h.close() }
+        let prefix = (try? h.read(upToCount: 8)) ?? Data()
+        guard prefix.count == 8 else { throw CheckpointError.truncated("\(url.lastPathComponent) has no header length") }
+        var n: UInt64 = 0
+        for i in 0..<8 { n |= UInt64(prefix[prefix.startIndex + i]) << (8 * UInt64(i)) }
+        guard n <= 100 << 20 else { throw CheckpointError.corrupt("\(url.lastPathComponent) declares a header of \(n) bytes") }
+        let header = (try? h.read(upToCount: Int(n))) ?? Data()
+        guard header.count == Int(n), let json = try? JSONSerialization.jsonObject(with: header) as? [String: Any] else {
+            throw CheckpointError.corrupt("\(url.lastPathComponent) has no readable header")
+        }
+        guard let meta = json["__metadata__"] as? [String: Any], let ts = meta["trainer_state"] as? String,
+              let st = try? JSONDecoder().decode(TrainerState.self, from: Data(ts.utf8)) else {
+            throw TrainingError.badCheckpoint("\(url.lastPathComponent) has no trainer state")
+        }
+        return st
     }
 
     /// Restores model weights, optimizer and trainer state from `saveCheckpoint`'s file.
@@ -322,12 +432,13 @@ public final class OneShotTrainer {
     /// All or nothing: the whole file is checked first (trainer state, head, C', every weight's
     /// shape, the optimizer's moments and step counts against the parameters), and only then are
     /// weights, optimizer and trainer state replaced. A file that is refused changes nothing.
-    /// - Throws: `TrainingError.badCheckpoint` (no or invalid trainer state, another C'),
+    /// - Throws: `TrainingError.badCheckpoint` (no or invalid trainer state, another C', tensor data
+    ///   that does not match the file's checksum),
     ///   `ClassificationHeadError.headMismatch` (a checkpoint of another head), `OptimizerStateError`
     ///   (moments or step counts that do not fit the parameters) or `CheckpointError` naming what is
     ///   wrong.
     public func resume(from url: URL) throws {
-        let f = try SafeTensorsFile(contentsOf: url)
+        let f = try Self.readCheckpoint(url)
         guard let ts = f.metadata["trainer_state"], let st = try? JSONDecoder().decode(TrainerState.self, from: Data(ts.utf8)),
               let ss = f.metadata["optimizer_steps"], let steps = try? JSONDecoder().decode([String: Int].self, from: Data(ss.utf8)) else {
             throw TrainingError.badCheckpoint("\(url.lastPathComponent) has no trainer state (is it a model file rather than a training checkpoint?)")

@@ -112,13 +112,13 @@ public enum ModelProperty: String, APIProperty {
 public enum JobProperty: String, APIProperty {
     case operation = "Operation", state = "State", progress = "Progress", epoch = "Epoch", totalEpochs = "TotalEpochs"
     case metrics = "Metrics", startTime = "StartTime", expectedEndTime = "ExpectedEndTime", startedByUID = "StartedByUID"
-    case cancelable = "Cancelable", result = "Result"
+    case cancelable = "Cancelable", result = "Result", resumed = "Resumed"
 
     public var signature: String {
         switch self {
         case .operation, .state: return "s"
         case .progress: return "d"
-        case .epoch, .totalEpochs, .startedByUID: return "u"
+        case .epoch, .totalEpochs, .startedByUID, .resumed: return "u"
         case .metrics: return "a{sd}"
         case .startTime, .expectedEndTime: return "t"
         case .cancelable: return "b"
@@ -155,6 +155,23 @@ public enum AnalyseOption: String, APIOption {
     }
 }
 
+/// The options of AnalyseScan.
+public enum ScanOption: String, APIOption {
+    case model, seed, series, rule
+    case windowCenter = "window_center", windowWidth = "window_width"
+    case labelVolume = "label_volume"
+
+    public var signature: String {
+        switch self {
+        case .model: return "o"
+        case .seed: return "t"
+        case .series, .rule: return "s"
+        case .windowCenter, .windowWidth: return "d"
+        case .labelVolume: return "b"
+        }
+    }
+}
+
 /// The options of Train and Finetune.
 public enum TrainOption: String, APIOption {
     case dataset, split, epochs
@@ -164,11 +181,12 @@ public enum TrainOption: String, APIOption {
     case segmentationStep = "segmentation_step", name, head
     case headConfig = "head_config", headLearningRate = "head_learning_rate"
     case dataFormat = "data_format", segmentationFormat = "segmentation_format", dataOptions = "data_options"
+    case checkpointInterval = "checkpoint_interval", checkpointIterations = "checkpoint_iterations"
 
     public var signature: String {
         switch self {
         case .dataset, .split, .copyRule, .name, .head, .headConfig, .dataFormat, .segmentationFormat, .dataOptions: return "s"
-        case .epochs, .imageSize, .iterationsPerEpoch, .affinities: return "u"
+        case .epochs, .imageSize, .iterationsPerEpoch, .affinities, .checkpointInterval, .checkpointIterations: return "u"
         case .seed: return "t"
         case .learningRate, .weightDecay, .headLearningRate: return "d"
         case .segmentationStep: return "b"

@@ -55,6 +55,15 @@ public struct BusInterface {
     public private(set) var properties: [String: BusProperty] = [:]
     /// Signals by name, with their signatures (for generated introspection).
     public private(set) var signals: [String: String] = [:]
+    /// Makes the error every method of this interface answers with — a handler's, a call of the
+    /// wrong signature, arguments that cannot be read or are too many, a reply of the wrong
+    /// signature, a handler that never answered — and the errors of its properties' getters and
+    /// setters: e.g. a service's own error names for all of them. nil: `BusError(error)`.
+    public var errorMapper: (@Sendable (Error) -> BusError)?
+    /// The most values a call's arguments may hold (each basic value, container and element counts
+    /// one; a `v` holding `ay` of a million bytes is a million values), checked while they are read,
+    /// before they are built: larger calls get `InvalidArgs` (through `errorMapper`).
+    public var maxArgumentValues = 1 << 20
     private(set) var methodOrder: [String] = []
     private(set) var propertyOrder: [String] = []
     private(set) var signalOrder: [String] = []
@@ -184,19 +193,21 @@ public final class PendingReply: @unchecked Sendable {
     private let call: Message
     private let outSignature: String?
     private let what: String
+    private let mapError: (Error) -> BusError
     private let lock = Lock()
     private var done = false
 
-    init(core: ConnectionCore, call: Message, outSignature: String?, what: String) {
+    init(core: ConnectionCore, call: Message, outSignature: String?, what: String, errorMapper: ((Error) -> BusError)? = nil) {
         self.core = core
         self.call = call
         self.outSignature = outSignature
         self.what = what
+        self.mapError = errorMapper ?? { BusError($0) }
     }
 
     deinit {
         if !done {
-            core.answer(call, error: BusError.failed("\(what) finished without a reply."))
+            core.answer(call, error: mapError(BusError.failed("\(what) finished without a reply.")))
         }
     }
 
@@ -215,17 +226,18 @@ public final class PendingReply: @unchecked Sendable {
     public func reply(_ values: [DBusValue] = []) {
         guard claim() else { return }
         if let outSignature, DBusValue.signature(of: values) != outSignature {
-            core.answer(call, error: BusError.failed(
-                "\(what) produced a reply of signature '\(DBusValue.signature(of: values))' but declares '\(outSignature)'."))
+            core.answer(call, error: mapError(BusError.failed(
+                "\(what) produced a reply of signature '\(DBusValue.signature(of: values))' but declares '\(outSignature)'.")))
             return
         }
         core.answer(call, values: values)
     }
 
-    /// Sends an error reply; a `BusError` keeps its name, anything else becomes `Failed`.
+    /// Sends an error reply: the interface's `errorMapper`'s error, or without one, a `BusError`
+    /// as it is and anything else as `Failed`.
     public func fail(_ error: Error) {
         guard claim() else { return }
-        core.answer(call, error: BusError(error))
+        core.answer(call, error: mapError(error))
     }
 
     /// Runs `body` and replies with its values or its error.
@@ -489,15 +501,19 @@ extension ConnectionCore {
         }
         guard let (interface, method) = found else { return }
         let what = "\(interface.name).\(member)"
-        if let inSig = method.inSignature, !expect(inSig, what) { return }
+        let mapError = interface.errorMapper ?? { BusError($0) }
+        if let inSig = method.inSignature, signature != inSig {
+            answer(call, error: mapError(BusError.invalidArgs("\(what) expects arguments of signature '\(inSig)', received '\(signature)'.")))
+            return
+        }
         let args: [DBusValue]
-        do { args = try call.arguments() } catch {
-            answer(call, error: BusError.invalidArgs("The arguments of \(what) cannot be read: \(BusError(error).message)"))
+        do { args = try call.arguments(maxValues: interface.maxArgumentValues) } catch {
+            answer(call, error: mapError(BusError.invalidArgs("The arguments of \(what) cannot be read: \(BusError(error).message)")))
             return
         }
         let context = MethodCall(message: call, sender: call.sender ?? "", path: path, interface: interface.name,
                                  member: member, arguments: args, core: self)
-        let reply = PendingReply(core: self, call: call, outSignature: method.outSignature, what: what)
+        let reply = PendingReply(core: self, call: call, outSignature: method.outSignature, what: what, errorMapper: interface.errorMapper)
         switch method.handler {
         case .onBusThread(let body):
             reply.complete { try body(context) }
@@ -530,10 +546,13 @@ extension ConnectionCore {
                                          message: "Interface \(i.name) has no property '\(name)'."))
             return nil
         }
-        guard let args = try? call.arguments() else {
+        // Get, GetAll and Set take two strings and a value: a few thousand values are plenty.
+        guard let args = try? call.arguments(maxValues: 1 << 16) else {
             answer(call, error: BusError.invalidArgs("The arguments of org.freedesktop.DBus.Properties.\(member) cannot be read."))
             return
         }
+        // A property's getter or setter error, as its interface reports errors.
+        func failed(_ i: BusInterface, _ error: Error) -> BusError { i.errorMapper?(error) ?? BusError(error) }
         switch member {
         case "Get":
             guard expect("ss", "org.freedesktop.DBus.Properties.Get"),
@@ -546,7 +565,7 @@ extension ConnectionCore {
                 }
                 answer(call, values: [.variant(v)])
             } catch {
-                answer(call, error: BusError(error))
+                answer(call, error: failed(i, error))
             }
         case "GetAll":
             guard expect("s", "org.freedesktop.DBus.Properties.GetAll"), case .string(let ifaceName) = args[0] else { return }
@@ -556,8 +575,8 @@ extension ConnectionCore {
                 guard let i = lookup(ifaceName) else { return }
                 selected = [i]
             }
-            do {
-                for i in selected {
+            for i in selected {
+                do {
                     for (name, p) in i.properties {
                         let v = try p.get()
                         guard v.signature == p.signature else {
@@ -565,11 +584,12 @@ extension ConnectionCore {
                         }
                         values[name] = v
                     }
+                } catch {
+                    answer(call, error: failed(i, error))
+                    return
                 }
-                answer(call, values: [.vardict(values)])
-            } catch {
-                answer(call, error: BusError(error))
             }
+            answer(call, values: [.vardict(values)])
         case "Set":
             guard expect("ssv", "org.freedesktop.DBus.Properties.Set"),
                   case .string(let ifaceName) = args[0], case .string(let name) = args[1], case .variant(let value) = args[2],
@@ -591,7 +611,7 @@ extension ConnectionCore {
                     try? emitPropertiesChanged(path: path, interface: i.name, changed: [name: now], invalidated: [])
                 }
             } catch {
-                answer(call, error: BusError(error))
+                answer(call, error: failed(i, error))
             }
         default:
             answer(call, error: BusError(name: BusError.Name.unknownMethod,

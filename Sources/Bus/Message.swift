@@ -327,11 +327,20 @@ public final class Message: @unchecked Sendable {
     /// All arguments of the body.
     /// - Throws: `BusError` (`InvalidArgs`) if the body cannot be read (it never traps).
     public func arguments() throws -> [DBusValue] {
+        try arguments(maxValues: Int.max)
+    }
+
+    /// All arguments of the body, refusing a body that holds more than `maxValues` values (every
+    /// basic value, container and element counts one) before it builds them: a 100 MB byte array
+    /// in a variant would otherwise become billions of bytes of `DBusValue`s.
+    /// - Throws: `BusError` (`InvalidArgs`) if the body cannot be read or is too large.
+    public func arguments(maxValues: Int) throws -> [DBusValue] {
         var it = DBusMessageIter()
         guard dbus_message_iter_init(raw, &it) != 0 else { return [] }
         var out: [DBusValue] = []
+        var budget = maxValues
         while dbus_message_iter_get_arg_type(&it) != Int32(CDBUS_TYPE_INVALID) {
-            out.append(try Message.read(&it, depth: 0))
+            out.append(try Message.read(&it, depth: 0, budget: &budget))
             _ = dbus_message_iter_next(&it)
         }
         return out
@@ -361,7 +370,18 @@ public final class Message: @unchecked Sendable {
 
     /// Reads the value at `it`.
     static func read(_ it: inout DBusMessageIter, depth: Int) throws -> DBusValue {
+        var budget = Int.max
+        return try read(&it, depth: depth, budget: &budget)
+    }
+
+    /// Reads the value at `it`, counting it and everything in it against `budget`.
+    static func read(_ it: inout DBusMessageIter, depth: Int, budget: inout Int) throws -> DBusValue {
         guard depth <= 70 else { throw BusError.invalidArgs("The message is nested too deeply.") }
+        func spend(_ n: Int) throws {
+            guard n <= budget else { throw BusError.invalidArgs("The message holds more values than this method accepts.") }
+            budget -= n
+        }
+        try spend(1)
         let type = dbus_message_iter_get_arg_type(&it)
         switch type {
         case Int32(CDBUS_TYPE_BYTE): return .byte(readBasic(&it, UInt8(0)))
@@ -389,13 +409,13 @@ public final class Message: @unchecked Sendable {
             guard dbus_message_iter_get_arg_type(&sub) != Int32(CDBUS_TYPE_INVALID) else {
                 throw BusError.invalidArgs("An empty variant in the message.")
             }
-            return .variant(try read(&sub, depth: depth + 1))
+            return .variant(try read(&sub, depth: depth + 1, budget: &budget))
         case Int32(CDBUS_TYPE_STRUCT):
             var sub = DBusMessageIter()
             dbus_message_iter_recurse(&it, &sub)
             var members: [DBusValue] = []
             while dbus_message_iter_get_arg_type(&sub) != Int32(CDBUS_TYPE_INVALID) {
-                members.append(try read(&sub, depth: depth + 1))
+                members.append(try read(&sub, depth: depth + 1, budget: &budget))
                 _ = dbus_message_iter_next(&sub)
             }
             guard !members.isEmpty else { throw BusError.invalidArgs("An empty structure in the message.") }
@@ -417,20 +437,20 @@ public final class Message: @unchecked Sendable {
                 while dbus_message_iter_get_arg_type(&sub) == Int32(CDBUS_TYPE_DICT_ENTRY) {
                     var entry = DBusMessageIter()
                     dbus_message_iter_recurse(&sub, &entry)
-                    let key = try read(&entry, depth: depth + 2)
+                    let key = try read(&entry, depth: depth + 2, budget: &budget)
                     guard dbus_message_iter_next(&entry) != 0 else {
                         throw BusError.invalidArgs("A dictionary entry without a value.")
                     }
-                    let value = try read(&entry, depth: depth + 2)
+                    let value = try read(&entry, depth: depth + 2, budget: &budget)
                     pairs.append((key, value))
                     _ = dbus_message_iter_next(&sub)
                 }
                 return .dictionary(keySignature: k, valueSignature: v, pairs)
             }
-            if let fixed = readFixedArray(element, &sub) { return .array(elementSignature: element, fixed) }
+            if let fixed = try readFixedArray(element, &sub, budget: &budget) { return .array(elementSignature: element, fixed) }
             var items: [DBusValue] = []
             while dbus_message_iter_get_arg_type(&sub) != Int32(CDBUS_TYPE_INVALID) {
-                items.append(try read(&sub, depth: depth + 1))
+                items.append(try read(&sub, depth: depth + 1, budget: &budget))
                 _ = dbus_message_iter_next(&sub)
             }
             return .array(elementSignature: element, items)
@@ -439,26 +459,29 @@ public final class Message: @unchecked Sendable {
         }
     }
 
-    /// Reads an array of fixed-size numbers in one call; nil if `element` has no fast path.
-    private static func readFixedArray(_ element: String, _ sub: inout DBusMessageIter) -> [DBusValue]? {
-        func get<T>(_ type: T.Type, _ wrap: (T) -> DBusValue) -> [DBusValue] {
+    /// Reads an array of fixed-size numbers in one call, counting its elements against `budget`
+    /// before they are built; nil if `element` has no fast path.
+    private static func readFixedArray(_ element: String, _ sub: inout DBusMessageIter, budget: inout Int) throws -> [DBusValue]? {
+        func get<T>(_ type: T.Type, _ wrap: (T) -> DBusValue) throws -> [DBusValue] {
             guard dbus_message_iter_get_arg_type(&sub) != Int32(CDBUS_TYPE_INVALID) else { return [] }
             var p: UnsafeRawPointer? = nil
             var n: Int32 = 0
             dbus_message_iter_get_fixed_array(&sub, &p, &n)
             guard let p, n > 0 else { return [] }
+            guard Int(n) <= budget else { throw BusError.invalidArgs("The message holds more values than this method accepts.") }
+            budget -= Int(n)
             let buf = UnsafeBufferPointer(start: p.assumingMemoryBound(to: T.self), count: Int(n))
             return buf.map(wrap)
         }
         switch element {
-        case "y": return get(UInt8.self) { .byte($0) }
-        case "n": return get(Int16.self) { .int16($0) }
-        case "q": return get(UInt16.self) { .uint16($0) }
-        case "i": return get(Int32.self) { .int32($0) }
-        case "u": return get(UInt32.self) { .uint32($0) }
-        case "x": return get(Int64.self) { .int64($0) }
-        case "t": return get(UInt64.self) { .uint64($0) }
-        case "d": return get(Double.self) { .double($0) }
+        case "y": return try get(UInt8.self) { .byte($0) }
+        case "n": return try get(Int16.self) { .int16($0) }
+        case "q": return try get(UInt16.self) { .uint16($0) }
+        case "i": return try get(Int32.self) { .int32($0) }
+        case "u": return try get(UInt32.self) { .uint32($0) }
+        case "x": return try get(Int64.self) { .int64($0) }
+        case "t": return try get(UInt64.self) { .uint64($0) }
+        case "d": return try get(Double.self) { .double($0) }
         default: return nil
         }
     }

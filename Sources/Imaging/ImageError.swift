@@ -21,6 +21,9 @@ public enum ImageError: Error, Equatable, CustomStringConvertible, Sendable {
     case unsupported(String)
     /// The input file is larger than the reader's byte limit.
     case fileTooLarge(bytes: Int, limit: Int)
+    /// The image would decode to more bytes of pixels than the reader's limit (a decompression
+    /// bomb: a small file naming a huge image), checked before any pixel memory is allocated.
+    case decodedTooLarge(bytes: Int, limit: Int)
     /// A caller passed inconsistent arguments (sample count does not match the dimensions, masks of
     /// the wrong size, …).
     case invalidArgument(String)
@@ -44,6 +47,8 @@ public enum ImageError: Error, Equatable, CustomStringConvertible, Sendable {
             return "The PNG image is not supported: \(reason)."
         case .fileTooLarge(let bytes, let limit):
             return "The file is \(bytes) bytes, larger than the limit of \(limit) bytes."
+        case .decodedTooLarge(let bytes, let limit):
+            return "The PNG image would decode to \(bytes) bytes of pixels, more than the limit of \(limit) bytes."
         case .invalidArgument(let reason):
             return "Invalid argument: \(reason)."
         case .io(let path, let message):

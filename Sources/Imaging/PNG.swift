@@ -7,11 +7,16 @@ public struct PNGReadOptions: Sendable, Equatable {
     public var maxDimension: Int
     /// Largest accepted file, in bytes (default 256 MiB), checked before a file is read.
     public var maxFileBytes: Int
+    /// Largest decoded image, in bytes of samples as libpng delivers them (width × height ×
+    /// channels × 1 or 2; default 256 MiB: an 8192² RGBA 8-bit or gray 16-bit image), checked from
+    /// the header before any pixel memory is allocated.
+    public var maxDecodedBytes: Int
 
     /// Limits with the given values.
-    public init(maxDimension: Int = 8192, maxFileBytes: Int = 256 << 20) {
+    public init(maxDimension: Int = 8192, maxFileBytes: Int = 256 << 20, maxDecodedBytes: Int = 256 << 20) {
         self.maxDimension = maxDimension
         self.maxFileBytes = maxFileBytes
+        self.maxDecodedBytes = maxDecodedBytes
     }
 }
 
@@ -78,6 +83,7 @@ public enum PNG {
         guard header.width <= options.maxDimension, header.height <= options.maxDimension else {
             throw ImageError.tooLarge(width: header.width, height: header.height, limit: options.maxDimension)
         }
+        try checkInflation(header, buffer: buffer, options: options)
         let reader = UnsafeMutablePointer<la_png_reader>.allocate(capacity: 1)
         reader.initialize(to: la_png_reader())
         defer {
@@ -155,6 +161,58 @@ public enum PNG {
         }
         return PNGHeader(width: Int(width), height: Int(height), bitDepth: Int(buffer[24]),
                          colorType: PNGHeader.ColorType(rawValue: buffer[25]), interlaced: buffer[28] == 1)
+    }
+
+    /// The largest expansion of a zlib (deflate) stream, RFC 1951: a 258-byte match costs at least
+    /// two bits, so the data inflates at most 1032-fold.
+    static let deflateRatio = 1032
+
+    /// Refuses, before any pixel memory is allocated, an image that would decode to more than
+    /// `options.maxDecodedBytes`, and one whose compressed data (the IDAT chunks) is too short to
+    /// hold its pixels even at deflate's best ratio: a truncated or forged file that names a large
+    /// size, for which libpng would otherwise have the whole image allocated before it found the
+    /// data missing (a few hundred bytes making the process allocate half a gigabyte).
+    /// - Throws: `ImageError.decodedTooLarge`, `.truncated`, `.corrupt`.
+    static func checkInflation(_ header: PNGHeader, buffer: UnsafeRawBufferPointer, options: PNGReadOptions) throws {
+        // What libpng delivers: palette → RGB, < 8 bits → 8 (a tRNS chunk adds an alpha channel).
+        guard let colorType = header.colorType else { return }  // libpng refuses the file
+        let depth = header.bitDepth == 16 ? 2 : 1
+        let channels: Int, fileChannels: Int
+        switch colorType {
+        case .gray: channels = 1; fileChannels = 1
+        case .grayAlpha: channels = 2; fileChannels = 2
+        case .rgb: channels = 3; fileChannels = 3
+        case .palette: channels = 3; fileChannels = 1
+        case .rgba: channels = 4; fileChannels = 4
+        }
+        let limit = options.maxDecodedBytes
+        let (pixels, o1) = header.width.multipliedReportingOverflow(by: header.height)
+        let (decoded, o2) = pixels.multipliedReportingOverflow(by: channels * depth)
+        guard !o1, !o2, decoded <= limit else { throw ImageError.decodedTooLarge(bytes: o1 || o2 ? Int.max : decoded, limit: limit) }
+        // The zlib stream inflates to at least height × (1 + ⌈width · samples · bits / 8⌉) bytes
+        // (the filtered rows; Adam7 has more filter bytes, never fewer pixel bytes).
+        let rowBits = header.width.multipliedReportingOverflow(by: fileChannels * max(header.bitDepth, 1))
+        guard !rowBits.overflow else { throw ImageError.decodedTooLarge(bytes: Int.max, limit: limit) }
+        let filtered = header.height.multipliedReportingOverflow(by: 1 + (rowBits.partialValue + 7) / 8)
+        guard !filtered.overflow else { throw ImageError.decodedTooLarge(bytes: Int.max, limit: limit) }
+        // The IDAT chunks' lengths, as far as the buffer holds them.
+        var compressed = 0, at = 8, complete = false
+        while at + 8 <= buffer.count {
+            let length = Int(UInt32(buffer[at]) << 24 | UInt32(buffer[at + 1]) << 16 | UInt32(buffer[at + 2]) << 8 | UInt32(buffer[at + 3]))
+            let isIDAT = buffer[at + 4] == 0x49 && buffer[at + 5] == 0x44 && buffer[at + 6] == 0x41 && buffer[at + 7] == 0x54
+            let available = min(length, buffer.count - at - 8)
+            if isIDAT { compressed += available }
+            if buffer[at + 4] == 0x49 && buffer[at + 5] == 0x45 && buffer[at + 6] == 0x4E && buffer[at + 7] == 0x44 { complete = true; break }  // IEND
+            guard length <= buffer.count - at - 8 else { break }
+            at += 12 + length
+        }
+        // The zlib header (2 bytes) and Adler-32 (4) hold no data; deflate's blocks at least 3 bits.
+        let capacity = compressed.multipliedReportingOverflow(by: deflateRatio)
+        if !capacity.overflow, filtered.partialValue > capacity.partialValue + deflateRatio {
+            if !complete { throw ImageError.truncated }  // the file ends before its IEND chunk
+            throw ImageError.corrupt("\(compressed) bytes of compressed data cannot hold a \(header.width)×\(header.height) image "
+                                     + "(\(filtered.partialValue) bytes; zlib expands at most \(deflateRatio):1), so the data is cut short or forged")
+        }
     }
 
     private static func readError(_ reader: UnsafeMutablePointer<la_png_reader>) -> ImageError {

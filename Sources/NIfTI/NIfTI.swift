@@ -73,7 +73,13 @@ public final class NIfTIVolume: @unchecked Sendable {
     /// Reads the header only.
     /// - Throws: `NIfTIError`.
     public static func readHeader(path: String) throws -> NIfTIHeader {
-        var h = try withImage(path: path, readData: false) { try header(of: $0, path: path) }
+        try readHeader(path: path, limits: NIfTILimits())
+    }
+
+    /// Reads the header only, refusing one past `limits` before nifticlib reads it.
+    /// - Throws: `NIfTIError`.
+    public static func readHeader(path: String, limits: NIfTILimits) throws -> NIfTIHeader {
+        var h = try withImage(path: path, readData: false, limits: limits) { try header(of: $0, path: path) }
         // The image struct is the same for both versions: ask the file's header which it is.
         var version: Int32 = 0
         if let raw = nifti_read_header(path, &version, 0) { free(raw) }
@@ -85,7 +91,7 @@ public final class NIfTIVolume: @unchecked Sendable {
     /// - Throws: `NIfTIError`.
     public init(path: String, limits: NIfTILimits = NIfTILimits()) throws {
         self.path = path
-        let h = try Self.readHeader(path: path)
+        let h = try Self.readHeader(path: path, limits: limits)
         guard h.nx <= limits.maxSide, h.ny <= limits.maxSide else {
             throw NIfTIError.tooLarge("\(h.nx)×\(h.ny) voxels per slice; the limit is \(limits.maxSide) per side")
         }
@@ -95,7 +101,7 @@ public final class NIfTIVolume: @unchecked Sendable {
             throw NIfTIError.tooLarge("\(h.nx)×\(h.ny)×\(h.nz) voxels; the limit is \(limits.maxVoxels)")
         }
         header = h
-        values = try Self.withImage(path: path, readData: true) { nim in
+        values = try Self.withImage(path: path, readData: true, limits: limits) { nim in
             guard let data = nim.pointee.data else { throw NIfTIError.unreadable(path: path, reason: "the voxel data could not be read (a truncated file, or a .nii.gz that does not inflate)") }
             return try Self.floats(data, datatype: h.datatype, count: count, slope: h.sclSlope, intercept: h.sclInter)
         }
@@ -126,7 +132,8 @@ public final class NIfTIVolume: @unchecked Sendable {
 
     // MARK: private
 
-    static func withImage<T>(path: String, readData: Bool, _ body: (UnsafeMutablePointer<nifti_image>) throws -> T) throws -> T {
+    static func withImage<T>(path: String, readData: Bool, limits: NIfTILimits,
+                             _ body: (UnsafeMutablePointer<nifti_image>) throws -> T) throws -> T {
         guard FileManager.default.isReadableFile(atPath: path) else {
             throw NIfTIError.unreadable(path: path, reason: FileManager.default.fileExists(atPath: path) ? "it cannot be opened for reading" : "no such file")
         }
@@ -134,6 +141,9 @@ public final class NIfTIVolume: @unchecked Sendable {
         guard lower.hasSuffix(".nii") || lower.hasSuffix(".nii.gz") else {
             throw NIfTIError.unreadable(path: path, reason: "the name does not end in .nii or .nii.gz")
         }
+        // nifticlib trusts the header: it is checked first (NIfTIPreflight), before nifticlib
+        // reads it or allocates the voxels it names.
+        let checked = try NIfTIPreflight.check(path: path, limits: limits)
         nifti_set_debug_level(0)
         guard let nim = nifti_image_read(path, readData ? 1 : 0) else {
             throw NIfTIError.unreadable(path: path, reason: readData
@@ -141,6 +151,11 @@ public final class NIfTIVolume: @unchecked Sendable {
                 : "the header is not a NIfTI-1 or NIfTI-2 header (or the file is truncated or does not inflate)")
         }
         defer { nifti_image_free(nim) }
+        // The file may have changed since the check (another process): what nifticlib read must
+        // be what was checked.
+        guard Int(nim.pointee.nvox) == checked.voxels, Int(nim.pointee.nbyper) == checked.bytesPerVoxel else {
+            throw NIfTIError.unreadable(path: path, reason: "the file changed while it was read")
+        }
         return try body(nim)
     }
 
@@ -212,111 +227,28 @@ public final class NIfTIVolume: @unchecked Sendable {
 
 /// Writes a uint8 label volume slice by slice (NIfTI-1, .nii or .nii.gz by the name), with the
 /// scan's affine as sform and qform (scanner anatomical), so it overlays the scan in 3D Slicer or
-/// ITK-SNAP. The file is written under a temporary name beside `path`, fsynced and renamed by
-/// `finish()`; without `finish()` the temporary file is removed.
+/// ITK-SNAP: a `NIfTIVolumeWriter` of bytes (temporary name beside `path`, fsynced and renamed by
+/// `finish()`; without `finish()` the temporary file is removed).
 public final class NIfTILabelWriter {
-    public let path: String
-    private let temporary: String
-    public let columns: Int, rows: Int, slices: Int
-    private var nim: UnsafeMutablePointer<nifti_image>?
-    private var file: znzFile?
-    private var written = 0
+    private let writer: NIfTIVolumeWriter
+    public var path: String { writer.path }
+    public var columns: Int { writer.columns }
+    public var rows: Int { writer.rows }
+    public var slices: Int { writer.slices }
 
     /// Writes the header and opens the file for the slices.
     /// - Parameter affine: the 4×4 voxel → RAS affine, row-major.
     /// - Throws: `NIfTIError.writeFailed` (a bad name, a singular affine, an I/O error).
     public init(path: String, columns: Int, rows: Int, slices: Int, affine: [[Double]]) throws {
-        self.path = path
-        self.columns = columns
-        self.rows = rows
-        self.slices = slices
-        let lower = path.lowercased()
-        guard lower.hasSuffix(".nii") || lower.hasSuffix(".nii.gz") else {
-            throw NIfTIError.writeFailed("\(path): the name must end in .nii or .nii.gz")
-        }
-        let url = URL(fileURLWithPath: path)
-        temporary = url.deletingLastPathComponent().appendingPathComponent(".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))-\(url.lastPathComponent)").path
-        guard columns > 0, rows > 0, slices > 0, affine.count == 4, affine.allSatisfy({ $0.count == 4 }) else {
-            throw NIfTIError.writeFailed("the volume \(columns)×\(rows)×\(slices) or its affine is empty")
-        }
-        var dims: [Int64] = [3, Int64(columns), Int64(rows), Int64(slices), 1, 1, 1, 1]
-        guard let made = nifti_make_new_nim(&dims, DT_UINT8, 0) else { throw NIfTIError.writeFailed("nifticlib could not make a header") }
-        nim = made
-        var m = nifti_dmat44()
-        withUnsafeMutableBytes(of: &m.m) { raw in
-            let p = raw.bindMemory(to: Double.self)
-            for r in 0..<4 { for c in 0..<4 { p[r * 4 + c] = affine[r][c] } }
-        }
-        made.pointee.sto_xyz = m
-        made.pointee.sform_code = NIFTI_XFORM_SCANNER_ANAT
-        made.pointee.qform_code = NIFTI_XFORM_SCANNER_ANAT
-        var qb = 0.0, qc = 0.0, qd = 0.0, qx = 0.0, qy = 0.0, qz = 0.0, dx = 0.0, dy = 0.0, dz = 0.0, qfac = 0.0
-        nifti_dmat44_to_quatern(m, &qb, &qc, &qd, &qx, &qy, &qz, &dx, &dy, &dz, &qfac)
-        guard dx > 0, dy > 0, dz > 0 else { throw NIfTIError.writeFailed("the affine is singular") }
-        made.pointee.quatern_b = qb; made.pointee.quatern_c = qc; made.pointee.quatern_d = qd
-        made.pointee.qoffset_x = qx; made.pointee.qoffset_y = qy; made.pointee.qoffset_z = qz
-        made.pointee.qfac = qfac
-        made.pointee.dx = dx; made.pointee.dy = dy; made.pointee.dz = dz
-        made.pointee.pixdim.1 = dx; made.pointee.pixdim.2 = dy; made.pointee.pixdim.3 = dz
-        made.pointee.qto_xyz = nifti_quatern_to_dmat44(qb, qc, qd, qx, qy, qz, dx, dy, dz, qfac)
-        made.pointee.xyz_units = NIFTI_UNITS_MM
-        made.pointee.cal_min = 0
-        guard nifti_set_filenames(made, temporary, 0, 1) == 0 else {
-            throw NIfTIError.writeFailed("\(path): nifticlib does not accept the name")
-        }
-        nifti_set_debug_level(0)
-        let f = nifti_image_write_hdr_img(made, 2, "wb")
-        guard cnifti_is_null(f) == 0 else {
-            unlink(temporary)
-            throw NIfTIError.writeFailed("\(path) cannot be written (its folder is missing or not writable)")
-        }
-        file = f
-    }
-
-    deinit {
-        if let file {
-            _ = cnifti_close(file)
-            unlink(temporary)
-        }
-        if let nim { nifti_image_free(nim) }
+        writer = try NIfTIVolumeWriter(path: path, columns: columns, rows: rows, slices: slices, affine: affine, voxelType: .uint8,
+                                       description: "LesionAffinity lesion labels")
     }
 
     /// Appends slice k (columns × rows, i fastest), in order.
     /// - Throws: `NIfTIError.writeFailed` on a wrong size, too many slices or an I/O error.
-    public func append(_ labels: [UInt8]) throws {
-        guard let file else { throw NIfTIError.writeFailed("\(path) is already closed") }
-        guard labels.count == columns * rows else { throw NIfTIError.writeFailed("a slice of \(labels.count) voxels, not \(columns)×\(rows)") }
-        guard written < slices else { throw NIfTIError.writeFailed("more than the \(slices) slices of the header") }
-        let n = labels.withUnsafeBytes { nifti_write_buffer(file, $0.baseAddress, Int64($0.count)) }
-        guard n == Int64(labels.count) else { throw NIfTIError.writeFailed("\(path): writing slice \(written + 1) failed") }
-        written += 1
-    }
+    public func append(_ labels: [UInt8]) throws { try writer.append(labels) }
 
     /// Closes the file.
     /// - Throws: `NIfTIError.writeFailed` when fewer slices than the header's were written.
-    public func finish() throws {
-        guard let f = file else { return }
-        file = nil
-        let closed = cnifti_close(f)
-        guard written == slices, closed == 0 else {
-            unlink(temporary)
-            throw NIfTIError.writeFailed(written == slices ? "\(path): closing failed" : "\(path): \(written) of \(slices) slices were written")
-        }
-        // Durable, then visible under its name.
-        let fd = Descriptors.open(temporary, O_RDONLY)
-        if fd >= 0 {
-            _ = fsync(fd)
-            Descriptors.close(fd)
-        }
-        guard rename(temporary, path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(temporary)
-            throw NIfTIError.writeFailed("\(path): rename failed: \(reason)")
-        }
-        let dir = Descriptors.open(URL(fileURLWithPath: path).deletingLastPathComponent().path, O_RDONLY | O_DIRECTORY)
-        if dir >= 0 {
-            _ = fsync(dir)
-            Descriptors.close(dir)
-        }
-    }
+    public func finish() throws { try writer.finish() }
 }

@@ -135,12 +135,18 @@ public struct ImageDecoderPlugin: Sendable {
     public func decode(_ bytes: [UInt8], options: String = "{}") throws -> DecodedImage {
         let g = try geometry(bytes, options: options)
         try checkSize(g, frames: 1, operation: "info")
-        var pixels = [Float](repeating: 0, count: g.width * g.height)
         var info = Self.emptyInfo()
         var error = makeErrorBuffer()
-        let status = bytes.withUnsafeBufferPointer { src in
-            pixels.withUnsafeMutableBufferPointer { dst in
-                table.pointee.decode!(src.baseAddress, src.count, options, dst.baseAddress, dst.count, &info, &error)
+        var status: Int32 = AFFINITY_E_FAILED
+        // Not zero-filled first: a large buffer is fresh pages that cost nothing until the decoder
+        // writes them, so a file the decoder refuses early (a decompression bomb: a small file
+        // naming a huge image) never makes the host touch memory for its size (issue 16). The
+        // decoder writes every pixel when it succeeds (the ABI).
+        let count = g.width * g.height
+        let pixels = bytes.withUnsafeBufferPointer { src in
+            [Float](unsafeUninitializedCapacity: count) { dst, initialized in
+                status = table.pointee.decode!(src.baseAddress, src.count, options, dst.baseAddress, count, &info, &error)
+                initialized = status == AFFINITY_OK ? count : 0
             }
         }
         guard status == AFFINITY_OK else {
@@ -167,12 +173,16 @@ public struct ImageDecoderPlugin: Sendable {
                                          message: "the frames \(frames.lowerBound)..<\(frames.upperBound) are not within the file's \(g.frames) frame(s)")
         }
         try checkSize(g, frames: frames.count, operation: "info")
-        var values = [Float](repeating: 0, count: g.width * g.height * frames.count)
         var info = Self.emptyInfo()
         var error = makeErrorBuffer()
-        let status = bytes.withUnsafeBufferPointer { src in
-            values.withUnsafeMutableBufferPointer { dst in
-                function(src.baseAddress, src.count, options, UInt32(frames.lowerBound), UInt32(frames.count), dst.baseAddress, dst.count, &info, &error)
+        var status: Int32 = AFFINITY_E_FAILED
+        // Not zero-filled first (see `decode`): the decoder writes every value when it succeeds.
+        let count = g.width * g.height * frames.count
+        let values = bytes.withUnsafeBufferPointer { src in
+            [Float](unsafeUninitializedCapacity: count) { dst, initialized in
+                status = function(src.baseAddress, src.count, options, UInt32(frames.lowerBound), UInt32(frames.count), dst.baseAddress, count,
+                                  &info, &error)
+                initialized = status == AFFINITY_OK ? count : 0
             }
         }
         guard status == AFFINITY_OK else {

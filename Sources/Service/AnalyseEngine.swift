@@ -198,7 +198,8 @@ public final class AnalyseEngine: @unchecked Sendable {
     public let store: ModelStore
     public let pool: ModelPool
     private let cond = NSCondition()
-    private var pending: [(ImageSource, AnalyseRequest, UInt64, (Result<AnalysisResult, ServiceError>) -> Void)] = []
+    /// Waiting analyses: source, request, when queued, completion, and who asked (`submit`'s owner).
+    private var pending: [(ImageSource, AnalyseRequest, UInt64, (Result<AnalysisResult, ServiceError>) -> Void, String?)] = []
     private var running = 0
     private var stopped = false
     /// Warm-up requests per worker (index): run by that worker before it takes queued analyses.
@@ -206,6 +207,7 @@ public final class AnalyseEngine: @unchecked Sendable {
     private let workerCount: Int
     private var _limits: ImageLimits
     private var _queueLimit: Int
+    private var _queueLimitPerOwner: Int?
     /// Called (on any thread) when the number of waiting or running analyses changes.
     public var onQueueChange: (@Sendable () -> Void)?
     /// Reads images that are not PNGs (decoder plugins); nil: PNG only.
@@ -243,22 +245,40 @@ public final class AnalyseEngine: @unchecked Sendable {
         set { cond.withLock { _queueLimit = max(0, newValue) } }
     }
 
+    /// The most analyses one owner (one caller: `submit`'s `owner`) may have waiting, so that one
+    /// caller cannot fill the queue for everyone; nil (the default): half of `queueLimit`, at least 1.
+    public var queueLimitPerOwner: Int? {
+        get { cond.withLock { _queueLimitPerOwner } }
+        set { cond.withLock { _queueLimitPerOwner = newValue.map { max(1, $0) } } }
+    }
+
     /// Analyses waiting for a worker.
     public var queueLength: Int { cond.withLock { pending.count } }
     /// Analyses waiting or running.
     public var activeCount: Int { cond.withLock { pending.count + running } }
 
     /// Queues an analysis; `completion` runs on a worker thread.
-    /// - Parameter bypassLimit: for the service's own jobs (batch analysis), which wait instead.
-    /// - Throws: `QueueFull` when `queueLimit` analyses already wait; `Failed` after `stop()`.
-    public func submit(_ source: ImageSource, _ request: AnalyseRequest, bypassLimit: Bool = false,
+    /// - Parameters:
+    ///   - bypassLimit: for the service's own jobs (batch analysis), which wait instead.
+    ///   - owner: who asks (e.g. the caller's user), for `queueLimitPerOwner`; nil: not counted.
+    /// - Throws: `QueueFull` when `queueLimit` analyses already wait, or `owner` already has its
+    ///   share of them waiting; `Failed` after `stop()`.
+    public func submit(_ source: ImageSource, _ request: AnalyseRequest, bypassLimit: Bool = false, owner: String? = nil,
                        completion: @escaping (Result<AnalysisResult, ServiceError>) -> Void) throws {
         try cond.withLock {
             guard !stopped else { throw ServiceError.failed("The service is stopping") }
             if !bypassLimit && pending.count >= _queueLimit {
                 throw ServiceError(.queueFull, "\(pending.count) analyses are already waiting, the limit is \(_queueLimit); try again later")
             }
-            pending.append((source, request, DispatchTime.now().uptimeNanoseconds, completion))
+            if !bypassLimit, let owner {
+                let share = _queueLimitPerOwner ?? max(1, _queueLimit / 2)
+                let mine = pending.reduce(0) { $0 + ($1.4 == owner ? 1 : 0) }
+                if mine >= share {
+                    throw ServiceError(.queueFull, "\(mine) of your analyses are already waiting; one caller may have at most \(share) waiting "
+                                       + "(of \(_queueLimit) for everyone), so that no caller fills the queue; try again when one has finished")
+                }
+            }
+            pending.append((source, request, DispatchTime.now().uptimeNanoseconds, completion, owner))
             cond.signal()
         }
         onQueueChange?()
@@ -368,7 +388,7 @@ public final class AnalyseEngine: @unchecked Sendable {
                 continue
             }
             if stopped && pending.isEmpty { cond.unlock(); return }
-            let (source, request, queued, completion) = pending.removeFirst()
+            let (source, request, queued, completion, _) = pending.removeFirst()
             running += 1
             let limits = _limits
             cond.unlock()

@@ -3,17 +3,27 @@ import Affinity
 import Foundation
 import Imaging
 import NN
+import Scans
 import SystemIO
 import Tensor
 
-/// A value in a job's result (transport-free; the daemon maps `model` to an object path).
+/// A value in a job's result (transport-free; the daemon maps `model` to an object path and
+/// `file` to a sealed memfd).
 public enum JobValue: Sendable, Equatable {
     case string(String)
     case double(Double)
     case uint(UInt64)
+    case int(Int64)
+    case bool(Bool)
     case model(String)
     case list([[String: JobValue]])
     case doubles([Double])
+    case strings([String])
+    case dictionary([String: JobValue])
+    /// A list whose elements are not all dictionaries (nor all numbers or strings).
+    case values([JobValue])
+    /// A file's bytes handed to the client (a label volume).
+    case file(name: String, bytes: [UInt8])
 }
 
 /// One long operation. Properties change on the job's thread; readers take a snapshot.
@@ -34,6 +44,8 @@ public final class Job: @unchecked Sendable {
         public var cancelable: Bool
         public var result: [String: JobValue]
         public var message: String
+        /// How many times the job was resumed (after a daemon restart, or by `JobManager.resume`).
+        public var resumed: Int
     }
 
     public let id: Int
@@ -43,6 +55,7 @@ public final class Job: @unchecked Sendable {
     private let lock = NSLock()
     private var snap: Snapshot
     private var cancelFlag = false
+    private var cancelledByRequest = false
     private var stopFlag = false
     private var observers: [(Snapshot, _ finished: Bool) -> Void] = []
 
@@ -51,7 +64,7 @@ public final class Job: @unchecked Sendable {
         self.operation = operation
         self.startedByUID = startedByUID
         snap = Snapshot(state: .queued, progress: 0, epoch: 0, totalEpochs: totalEpochs, metrics: [:], startTime: 0,
-                        expectedEndTime: 0, cancelable: true, result: [:], message: "")
+                        expectedEndTime: 0, cancelable: true, result: [:], message: "", resumed: 0)
     }
 
     public var snapshot: Snapshot { lock.withLock { snap } }
@@ -68,15 +81,52 @@ public final class Job: @unchecked Sendable {
         lock.withLock {
             switch snap.state {
             case .completed, .failed, .cancelled: return false
-            default: cancelFlag = true; return true
+            default: cancelFlag = true; cancelledByRequest = true; return true
             }
         }
     }
 
-    /// Like `cancel`, for a service shutdown: a training job writes a checkpoint where it stands.
+    /// Like `cancel`, for a service shutdown: a training job writes a checkpoint where it stands
+    /// and is suspended (`suspend`), to resume at the next start; other jobs end as cancelled.
     func stopForShutdown() { lock.withLock { stopFlag = true; cancelFlag = true } }
 
+    private var suspendedFlag = false
+    /// Marks a job that a shutdown stopped without ending it (a training job, after its checkpoint):
+    /// its state stays queued or running, here and in its record, and it resumes at the next start.
+    func suspend() { lock.withLock { suspendedFlag = true } }
+    /// Whether the job ended or a shutdown suspended it.
+    var isSettled: Bool {
+        lock.withLock {
+            switch snap.state { case .completed, .failed, .cancelled: return true; default: return suspendedFlag }
+        }
+    }
+
+    /// Makes the job queued again to resume it: `resumed` counts one more, the message and error of
+    /// its end are cleared, the result says where it resumes (`resumed_from_iteration`).
+    /// - Parameter onlyIfEnded: refuse (false) unless the job is failed or cancelled, checked and
+    ///   changed under one lock, so that two Resume calls cannot both queue it.
+    /// - Returns: whether the job was reopened.
+    func reopen(resumedFrom iteration: Int, onlyIfEnded: Bool) -> Bool {
+        let changed = lock.withLock { () -> (Snapshot, [(Snapshot, Bool) -> Void])? in
+            if onlyIfEnded && snap.state != .failed && snap.state != .cancelled { return nil }
+            snap.state = .queued
+            snap.cancelable = true
+            snap.message = ""
+            snap.expectedEndTime = 0
+            snap.resumed += 1
+            snap.result["error"] = nil
+            snap.result["resumed_from_iteration"] = .uint(UInt64(max(0, iteration)))
+            cancelFlag = false; cancelledByRequest = false; stopFlag = false; suspendedFlag = false
+            return (snap, observers)
+        }
+        guard let (s, obs) = changed else { return false }
+        for o in obs { o(s, false) }
+        return true
+    }
+
     var isCancelRequested: Bool { lock.withLock { cancelFlag } }
+    /// Whether `cancel` was called (a shutdown's stop is not a cancel: a training job resumes after it).
+    var isCancelledByRequest: Bool { lock.withLock { cancelledByRequest } }
     var isShutdownRequested: Bool { lock.withLock { stopFlag } }
     public var isFinished: Bool {
         switch snapshot.state { case .completed, .failed, .cancelled: return true; default: return false }
@@ -140,6 +190,12 @@ public struct TrainingSpec: Sendable {
     public var segmentationFormat: String?
     /// The readers' JSON options (nil: `{"split": split}` for the readers with splits).
     public var dataOptions: String?
+    /// A checkpoint every this many seconds of training as well as at each epoch's end (0: none
+    /// by time; nil: `JobManager.defaultCheckpointInterval`).
+    public var checkpointInterval: Double?
+    /// A checkpoint every this many iterations as well (0: none by count; nil:
+    /// `JobManager.defaultCheckpointIterations`).
+    public var checkpointIterations: Int?
     public init(dataset: URL) { self.dataset = dataset }
 
     /// Whether a dataset-reader plugin reads part of the data set.
@@ -152,6 +208,66 @@ public struct TrainingSpec: Sendable {
             throw ServiceError.invalidArgument("copy_rule must be 'previous' or 'best', not '\(name)'")
         }
         copyRule = rule
+    }
+}
+
+/// A job's options as its record (`runs/<job>/job.json`) keeps them, to resume it after a restart.
+/// Keys that are absent take their defaults, so a record stays readable when options are added.
+extension TrainingSpec: Codable {
+    enum CodingKeys: String, CodingKey {
+        case dataset, split, epochs, imageSize, iterationsPerEpoch, seed, affinities, learningRate, headLearningRate
+        case weightDecay, head, headConfig, copyRule, segmentationStep, name, baseModelID, dataFormat, segmentationFormat
+        case dataOptions, checkpointInterval, checkpointIterations
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(dataset: URL(fileURLWithPath: try c.decode(String.self, forKey: .dataset)))
+        split = try c.decodeIfPresent(String.self, forKey: .split) ?? split
+        epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? epochs
+        imageSize = try c.decodeIfPresent(Int.self, forKey: .imageSize) ?? imageSize
+        iterationsPerEpoch = try c.decodeIfPresent(Int.self, forKey: .iterationsPerEpoch)
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+        affinities = try c.decodeIfPresent(Int.self, forKey: .affinities) ?? affinities
+        learningRate = try c.decodeIfPresent(Float.self, forKey: .learningRate) ?? learningRate
+        headLearningRate = try c.decodeIfPresent(Float.self, forKey: .headLearningRate)
+        weightDecay = try c.decodeIfPresent(Float.self, forKey: .weightDecay) ?? weightDecay
+        head = try c.decodeIfPresent(String.self, forKey: .head) ?? head
+        headConfig = try c.decodeIfPresent(String.self, forKey: .headConfig) ?? headConfig
+        copyRule = try c.decodeIfPresent(CopyRule.self, forKey: .copyRule) ?? copyRule
+        segmentationStep = try c.decodeIfPresent(Bool.self, forKey: .segmentationStep) ?? segmentationStep
+        name = try c.decodeIfPresent(String.self, forKey: .name)
+        baseModelID = try c.decodeIfPresent(String.self, forKey: .baseModelID)
+        dataFormat = try c.decodeIfPresent(String.self, forKey: .dataFormat)
+        segmentationFormat = try c.decodeIfPresent(String.self, forKey: .segmentationFormat)
+        dataOptions = try c.decodeIfPresent(String.self, forKey: .dataOptions)
+        checkpointInterval = try c.decodeIfPresent(Double.self, forKey: .checkpointInterval)
+        checkpointIterations = try c.decodeIfPresent(Int.self, forKey: .checkpointIterations)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(dataset.path, forKey: .dataset)
+        try c.encode(split, forKey: .split)
+        try c.encode(epochs, forKey: .epochs)
+        try c.encode(imageSize, forKey: .imageSize)
+        try c.encodeIfPresent(iterationsPerEpoch, forKey: .iterationsPerEpoch)
+        try c.encode(seed, forKey: .seed)
+        try c.encode(affinities, forKey: .affinities)
+        try c.encode(learningRate, forKey: .learningRate)
+        try c.encodeIfPresent(headLearningRate, forKey: .headLearningRate)
+        try c.encode(weightDecay, forKey: .weightDecay)
+        try c.encode(head, forKey: .head)
+        try c.encode(headConfig, forKey: .headConfig)
+        try c.encode(copyRule, forKey: .copyRule)
+        try c.encode(segmentationStep, forKey: .segmentationStep)
+        try c.encodeIfPresent(name, forKey: .name)
+        try c.encodeIfPresent(baseModelID, forKey: .baseModelID)
+        try c.encodeIfPresent(dataFormat, forKey: .dataFormat)
+        try c.encodeIfPresent(segmentationFormat, forKey: .segmentationFormat)
+        try c.encodeIfPresent(dataOptions, forKey: .dataOptions)
+        try c.encodeIfPresent(checkpointInterval, forKey: .checkpointInterval)
+        try c.encodeIfPresent(checkpointIterations, forKey: .checkpointIterations)
     }
 }
 
@@ -192,8 +308,12 @@ private struct JobData {
 
 /// Runs jobs: training jobs (Train, Finetune) one at a time on one thread, in order; batch analyses
 /// on their own threads through the analyse engine. Each training job keeps `runs/<job>/`:
-/// `job.json` (its state), `checkpoint.safetensors` (written atomically after every epoch and on
-/// shutdown) and `metrics.jsonl` (one line per epoch). At the end the model is published to the store.
+/// `job.json` (its state and options), `checkpoint.safetensors` (written atomically at every epoch's
+/// end, every checkpoint interval, on cancel and on shutdown: model, Adam's moments, trainer
+/// position and generator states) and `metrics.jsonl` (one line per epoch). At the end the model
+/// is published to the store. A training job the daemon stopped or lost (SIGTERM, a crash) resumes
+/// from its last checkpoint: at the next start (`autoResume`, `resumeInterruptedJobs`) or on
+/// request (`resume`), and ends as the same run uninterrupted would have.
 public final class JobManager: @unchecked Sendable {
     public let store: ModelStore
     public let engine: AnalyseEngine
@@ -204,6 +324,17 @@ public final class JobManager: @unchecked Sendable {
     private var nextID = 1
     private var trainingQueue: [(Job, TrainingSpec, JobData?)] = []
     private var stopping = false
+    /// What a training job needs to run again, by job id (under `cond`).
+    private var runs: [Int: TrainingRun] = [:]
+    /// Interrupted training jobs found at start, for `resumeInterruptedJobs` (under `cond`).
+    private var interruptedAtStart: [Int] = []
+    /// Whether training jobs found interrupted at start are resumed (`resumeInterruptedJobs`) or
+    /// reported as failed (and left for `resume`).
+    public let autoResume: Bool
+    /// A training job's checkpoint interval in seconds when its spec sets none (0: by time never).
+    public var defaultCheckpointInterval: Double = 900
+    /// A training job's checkpoint every-N-iterations when its spec sets none (0: never by count).
+    public var defaultCheckpointIterations = 0
     /// Called when a job is created (before it starts).
     public var onJobCreated: ((Job) -> Void)?
     /// Called when a model is published by a job.
@@ -217,11 +348,15 @@ public final class JobManager: @unchecked Sendable {
     /// entries are not errors but come back in `skipped`.
     public var dataReader: ((TrainingSpec) throws -> ReaderTrainingData)?
 
-    /// Reads the jobs of earlier runs from `runs/*/job.json`: a job recorded as queued or running
-    /// (the daemon stopped or crashed) is reported as failed; its last checkpoint stays.
-    public init(store: ModelStore, engine: AnalyseEngine) {
+    /// Reads the jobs of earlier runs from `runs/*/job.json`. A training job recorded as queued or
+    /// running was interrupted (the daemon stopped or crashed while it ran): with `autoResume` it
+    /// stays so until `resumeInterruptedJobs()` queues it again; without, or when its record lacks
+    /// its options (an earlier affinityd's), it is reported as failed, its checkpoint kept (and
+    /// `resume` continues it).
+    public init(store: ModelStore, engine: AnalyseEngine, autoResume: Bool = false) {
         self.store = store
         self.engine = engine
+        self.autoResume = autoResume
         try? FileManager.default.createDirectory(at: runsDirectory, withIntermediateDirectories: true)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: runsDirectory.path)) ?? []
         for name in names {
@@ -229,30 +364,166 @@ public final class JobManager: @unchecked Sendable {
             nextID = max(nextID, n + 1)
             removeAtomicWriteLeftovers(in: runsDirectory.appendingPathComponent(name))
             guard let data = try? Data(contentsOf: runsDirectory.appendingPathComponent(name).appendingPathComponent("job.json")),
-                  let rec = try? JSONDecoder().decode(JobRecord.self, from: data) else { continue }
+                  var rec = try? JSONDecoder().decode(JobRecord.self, from: data) else { continue }
             let job = Job(id: n, operation: rec.operation, startedByUID: rec.uid, totalEpochs: rec.totalEpochs)
             let state = Job.State(rawValue: rec.state) ?? .failed
+            let training = Self.isTraining(rec.operation)
+            if training && (state == .queued || state == .running) {
+                // The checkpoint's own header says where it stands (the record may lag by one
+                // checkpoint: a kill between the two writes); the record alone says that one was written.
+                rec.checkpointIteration = Self.checkpointIteration(n, recorded: rec.checkpointIteration, in: runsDirectory)
+            }
             job.update { s in
                 s.epoch = rec.epoch; s.progress = rec.progress; s.metrics = rec.metrics; s.startTime = rec.startTime
                 s.state = state
+                s.resumed = rec.resumed ?? 0
+                if training { s.result["run_directory"] = .string(runDirectory(n).path) }
+                if let k = rec.checkpointIteration { s.result["checkpoint_iteration"] = .uint(UInt64(k)) }
+                if let k = rec.resumedFromIteration { s.result["resumed_from_iteration"] = .uint(UInt64(k)) }
             }
+            if training { runs[n] = TrainingRun(spec: rec.spec, checkpointIteration: rec.checkpointIteration) }
             var result: [String: JobValue] = [:]
             if let m = rec.model { result["model"] = .model(m) }
+            if let e = rec.error { result["error"] = .string(e) }
             if state == .queued || state == .running {
-                job.finish(.failed, message: "The daemon stopped while this job ran; its last checkpoint is kept in runs/\(n)/.")
-                record(job)  // job.json says failed too, not still running
+                if autoResume && training && rec.spec != nil {
+                    interruptedAtStart.append(n)  // as recorded until resumeInterruptedJobs() queues it
+                } else {
+                    job.finish(.failed, message: interruptedMessage(n, rec),
+                               result: ["error": .string("org.lesionaffinity.Affinity1.Error.\(ServiceError.Kind.failed.rawValue)")])
+                    record(job)  // job.json says failed too, not still running
+                }
             } else {
                 job.finish(state, message: rec.message, result: result)
             }
+            if training { job.observe { [weak self] _, finished in if finished { self?.record(job) } } }
             jobs[n] = job
             order.append(n)
         }
         order.sort()
+        interruptedAtStart.sort()
         let t = Thread { [weak self] in self?.trainingLoop() }
         t.name = "training"
         t.stackSize = 16 << 20
         t.start()
     }
+
+    /// Why an interrupted training job that is not resumed at start failed (its record's message).
+    private func interruptedMessage(_ n: Int, _ rec: JobRecord) -> String {
+        let dir = runDirectory(n).path
+        guard rec.spec != nil else {
+            return "The daemon stopped while this job ran; its last checkpoint is kept in \(dir)/ (recorded by an earlier affinityd without its options: it cannot be resumed)."
+        }
+        if let k = rec.checkpointIteration {
+            return "The daemon stopped while this job ran; its last checkpoint (iteration \(k)) is kept in \(dir)/, and Resume continues from it."
+        }
+        return "The daemon stopped while this job ran, before its first checkpoint; Resume starts it again."
+    }
+
+    /// Queues the training jobs that `init` found interrupted (with `autoResume`), in id order, to
+    /// continue from their last checkpoints; each keeps its id, counts one more `resumed`, and is
+    /// logged. Call it once, after setting the hooks (`log`, `dataReader`, `onModelPublished`) and
+    /// before taking new jobs. Nothing is read here: a job whose checkpoint, data set or base model
+    /// is gone fails when its turn comes, with the reason, and the rest go on.
+    public func resumeInterruptedJobs() {
+        let ids = cond.withLock { () -> [Int] in
+            defer { interruptedAtStart = [] }
+            return interruptedAtStart
+        }
+        for id in ids {
+            guard let job = job(id), let run = cond.withLock({ runs[id] }), let spec = run.spec else { continue }
+            _ = job.reopen(resumedFrom: run.checkpointIteration ?? 0, onlyIfEnded: false)
+            record(job)
+            let from = run.checkpointIteration.map { "from its checkpoint at iteration \($0)" } ?? "from the start (it had written no checkpoint)"
+            log?(5, "Job \(id) (\(job.operation)) was interrupted when the daemon stopped; resuming it \(from), resume \(job.snapshot.resumed).", id)
+            enqueue(job, spec, nil)
+        }
+    }
+
+    /// Job.Resume: queues a failed or cancelled training job again, to continue from its last
+    /// checkpoint (from the start when it wrote none), keeping its id. Everything is checked first:
+    /// on an error the job stays as it was (and its files stay: a later call may succeed).
+    /// - Throws: `InvalidArgument` (not a training job); `Failed` (completed, queued or running,
+    ///   recorded without its options, its checkpoint missing or damaged, the service stopping);
+    ///   `ModelNotFound` (a fine-tune's base model is gone); `DatasetInvalid` (the data set is gone
+    ///   or broken).
+    public func resume(_ job: Job) throws {
+        guard Self.isTraining(job.operation) else {
+            throw ServiceError.invalidArgument("Job \(job.id) is an \(job.operation) job; only training jobs (train, finetune) can be resumed")
+        }
+        switch job.snapshot.state {
+        case .completed: throw ServiceError.failed("Job \(job.id) has completed; there is nothing to resume")
+        case .queued, .running: throw ServiceError.failed("Job \(job.id) is \(job.snapshot.state.rawValue); only a failed or cancelled job can be resumed")
+        case .failed, .cancelled: break
+        }
+        let (run, isStopping) = cond.withLock { (runs[job.id], stopping) }
+        guard !isStopping else { throw ServiceError.failed("The service is stopping") }
+        guard let spec = run?.spec else {
+            throw ServiceError.failed("Job \(job.id) was recorded by an earlier affinityd without its training options; it cannot be resumed (start a new job with Train)")
+        }
+        if let base = spec.baseModelID, store.card(base) == nil {
+            throw ServiceError.modelNotFound("The base model '\(base)' of job \(job.id) is no longer in the store")
+        }
+        let data = try jobData(spec)
+        let from = try checkedCheckpoint(job.id, recorded: run?.checkpointIteration)
+        guard job.reopen(resumedFrom: from ?? 0, onlyIfEnded: true) else {
+            throw ServiceError.failed("Job \(job.id) is \(job.snapshot.state.rawValue); only a failed or cancelled job can be resumed")
+        }
+        record(job)
+        log?(5, "Job \(job.id) (\(job.operation)) resumed on request " + (from.map { "from its checkpoint at iteration \($0)" } ?? "from the start (it has no checkpoint)")
+             + ", resume \(job.snapshot.resumed).", job.id)
+        enqueue(job, spec, spec.usesReaders ? data : nil)
+    }
+
+    /// Appends a training job to the queue; while the service stops, suspends it instead (it stays
+    /// queued in its record and resumes at the next start).
+    private func enqueue(_ job: Job, _ spec: TrainingSpec, _ data: JobData?) {
+        let queued = cond.withLock { () -> Bool in
+            guard !stopping else { return false }
+            trainingQueue.append((job, spec, data))
+            cond.signal()
+            return true
+        }
+        if !queued { job.suspend() }
+    }
+
+    /// The iteration a training job resumes at: its checkpoint's, read and checked (checksum,
+    /// trainer state); nil when it has none and none was recorded (it starts from the beginning).
+    /// - Throws: `Failed` naming the file when a recorded checkpoint is missing or one is damaged.
+    private func checkedCheckpoint(_ id: Int, recorded: Int?) throws -> Int? {
+        let url = checkpointURL(id)
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            if let k = recorded {
+                throw ServiceError.failed("The checkpoint \(url.path) (iteration \(k)) is missing; the job cannot continue where it stopped")
+            }
+            return nil
+        }
+        do { return try OneShotTrainer.checkpointState(url).totalIterations } catch {
+            throw ServiceError.failed("The checkpoint \(url.path) cannot be resumed from: \(Self.checkpointProblem(error))")
+        }
+    }
+
+    /// A checkpoint error as a phrase for a sentence.
+    static func checkpointProblem(_ error: Error) -> String {
+        switch error {
+        case TrainingError.badCheckpoint(let why): return why
+        case let e as CheckpointError: return e.description
+        default: return String(describing: error)
+        }
+    }
+
+    /// The iteration of job `n`'s checkpoint as its header says (read without the tensors), else
+    /// `recorded` (the file is missing or unreadable: the resume reports it).
+    static func checkpointIteration(_ n: Int, recorded: Int?, in runs: URL) -> Int? {
+        let url = runs.appendingPathComponent(String(n)).appendingPathComponent("checkpoint.safetensors")
+        guard FileManager.default.fileExists(atPath: url.path), let st = try? OneShotTrainer.checkpointHeaderState(url) else { return recorded }
+        return max(st.totalIterations, recorded ?? 0)
+    }
+
+    /// Whether jobs of this operation are training jobs (recorded, resumable).
+    static func isTraining(_ operation: String) -> Bool { operation == "train" || operation == "finetune" }
+
+    func checkpointURL(_ id: Int) -> URL { runDirectory(id).appendingPathComponent("checkpoint.safetensors") }
 
     /// Every job, in id order.
     public var allJobs: [Job] { cond.withLock { order.compactMap { jobs[$0] } } }
@@ -260,8 +531,20 @@ public final class JobManager: @unchecked Sendable {
     /// Whether a job is queued or running.
     public var hasActiveJobs: Bool { allJobs.contains { !$0.isFinished } }
 
+    /// The most jobs one user may have queued or running at once (0: no limit), so that one caller
+    /// cannot fill the service with jobs (batch and scan jobs each run a thread): past it a new job
+    /// is refused with `QueueFull`.
+    public var maxActiveJobsPerUser = 8
+
     private func makeJob(_ operation: String, uid: UInt32, epochs: Int) throws -> Job {
-        try cond.withLock {
+        // Counted outside `cond` (a job's state has its own lock).
+        if maxActiveJobsPerUser > 0 {
+            let active = allJobs.filter { $0.startedByUID == uid && !$0.isFinished }.count
+            if active >= maxActiveJobsPerUser {
+                throw ServiceError(.queueFull, "You already have \(active) jobs queued or running; one user may have at most \(maxActiveJobsPerUser) at a time. Wait for one to finish or cancel one")
+            }
+        }
+        return try cond.withLock {
             guard !stopping else { throw ServiceError.failed("The service is stopping") }
             let job = Job(id: nextID, operation: operation, startedByUID: uid, totalEpochs: epochs)
             nextID += 1
@@ -274,6 +557,14 @@ public final class JobManager: @unchecked Sendable {
     /// Validates the data set (and the base model for Finetune) and queues a training job.
     /// - Throws: `DatasetInvalid`, `ModelNotFound`, `InvalidArgument` before any job exists.
     public func startTraining(_ spec: TrainingSpec, uid: UInt32) throws -> Job {
+        var spec = spec
+        if let i = spec.checkpointInterval, !(i >= 0 && i <= 7 * 86400) {
+            throw ServiceError.invalidArgument("checkpoint_interval must be between 0 and 604800 seconds, got \(i)")
+        }
+        if let n = spec.checkpointIterations, n < 0 { throw ServiceError.invalidArgument("checkpoint_iterations must not be negative") }
+        // The defaults as they are now: the record keeps them for a resume after a restart.
+        spec.checkpointInterval = spec.checkpointInterval ?? defaultCheckpointInterval
+        spec.checkpointIterations = spec.checkpointIterations ?? defaultCheckpointIterations
         guard spec.epochs >= 1, spec.epochs <= 10000 else { throw ServiceError.invalidArgument("epochs must be between 1 and 10000, got \(spec.epochs)") }
         if let n = spec.iterationsPerEpoch, n < 1 { throw ServiceError.invalidArgument("iterations_per_epoch must be at least 1") }
         guard spec.affinities >= 1, spec.affinities <= 4096 else { throw ServiceError.invalidArgument("affinities must be between 1 and 4096") }
@@ -297,6 +588,7 @@ public final class JobManager: @unchecked Sendable {
         let job = try makeJob(spec.baseModelID == nil ? "train" : "finetune", uid: uid, epochs: spec.epochs)
         job.update { $0.result["run_directory"] = .string(runDirectory(job.id).path) }
         try? FileManager.default.createDirectory(at: runDirectory(job.id), withIntermediateDirectories: true)
+        cond.withLock { runs[job.id] = TrainingRun(spec: spec) }
         record(job)
         job.observe { [weak self] _, finished in if finished { self?.record(job) } }
         onJobCreated?(job)
@@ -309,10 +601,7 @@ public final class JobManager: @unchecked Sendable {
             if data.skipped.count > 20 { log?(4, "Job \(job.id): and \(data.skipped.count - 20) more broken entries skipped.", job.id) }
             job.update { $0.result["skipped_entries"] = .uint(UInt64(data.skipped.count)) }
         }
-        cond.withLock {
-            trainingQueue.append((job, spec, spec.usesReaders ? data : nil))
-            cond.signal()
-        }
+        enqueue(job, spec, spec.usesReaders ? data : nil)
         return job
     }
 
@@ -378,7 +667,86 @@ public final class JobManager: @unchecked Sendable {
         return job
     }
 
-    /// Cancels every job and waits until they end (training jobs write a checkpoint first).
+    /// What an AnalyseScan job reads and writes.
+    public struct ScanJob {
+        public var series: AssembledSeries
+        public var setAside: [SetAside]
+        public var reader: ScanSliceReader
+        public var request: ScanRequest
+        /// Receives the label volume (nil: none is made).
+        public var sink: LabelVolumeSink?
+        /// Called once the analysis has succeeded: the label volume's name and bytes for the result.
+        public var labelVolume: (() throws -> (name: String, bytes: [UInt8]))?
+        /// Gives the result the names the client knows (descriptor paths → its file names).
+        public var rename: ((ScanResult) -> ScanResult)?
+        /// Kept until the job ends (the client's descriptors); `cleanup` runs then.
+        public var keepAlive: Any?
+        public var cleanup: (() -> Void)?
+        public init(series: AssembledSeries, setAside: [SetAside], reader: ScanSliceReader, request: ScanRequest) {
+            self.series = series
+            self.setAside = setAside
+            self.reader = reader
+            self.request = request
+        }
+    }
+
+    /// Queues a whole-scan analysis (operation "analyse-scan"): progress per slice, cancellable
+    /// between slices; the result holds the `ScanResult`'s keys (as its JSON has them) and, with a
+    /// sink, `label_volume` (the file).
+    /// - Throws: `ModelNotReady` without a model; `Failed` while the service stops.
+    public func startScan(_ scan: ScanJob, uid: UInt32) throws -> Job {
+        guard scan.request.modelID != nil || store.defaultModelID != nil else {
+            throw ServiceError(.modelNotReady, "No model is installed; import one with ImportModel or train one")
+        }
+        let job = try makeJob("analyse-scan", uid: uid, epochs: 1)
+        onJobCreated?(job)
+        let t = Thread { [weak self] in
+            defer { scan.cleanup?() }
+            guard let self else { return }
+            withExtendedLifetime(scan.keepAlive) { self.runScan(job, scan) }
+        }
+        t.name = "scan-\(job.id)"
+        t.start()
+        return job
+    }
+
+    private func runScan(_ job: Job, _ scan: ScanJob) {
+        let start = unixMicroseconds()
+        let total = scan.series.count
+        job.update { $0.state = .running; $0.startTime = start; $0.metrics = ["slices_done": 0, "slice_count": Double(total)] }
+        do {
+            var result = try ScanAnalyser(engine: engine).analyse(
+                scan.series, setAside: scan.setAside, reader: scan.reader, request: scan.request, sink: scan.sink,
+                progress: { done, count in
+                    let fraction = Double(done) / Double(max(1, count))
+                    let elapsed = Double(unixMicroseconds() - start)
+                    job.update { s in
+                        s.progress = fraction
+                        s.metrics = ["slices_done": Double(done), "slice_count": Double(count)]
+                        s.expectedEndTime = fraction > 0 ? start + UInt64(elapsed / fraction) : 0
+                    }
+                },
+                isCancelled: { job.isCancelRequested })
+            if let rename = scan.rename { result = rename(result) }
+            var values = try JobValueEncoder().encodeDictionary(result)
+            values["model"] = .model(result.modelID)
+            if let label = scan.labelVolume {
+                let (name, bytes) = try label()
+                values["label_volume"] = .file(name: name, bytes: bytes)
+            }
+            let v = result.verdict
+            job.finish(.completed, message: "Analysed \(result.analysedSlices) of \(result.sliceCount) slices: \(v.className) (\(v.rule)), \(String(format: "%.1f", result.opacityPercent))% opacity.",
+                       result: values)
+        } catch {
+            let e = ServiceError(error)
+            job.finish(e.kind == .cancelled ? .cancelled : .failed, message: e.message,
+                       result: ["error": .string("org.lesionaffinity.Affinity1.Error.\(e.kind.rawValue)")])
+        }
+    }
+
+    /// Cancels every job and waits until they end, at most `timeout` seconds; training jobs instead
+    /// write a checkpoint where they stand and are suspended (queued and running in their records),
+    /// to resume at the next start.
     public func shutdown(timeout: TimeInterval = 60) {
         let all = cond.withLock { () -> [Job] in
             stopping = true
@@ -387,7 +755,7 @@ public final class JobManager: @unchecked Sendable {
         }
         for j in all where !j.isFinished { j.stopForShutdown() }
         let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline && all.contains(where: { !$0.isFinished }) { usleep(20_000) }
+        while Date() < deadline && all.contains(where: { !$0.isSettled }) { usleep(20_000) }
     }
 
     func runDirectory(_ id: Int) -> URL { runsDirectory.appendingPathComponent(String(id)) }
@@ -449,7 +817,12 @@ public final class JobManager: @unchecked Sendable {
             while trainingQueue.isEmpty && !stopping { cond.wait() }
             if trainingQueue.isEmpty { cond.unlock(); return }
             let (job, spec, data) = trainingQueue.removeFirst()
+            let serviceStopping = stopping
             cond.unlock()
+            if (serviceStopping || job.isShutdownRequested) && !job.isCancelledByRequest {
+                job.suspend()  // queued in its record: it starts at the next start
+                continue
+            }
             if job.isCancelRequested {
                 job.finish(.cancelled, message: "Cancelled before it started.")
                 continue
@@ -459,14 +832,21 @@ public final class JobManager: @unchecked Sendable {
     }
 
     /// Runs a training job on `prepared` (the data read when the job was queued) or, without it,
-    /// on its data set opened again.
+    /// on its data set opened again; from its checkpoint when its run directory has one (a resumed
+    /// job). Checkpoints are written at each epoch's end, every `checkpointInterval` seconds and
+    /// every `checkpointIterations` iterations, and where it stands when it is cancelled or the
+    /// service stops (then it is suspended, to resume at the next start).
     private func runTraining(_ job: Job, _ spec: TrainingSpec, _ prepared: JobData?) {
-        let start = unixMicroseconds()
+        let sessionStart = unixMicroseconds()
         let dir = runDirectory(job.id)
-        let checkpoint = dir.appendingPathComponent("checkpoint.safetensors")
-        job.update { $0.state = .running; $0.startTime = start }
+        let checkpoint = checkpointURL(job.id)
+        let recorded = cond.withLock { runs[job.id]?.checkpointIteration }
+        job.update { s in
+            s.state = .running
+            if s.startTime == 0 { s.startTime = sessionStart }  // a resumed job keeps its first start
+        }
         record(job)
-        log?(6, "Job \(job.id) (\(job.operation)) started on \(spec.dataset.path).", job.id)
+        log?(6, "Job \(job.id) (\(job.operation)) \(job.snapshot.resumed > 0 ? "continues" : "started") on \(spec.dataset.path).", job.id)
         do {
             let jobData = try prepared ?? self.jobData(spec)
             let data = jobData.data
@@ -494,22 +874,64 @@ public final class JobManager: @unchecked Sendable {
             let trainer = try OneShotTrainer(model: model, data: data, config: config)
             let perEpoch = data.classificationCount
             let total = perEpoch * spec.epochs
-            var metricsLines = ""
+            // A resumed job continues exactly where its checkpoint was taken: weights, Adam's
+            // moments, the epoch's order, the position in it and the generators' states.
+            if FileManager.default.fileExists(atPath: checkpoint.path) {
+                do { try trainer.resume(from: checkpoint) } catch {
+                    throw ServiceError.failed("The checkpoint \(checkpoint.path) cannot be resumed from: \(Self.checkpointProblem(error))")
+                }
+                let k = trainer.state.totalIterations
+                job.update { s in
+                    s.result["resumed_from_iteration"] = .uint(UInt64(k))
+                    s.epoch = trainer.state.epoch
+                    s.progress = min(1, Double(k) / Double(max(total, 1)))
+                    s.metrics["iteration"] = Double(k)
+                }
+                cond.withLock { runs[job.id]?.checkpointIteration = k }
+                log?(5, "Job \(job.id) resumed from iteration \(k) of \(total) (epoch \(min(trainer.state.epoch + 1, spec.epochs)) of \(spec.epochs)).", job.id)
+            } else if let k = recorded {
+                throw ServiceError.failed("The checkpoint \(checkpoint.path) (iteration \(k)) is missing; the job cannot continue where it stopped")
+            }
+            let firstIteration = trainer.state.totalIterations
+            var metricsLines = Self.metricsLines(existing: dir.appendingPathComponent("metrics.jsonl"), state: trainer.state)
+            let interval = spec.checkpointInterval ?? defaultCheckpointInterval
+            let every = spec.checkpointIterations ?? defaultCheckpointIterations
+            var lastCheckpointTime = Date()
+            var checkpointedAt = FileManager.default.fileExists(atPath: checkpoint.path) ? firstIteration : -1
+            func writeCheckpoint() throws {
+                try trainer.saveCheckpoint(to: checkpoint, extraMetadata: ["job": String(job.id)])
+                let k = trainer.state.totalIterations
+                checkpointedAt = k
+                lastCheckpointTime = Date()
+                cond.withLock { runs[job.id]?.checkpointIteration = k }
+                job.update { $0.result["checkpoint_iteration"] = .uint(UInt64(k)) }
+                record(job)  // before the progress is reported: the record knows the checkpoint first
+            }
             while !trainer.isFinished {
                 if job.isCancelRequested {
-                    if job.isShutdownRequested {
-                        try trainer.saveCheckpoint(to: checkpoint, extraMetadata: ["job": String(job.id)])
-                        job.finish(.cancelled, message: "Stopped by a service shutdown at iteration \(trainer.state.totalIterations) of \(total); a checkpoint was written.")
+                    let k = trainer.state.totalIterations
+                    if k != checkpointedAt { try writeCheckpoint() }
+                    if job.isShutdownRequested && !job.isCancelledByRequest {
+                        record(job)  // still running in job.json: it resumes at the next start
+                        job.suspend()
+                        log?(5, "Job \(job.id) stopped by the service shutdown at iteration \(k) of \(total); its checkpoint is written and it resumes at the next start.", job.id)
                     } else {
-                        job.finish(.cancelled, message: "Cancelled at iteration \(trainer.state.totalIterations) of \(total); the last epoch checkpoint is kept.")
+                        job.finish(.cancelled, message: "Cancelled at iteration \(k) of \(total); its checkpoint is kept and Resume continues from it.")
+                        log?(5, "Job \(job.id) cancelled at iteration \(k) of \(total).", job.id)
                     }
-                    log?(5, "Job \(job.id) cancelled.", job.id)
                     return
                 }
                 let r = try trainer.step()
                 let done = trainer.state.totalIterations
-                let elapsed = Double(unixMicroseconds() - start)
+                let epochEnded = trainer.state.iteration == 0
+                // The checkpoint first: once Metrics says iteration k, a checkpoint of k exists (when
+                // one was due), and a kill loses nothing that was reported.
+                if epochEnded || (every > 0 && done % every == 0) || (interval > 0 && Date().timeIntervalSince(lastCheckpointTime) >= interval) {
+                    try writeCheckpoint()
+                }
+                let now = unixMicroseconds()
                 let fraction = Double(done) / Double(max(total, 1))
+                let rate = Double(now - sessionStart) / Double(max(done - firstIteration, 1))  // µs per iteration, this session
                 job.update { s in
                     s.progress = min(1, fraction)
                     s.epoch = trainer.state.epoch
@@ -517,14 +939,14 @@ public final class JobManager: @unchecked Sendable {
                     if let seg = r.segmentation { s.metrics["loss_segmentation"] = seg.total }
                     s.metrics["iteration"] = Double(done)
                     s.metrics["copies"] = Double(trainer.state.copies)
-                    s.expectedEndTime = start + UInt64(elapsed / max(fraction, 1e-9))
+                    s.expectedEndTime = now + UInt64(rate * Double(max(total - done, 0)))
                 }
-                if trainer.state.iteration == 0 {  // an epoch just ended
+                if epochEnded {
                     let e = trainer.state.epoch - 1
-                    try trainer.saveCheckpoint(to: checkpoint, extraMetadata: ["job": String(job.id)])
-                    let line = "{\"epoch\": \(e + 1), \"loss_total\": \(trainer.state.epochTotals[e]), \"loss_segmentation\": \(trainer.state.epochSeg[e]), \"loss_classification\": \(trainer.state.epochCls[e]), \"copies\": \(trainer.state.copies)}\n"
-                    metricsLines += line
-                    try CheckpointError.mappingFileErrors { try AtomicFile.write(Data(metricsLines.utf8), to: dir.appendingPathComponent("metrics.jsonl")) }
+                    metricsLines.append(Self.metricsLine(epoch: e, trainer.state))
+                    try CheckpointError.mappingFileErrors {
+                        try AtomicFile.write(Data(metricsLines.joined().utf8), to: dir.appendingPathComponent("metrics.jsonl"))
+                    }
                     job.update { s in
                         s.metrics["epoch_loss_total"] = trainer.state.epochTotals[e]
                         s.metrics["epoch_loss_segmentation"] = trainer.state.epochSeg[e]
@@ -532,6 +954,8 @@ public final class JobManager: @unchecked Sendable {
                     }
                     record(job)
                     log?(6, "Job \(job.id): epoch \(e + 1)/\(spec.epochs), L_total \(trainer.state.epochTotals[e]).", job.id)
+                } else if checkpointedAt == done {
+                    log?(7, "Job \(job.id): checkpoint at iteration \(done) of \(total).", job.id)
                 }
             }
             // Publish: the model file is written in the run directory, then imported into the store.
@@ -579,20 +1003,97 @@ public final class JobManager: @unchecked Sendable {
         }
     }
 
+    /// A training job's `job.json`. The fields after `model` were added for resuming (issue 23): an
+    /// older record decodes without them (and its job cannot be resumed: its options are unknown).
     struct JobRecord: Codable {
         var operation: String, uid: UInt32, state: String, epoch: Int, totalEpochs: Int, progress: Double
         var metrics: [String: Double], startTime: UInt64, message: String, model: String?
+        /// The job's options (checkpoint defaults resolved), to run it again.
+        var spec: TrainingSpec? = nil
+        /// How many times it was resumed.
+        var resumed: Int? = nil
+        /// The run's total iterations at its last checkpoint (nil: none written).
+        var checkpointIteration: Int? = nil
+        /// Where its latest resume continued from.
+        var resumedFromIteration: Int? = nil
+        /// The error name of a failed job.
+        var error: String? = nil
+
+        enum CodingKeys: String, CodingKey {
+            case operation, uid, state, epoch, totalEpochs, progress, metrics, startTime, message, model
+            case spec, resumed, checkpointIteration, resumedFromIteration, error
+        }
+
+        init(operation: String, uid: UInt32, state: String, epoch: Int, totalEpochs: Int, progress: Double,
+             metrics: [String: Double], startTime: UInt64, message: String, model: String?) {
+            self.operation = operation; self.uid = uid; self.state = state; self.epoch = epoch; self.totalEpochs = totalEpochs
+            self.progress = progress; self.metrics = metrics; self.startTime = startTime; self.message = message; self.model = model
+        }
+
+        init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            operation = try c.decode(String.self, forKey: .operation)
+            uid = try c.decode(UInt32.self, forKey: .uid)
+            state = try c.decode(String.self, forKey: .state)
+            epoch = try c.decode(Int.self, forKey: .epoch)
+            totalEpochs = try c.decode(Int.self, forKey: .totalEpochs)
+            progress = try c.decode(Double.self, forKey: .progress)
+            metrics = try c.decode([String: Double].self, forKey: .metrics)
+            startTime = try c.decode(UInt64.self, forKey: .startTime)
+            message = try c.decode(String.self, forKey: .message)
+            model = try c.decodeIfPresent(String.self, forKey: .model)
+            // Options that do not decode leave the job listed but not resumable (never unlisted).
+            spec = try? c.decodeIfPresent(TrainingSpec.self, forKey: .spec)
+            resumed = try? c.decodeIfPresent(Int.self, forKey: .resumed)
+            checkpointIteration = try? c.decodeIfPresent(Int.self, forKey: .checkpointIteration)
+            resumedFromIteration = try? c.decodeIfPresent(Int.self, forKey: .resumedFromIteration)
+            error = try? c.decodeIfPresent(String.self, forKey: .error)
+        }
     }
 
+    /// What a training job needs to run again besides its `Job`.
+    struct TrainingRun {
+        var spec: TrainingSpec?
+        /// The run's total iterations at its last checkpoint (nil: none written yet).
+        var checkpointIteration: Int? = nil
+    }
+
+    /// Serialises the writes of `job.json` (each writes the snapshot taken under it: the last write
+    /// is the newest state).
+    private let recordLock = NSLock()
+
     private func record(_ job: Job) {
-        guard job.operation != "analyse-batch" else { return }
-        let s = job.snapshot
-        var model: String? = nil
-        if case .model(let m)? = s.result["model"] { model = m }
-        let rec = JobRecord(operation: job.operation, uid: job.startedByUID, state: s.state.rawValue, epoch: s.epoch,
-                            totalEpochs: s.totalEpochs, progress: s.progress, metrics: s.metrics, startTime: s.startTime,
-                            message: s.message, model: model)
-        guard let data = try? JSONEncoder().encode(rec) else { return }
-        try? AtomicFile.write(data, to: runDirectory(job.id).appendingPathComponent("job.json"))
+        guard job.operation != "analyse-batch" && job.operation != "analyse-scan" else { return }
+        let run = cond.withLock { runs[job.id] }
+        recordLock.withLock {
+            let s = job.snapshot
+            var model: String? = nil
+            if case .model(let m)? = s.result["model"] { model = m }
+            var rec = JobRecord(operation: job.operation, uid: job.startedByUID, state: s.state.rawValue, epoch: s.epoch,
+                                totalEpochs: s.totalEpochs, progress: s.progress, metrics: s.metrics, startTime: s.startTime,
+                                message: s.message, model: model)
+            rec.spec = run?.spec
+            rec.resumed = s.resumed
+            rec.checkpointIteration = run?.checkpointIteration
+            if case .uint(let k)? = s.result["resumed_from_iteration"] { rec.resumedFromIteration = Int(k) }
+            if case .string(let e)? = s.result["error"] { rec.error = e }
+            guard let data = try? JSONEncoder().encode(rec) else { return }
+            try? AtomicFile.write(data, to: runDirectory(job.id).appendingPathComponent("job.json"))
+        }
+    }
+
+    /// One `metrics.jsonl` line: epoch `e`'s mean losses and the copies so far.
+    static func metricsLine(epoch e: Int, _ state: TrainerState) -> String {
+        "{\"epoch\": \(e + 1), \"loss_total\": \(state.epochTotals[e]), \"loss_segmentation\": \(state.epochSeg[e]), \"loss_classification\": \(state.epochCls[e]), \"copies\": \(state.copies)}\n"
+    }
+
+    /// The `metrics.jsonl` lines of the epochs a (resumed) trainer state has finished: the file's
+    /// lines for them, and lines made from the state for any the file lacks (a kill between the
+    /// checkpoint and the metrics write; their copies are the state's count).
+    static func metricsLines(existing url: URL, state: TrainerState) -> [String] {
+        let text = (try? String(contentsOf: url, encoding: .utf8)) ?? ""
+        var lines = text.split(separator: "\n").map { String($0) + "\n" }.prefix(state.epoch).map { $0 }
+        while lines.count < state.epoch { lines.append(metricsLine(epoch: lines.count, state)) }
+        return lines
     }
 }

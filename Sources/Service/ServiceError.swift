@@ -1,6 +1,7 @@
 // ServiceError: the service's failures, one case per D-Bus error name of DESIGN.md §3.
 import AffinityAPI
 import Foundation
+import Scans
 import Imaging
 import NN
 
@@ -38,7 +39,18 @@ public struct ServiceError: Error, Equatable, CustomStringConvertible, Sendable 
             case .io, .invalidArgument: self.init(.invalidImage, e.description)
             default: self.init(.invalidImage, e.description)
             }
-        case let e as CheckpointError: self.init(.unsupportedFormat, "The weights cannot be used: \(e.description)")
+        case let e as CheckpointError:
+            // A file that cannot be read or written (a full disk writing metrics.jsonl or a
+            // checkpoint) is the service failing, not a weights file of the wrong format.
+            if case .io = e { self.init(.failed, e.description) } else {
+                self.init(.unsupportedFormat, "The weights cannot be used: \(e.description)")
+            }
+        case let e as ScanError:
+            switch e {
+            // The caller must choose (or chose what is not there).
+            case .severalSeries, .seriesNotFound: self.init(.invalidArgument, e.description)
+            case .noSeries, .tooLarge, .badGeometry: self.init(.invalidImage, e.description)
+            }
         default: self.init(.failed, String(describing: error))
         }
     }

@@ -10,14 +10,17 @@ struct AffinityLab: ParsableCommand {
         commandName: "affinity-lab",
         abstract: "Offline tool for the One Shot Affinity Model: benchmarks, prediction, training, evaluation.",
         subcommands: [Bench.self, Predict.self, Phantoms.self, Train.self, Finetune.self, AffinityMatrixCommand.self, Evaluate.self,
-                      CocoEval.self, Plugins.self, Export.self, Decode.self, Scan.self])
+                      CocoEval.self, Plugins.self, Export.self, Decode.self, Scan.self, PhantomScan.self])
 
     static func main() {
         Engine.holdFreedMemory()
         do {
             var command = try parseAsRoot()
             try command.run()
+            LabCluster.finish(exitCode: nil)
         } catch {
+            // A rank of several that fails ends the whole job (MPI_Abort), not only itself.
+            LabCluster.finish(exitCode: exitCode(for: error).rawValue)
             exit(withError: error)
         }
     }

@@ -1,6 +1,7 @@
 import Affinity
 import ArgumentParser
 import Detection
+import Distributed
 import Foundation
 import Imaging
 import NN
@@ -152,15 +153,30 @@ struct BenchPredict: ParsableCommand {
 }
 
 /// `affinity-lab bench train-step`: one Algorithm 1 iteration (segmentation step + classification
-/// step, each with its Adam update) at 512×512.
+/// step, each with its Adam update) at 512×512; with --distributed, one data-parallel step of the
+/// MPI job's ranks (one slice per rank), with the allreduce's time and volume.
 struct BenchTrainStep: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "train-step", abstract: "One Algorithm 1 iteration at 512×512.")
+    static let configuration = CommandConfiguration(
+        commandName: "train-step", abstract: "One Algorithm 1 iteration at 512×512 (--distributed: one data-parallel step over the MPI job's ranks).",
+        discussion: """
+        --distributed, under mpirun -np N (one thread per rank: --threads 1), times steps of N slices \
+        (one per rank; each rank's slice is the same image) with the gradients summed over the ranks by \
+        one allreduce per step and Adam step, and reports (rank 0) the median step time, the slices per \
+        second, the allreduce time per step and the bytes each rank contributes to it. A ring allreduce \
+        sends and receives 2 (N − 1) / N times those bytes per rank. The scaling efficiency is the \
+        N-rank slices/s over N × the one-rank slices/s (run it with -np 1 and -np N; \
+        bench/distributed_scaling.sh does both).
+        """)
     @OptionGroup var input: BenchInput
     @OptionGroup var options: BenchOptions
 
+    @Flag(help: "Time data-parallel steps over the ranks of an MPI job (one slice per rank).")
+    var distributed = false
+
     struct OneSample: TrainingData {
         var image: Tensor, targets: SegmentationTargets
-        var classificationCount: Int { 1 }
+        var count = 1
+        var classificationCount: Int { count }
         var segmentationCount: Int { 1 }
         func classificationSample(_ i: Int) throws -> ClassificationSample { ClassificationSample(image: image, label: 2) }
         func segmentationSample(_ i: Int) throws -> SegmentationSample { SegmentationSample(image: image, targets: targets) }
@@ -168,6 +184,7 @@ struct BenchTrainStep: ParsableCommand {
 
     func run() throws {
         if let t = options.threads { Engine.threads = t }
+        if distributed { return try labRun { try runDistributed() } }
         let (model, image, targets) = try input.load()
         var config = TrainingConfig()
         config.affinities = model.affinities
@@ -199,6 +216,55 @@ struct BenchTrainStep: ParsableCommand {
             printStages("Algorithm 1 iteration at 512×512, threads \(Engine.threads), median of \(options.repeats)", stages,
                         extra: [("median", String(format: "%.4f s", times[times.count / 2])), ("min", String(format: "%.4f s", times[0])),
                                 ("peak RSS", String(format: "%.0f MB", peak))])
+        }
+    }
+
+    /// Data-parallel steps: every rank one slice per step, the gradients summed by one allreduce.
+    func runDistributed() throws {
+        let world = try LabCluster.world(requireLauncher: true)
+        let (model, image, targets) = try input.load()
+        var config = TrainingConfig()
+        config.affinities = model.affinities
+        let repeats = max(options.repeats, 1)
+        let data = OneSample(image: image, targets: targets, count: world.size * (repeats + 1))
+        let trainer = try OneShotTrainer(model: model, data: data, config: config)
+        if world.size > 1 { trainer.replicas = world }
+        do { try trainer.synchronizeReplicas() } catch { throw LabCluster.labError(error) }
+        do { _ = try trainer.step() } catch { throw LabCluster.labError(error) }   // warm-up
+        var times: [Double] = [], reduceTimes: [Double] = [], bytes: [Int] = []
+        for _ in 0..<repeats {
+            let before = world.stats.allreduceSeconds
+            let t0 = now()
+            do { _ = try trainer.step() } catch { throw LabCluster.labError(error) }
+            times.append(now() - t0)
+            reduceTimes.append(world.stats.allreduceSeconds - before)
+            bytes.append(trainer.lastStepReducedBytes)
+        }
+        func median(_ v: [Double]) -> Double { let s = v.sorted(); return s[s.count / 2] }
+        // The slowest rank's median sets the pace; every rank reports its own.
+        let mine: [Double] = [median(times), median(reduceTimes), peakRSSMegabytes()]
+        let all: [[Double]]?
+        do { all = try world.gather(mine) } catch { throw LabCluster.labError(error) }
+        guard let all else { return }
+        let stepSeconds = all.map { $0[0] }.max() ?? mine[0]
+        let slicesPerSecond = Double(trainer.slicesPerStep) / stepSeconds
+        let perStepBytes = bytes.max() ?? 0
+        let ringFactor = world.size > 1 ? 2 * Double(world.size - 1) / Double(world.size) : 0
+        let report: [String: Any] = [
+            "processes": world.size, "threads_per_process": Engine.threads, "slices_per_step": trainer.slicesPerStep, "repeats": repeats,
+            "median_step_s": stepSeconds, "slices_per_s": slicesPerSecond,
+            "allreduce_s_per_step": all.map { $0[1] }.max() ?? 0, "allreduce_bytes_per_step": perStepBytes,
+            "ring_bytes_sent_per_rank_per_step": Int(ringFactor * Double(perStepBytes)),
+            "per_rank": all.enumerated().map { ["rank": $0.offset, "median_step_s": $0.element[0], "allreduce_s": $0.element[1], "peak_rss_mb": $0.element[2]] },
+            "host": world.processorName,
+        ]
+        if options.json {
+            printJSON(report)
+        } else {
+            print("data-parallel Algorithm 1 step at 512×512: \(world.size) rank(s) × \(Engine.threads) thread(s), median of \(repeats)")
+            print(String(format: "  step            %8.4f s (%d slice(s): %.3f slices/s)", stepSeconds, trainer.slicesPerStep, slicesPerSecond))
+            print(String(format: "  allreduce       %8.4f s per step, %.1f MB per rank (ring: %.1f MB sent per rank)",
+                         all.map { $0[1] }.max() ?? 0, Double(perStepBytes) / 1e6, ringFactor * Double(perStepBytes) / 1e6))
         }
     }
 }

@@ -29,7 +29,7 @@ struct DecodedFile {
 /// next source in `Decode.sources` gets it; it throws `LabError` (exit 4, a named code) when the file
 /// is its format but cannot be read.
 ///
-/// To add a format (e.g. NIfTI volumes), write a source and put it into `Decode.sources` before
+/// To add a format, write a source (as `NIfTIDecodeSource` does for NIfTI) and put it into `Decode.sources` before
 /// `PluginDecodeSource`, which takes whatever a decoder plugin recognises and refuses the rest.
 protocol DecodeSource {
     func open(path: String, bytes: [UInt8], request: DecodeRequest) throws -> DecodedFile?
@@ -41,8 +41,10 @@ struct Decode: ParsableCommand {
         abstract: "Show how a file decodes: its geometry and metadata as JSON, and (--values) its Modality-LUT values.",
         discussion: """
         The file is read by the first source that recognises it: PNG with the built-in reader, \
-        anything else (DICOM, JPEG) with the decoder plugin that probes highest (from --plugin-dir \
-        or the executable's folder). --json prints one JSON object: file, width, height, frames, \
+        NIfTI volumes (.nii, .nii.gz) with nifticlib — each axial slice a frame, in display \
+        orientation (the patient's right on the image's left, anterior up), the geometry that of the \
+        displayed slice —, anything else (DICOM, JPEG) with the decoder plugin that probes highest \
+        (from --plugin-dir or the executable's folder). --json prints one JSON object: file, width, height, frames, \
         modality, photometric, transfer_syntax, pixel_spacing ([row, column] mm), slice_thickness, \
         image_position, image_orientation (of --frame, default 0), instance_number, \
         sop_instance_uid, series_instance_uid, study_instance_uid, bits, signed, rescale_slope, \
@@ -51,12 +53,13 @@ struct Decode: ParsableCommand {
         what a file does not say is null. --values OUT writes the Modality-LUT values (stored · \
         slope + intercept: Hounsfield units for CT; not windowed) of every frame as little-endian \
         float32, frames in order, rows top to bottom, columns left to right as stored (a PNG: its \
-        gray samples, colour as BT.601 luma). \
+        gray samples, colour as BT.601 luma; a NIfTI volume: \
+        scl_slope and scl_inter applied, each slice in display orientation). \
         Exit codes: 3 missing file, 4 a file that cannot be decoded (the code in brackets says why: \
         unsupported-format, damaged-image, image-too-large, unknown-format, bad-image), 1 other failures.
         """)
 
-    @Argument(help: "The file: DICOM, PNG, or any format a decoder plugin reads.")
+    @Argument(help: "The file: DICOM, NIfTI (.nii, .nii.gz), PNG, or any format a decoder plugin reads.")
     var file: String
 
     @Flag(help: "Print one JSON object (the default output is the same fields as text).")
@@ -77,7 +80,7 @@ struct Decode: ParsableCommand {
     @OptionGroup var plugins: PluginOptions
 
     /// The sources, in the order they are asked.
-    static let sources: [DecodeSource] = [PNGDecodeSource(), PluginDecodeSource()]
+    static let sources: [DecodeSource] = [PNGDecodeSource(), NIfTIDecodeSource(), PluginDecodeSource()]
 
     /// The keys of the JSON object, every one present (null when the source does not know it).
     static let keys = ["file", "width", "height", "frames", "modality", "photometric", "transfer_syntax", "pixel_spacing", "slice_thickness",

@@ -39,7 +39,7 @@ struct Export: ParsableCommand {
     func run() throws { try labRun(body) }
 
     /// Metadata keys of a training checkpoint that describe the training position, not the model.
-    static let trainingOnlyKeys: Set<String> = ["trainer_state", "optimizer_steps", "format"]
+    static let trainingOnlyKeys: Set<String> = ["trainer_state", "optimizer_steps", "format", OneShotTrainer.checksumKey]
 
     private func body() throws {
         let type: DType = dtype.lowercased() == "f16" ? .f16 : .f32

@@ -63,13 +63,13 @@ func labRun(_ body: () throws -> Void) throws {
     do {
         try body()
     } catch let e as LabError {
-        FileHandle.standardError.write(Data("affinity-lab: error [\(e.name)]: \(e.message)\n".utf8))
+        FileHandle.standardError.write(Data("affinity-lab: \(LabCluster.messagePrefix)error [\(e.name)]: \(e.message)\n".utf8))
         throw ExitCode(e.code)
     } catch let e as ExitCode {
         throw e
     } catch {
         let e = LabError.failed(String(describing: error))
-        FileHandle.standardError.write(Data("affinity-lab: error [\(e.name)]: \(e.message)\n".utf8))
+        FileHandle.standardError.write(Data("affinity-lab: \(LabCluster.messagePrefix)error [\(e.name)]: \(e.message)\n".utf8))
         throw ExitCode(e.code)
     }
 }

@@ -1,6 +1,7 @@
 import Affinity
 import ArgumentParser
 import Detection
+import Distributed
 import Foundation
 import Imaging
 import NN
@@ -33,14 +34,21 @@ struct TrainRunOptions: ParsableArguments {
     @Option(name: .customLong("image-size"), help: "Side the slices are resized to before standardisation (512 as the paper; multiples of 16, smaller for quick runs).")
     var imageSize = 512
 
-    @Option(help: "Threads for OpenBLAS and the parallel loops (default: all cores).")
+    @Option(help: "Threads for OpenBLAS and the parallel loops (default: all cores, or AFFINITY_THREADS; under mpirun give each rank its share).")
     var threads: Int?
+
+    @Option(help: "Slices whose gradients are averaged before each Adam step (gradient accumulation, default 1 as the paper; a resumed run keeps the checkpoint's). With --distributed each rank accumulates this many: a step takes accumulate × ranks slices.")
+    var accumulate: Int?
+
+    @Flag(help: "Data-parallel training over the processes of an MPI job (started by mpirun -np N or srun --mpi=pmix): every rank holds the model, takes its own slices of each step and the gradients are averaged before every Adam step, so a step takes N × accumulate slices (the effective batch; the model's metadata records it). Rank 0 writes the run directory. Without an MPI launcher: one process.")
+    var distributed = false
 
     @Flag(help: "Print a JSON summary at the end (and no progress bar).")
     var json = false
 
     func validate() throws {
         try requirePositive(maxIterations, "--max-iterations")
+        try requirePositive(accumulate, "--accumulate")
         try requirePositive(threads, "--threads")
         if imageSize < 32 || imageSize % 16 != 0 { throw ValidationError("--image-size must be a multiple of 16 and at least 32, got \(imageSize)") }
         if let lr, !(lr > 0) { throw ValidationError("--lr must be positive") }
@@ -109,13 +117,26 @@ func checkpointConfig(_ path: String) throws -> TrainingConfig {
 }
 
 /// Runs Algorithm 1 to the end (or to --max-iterations): metrics.jsonl, a checkpoint per epoch,
-/// the best epoch's model, a progress bar on a terminal.
+/// the best epoch's model, a progress bar on a terminal. With --distributed under an MPI launcher
+/// every rank trains its shard of each step (DataParallel.swift) and rank 0 alone writes the run
+/// directory and prints.
 func runTraining(kind: String, model: AffinityModel, data: TrainingData, config: TrainingConfig, options o: TrainRunOptions,
                  extraMetadata: [String: String]) throws {
     if let t = o.threads { Engine.threads = t }
-    try labMakeDirectory(o.out)
+    let world = try LabCluster.world(requireLauncher: o.distributed)
+    if world.size > 1 && !o.distributed {
+        throw LabError(name: "distributed-required",
+                       message: "This process is rank \(world.rank) of an MPI job of \(world.size); give --distributed to train the ranks together (without it each would train alone into the same run directory).",
+                       code: 64)
+    }
+    if o.distributed && !world.usesMPI && world.isRoot && !o.json {
+        FileHandle.standardError.write(Data("note: --distributed without an MPI launcher (mpirun, srun --mpi=pmix): training as one process.\n".utf8))
+    }
+    let root = world.isRoot
+    if root { try labMakeDirectory(o.out) }
     let trainer: OneShotTrainer
     do { trainer = try OneShotTrainer(model: model, data: data, config: config) } catch { throw LabError.badData(String(describing: error)) }
+    if world.size > 1 { trainer.replicas = world }
     if let r = o.resume {
         guard fileExists(r) else { throw LabError.missingFile(r) }
         do { try trainer.resume(from: URL(fileURLWithPath: r)) } catch { throw LabError.badWeights(r, String(describing: error)) }
@@ -123,16 +144,24 @@ func runTraining(kind: String, model: AffinityModel, data: TrainingData, config:
             throw LabError.badData("the checkpoint's epoch covers \(trainer.state.order.count) classification images, the data set has \(data.classificationCount)")
         }
     }
+    // Every rank starts from rank 0's weights (and checks that all resumed from the same state).
+    do { try trainer.synchronizeReplicas() } catch let e as TrainingError {
+        throw LabError(name: "ranks-disagree", message: sentence(e.description), code: 1)
+    } catch { throw LabCluster.labError(error) }
     let checkpointURL = URL(fileURLWithPath: o.out + "/checkpoint.safetensors")
     let modelURL = URL(fileURLWithPath: o.out + "/model.safetensors")
     let metricsPath = o.out + "/metrics.jsonl"
-    if o.resume == nil || !fileExists(metricsPath) { _ = FileManager.default.createFile(atPath: metricsPath, contents: nil) }  // the open below reports a failure
-    guard let metrics = FileHandle(forWritingAtPath: metricsPath) else {
-        throw LabError(name: "io", message: "Cannot open \(metricsPath) for writing.", code: 1)
+    var metrics: FileHandle? = nil
+    if root {
+        if o.resume == nil || !fileExists(metricsPath) { _ = FileManager.default.createFile(atPath: metricsPath, contents: nil) }  // the open below reports a failure
+        guard let h = FileHandle(forWritingAtPath: metricsPath) else {
+            throw LabError(name: "io", message: "Cannot open \(metricsPath) for writing.", code: 1)
+        }
+        h.seekToEndOfFile()
+        metrics = h
     }
-    defer { try? metrics.close() }
-    metrics.seekToEndOfFile()
-    func log(_ object: [String: Any]) { metrics.write(Data((jsonText(object) + "\n").utf8)) }
+    defer { try? metrics?.close() }
+    func log(_ object: [String: Any]) { metrics?.write(Data((jsonText(object) + "\n").utf8)) }
 
     var meta = extraMetadata
     meta["kind"] = kind
@@ -141,12 +170,18 @@ func runTraining(kind: String, model: AffinityModel, data: TrainingData, config:
         meta["plugins"] = (used.contains(h) ? used : used + [h]).joined(separator: ", ")
     }
     meta["image_size"] = String(o.imageSize)
+    // The effective batch: slices per Adam step (processes × accumulate).
+    meta["slices_per_step"] = String(trainer.slicesPerStep)
+    meta["processes"] = String(world.size)
+    meta["training_batch"] = "\(trainer.slicesPerStep) slice(s) per Adam step: \(world.size) process(es) × accumulate \(config.accumulate)"
     func saveCheckpoint() throws {
+        guard root else { return }
         do { try trainer.saveCheckpoint(to: checkpointURL, extraMetadata: meta) } catch {
             throw LabError(name: "io", message: "Cannot write \(checkpointURL.path): \(sentence(String(describing: error)))", code: 1)
         }
     }
     func saveModel(_ selected: String) throws {
+        guard root else { return }
         var m = meta
         m["epoch"] = String(trainer.state.epoch); m["selected"] = selected
         if let b = trainer.state.bestEpoch { m["best_epoch"] = String(b); m["best_epoch_mean_l_total"] = String(trainer.state.epochTotals[b]) }
@@ -156,9 +191,9 @@ func runTraining(kind: String, model: AffinityModel, data: TrainingData, config:
     }
 
     let itersPerEpoch = data.classificationCount
-    let target = min(config.epochs * itersPerEpoch, o.maxIterations ?? Int.max)
+    let target = min(config.epochs * trainer.stepsPerEpoch, o.maxIterations ?? Int.max)
     let bar = ProgressBar(total: target, label: kind)
-    let showBar = !o.json && bar.enabled
+    let showBar = root && !o.json && bar.enabled
     let startIterations = trainer.state.totalIterations
     let t0 = DispatchTime.now().uptimeNanoseconds
     var savedAfterLastStep = false
@@ -166,12 +201,15 @@ func runTraining(kind: String, model: AffinityModel, data: TrainingData, config:
     while !trainer.isFinished && trainer.state.totalIterations < (o.maxIterations ?? Int.max) {
         let ts = DispatchTime.now().uptimeNanoseconds
         let r: IterationResult
-        do { r = try trainer.step() } catch let e as LabError { throw e } catch { throw LabError.failed("training step failed: \(error)") }
+        do { r = try trainer.step() } catch let e as LabError { throw e } catch let e as DistributedError { throw LabCluster.labError(e) } catch {
+            throw LabError.failed("training step failed: \(error)")
+        }
         last = r
         savedAfterLastStep = false
         var line: [String: Any] = [
             "type": "iteration", "epoch": r.epoch, "iteration": r.iteration, "total_iterations": trainer.state.totalIterations,
             "l_cls": jsonNumber(r.classification), "l_total": jsonNumber(r.total), "copied": r.copied, "seconds": secondsSince(ts),
+            "slices": r.slices,
         ]
         if let s = r.segmentation {
             line["l_seg"] = jsonNumber(s.total)
@@ -188,7 +226,7 @@ func runTraining(kind: String, model: AffinityModel, data: TrainingData, config:
             try saveCheckpoint()
             if trainer.lastEpochIsBest { try saveModel("best epoch (lowest mean L_Total)") }
             savedAfterLastStep = true
-            if !showBar && !o.json {
+            if root && !showBar && !o.json {
                 print(String(format: "epoch %d: mean L_Total %.5f (L_SEG %.5f, L_CLS %.5f)", e, trainer.state.epochTotals[e], trainer.state.epochSeg[e],
                              trainer.state.epochCls[e]) + (trainer.lastEpochIsBest ? " — best so far" : ""))
             }
@@ -200,7 +238,8 @@ func runTraining(kind: String, model: AffinityModel, data: TrainingData, config:
     }
     if showBar { bar.finish() }
     if !savedAfterLastStep && last != nil { try saveCheckpoint() }
-    if !fileExists(modelURL.path) { try saveModel("last (no epoch finished yet)") }
+    if root && !fileExists(modelURL.path) { try saveModel("last (no epoch finished yet)") }
+    guard root else { return }
     let summary: [String: Any] = [
         "kind": kind, "out": o.out, "affinities": config.affinities, "head": model.head.headID,
         "iterations": trainer.state.totalIterations - startIterations, "total_iterations": trainer.state.totalIterations,
@@ -209,12 +248,15 @@ func runTraining(kind: String, model: AffinityModel, data: TrainingData, config:
         "copies": trainer.state.copies, "last_l_cls": last.map { jsonNumber($0.classification) } ?? NSNull(),
         "last_l_seg": last?.segmentation.map { jsonNumber($0.total) } ?? NSNull(),
         "checkpoint": checkpointURL.path, "model": modelURL.path, "metrics": metricsPath, "seconds": secondsSince(t0),
+        "processes": world.size, "slices_per_step": trainer.slicesPerStep, "accumulate": config.accumulate,
+        "allreduce_seconds": world.stats.allreduceSeconds, "allreduce_bytes": world.stats.allreduceBytes,
     ]
     if o.json {
         print(jsonText(summary))
     } else {
         print("\(kind) (head \(model.headRecord ?? AffinityHead.id)): \(trainer.state.totalIterations - startIterations) iteration(s) in \(String(format: "%.1f", secondsSince(t0))) s; "
-              + "epoch \(trainer.state.epoch) of \(config.epochs), iteration \(trainer.state.iteration) of \(itersPerEpoch)\(trainer.isFinished ? " (finished)" : "")")
+              + "epoch \(trainer.state.epoch) of \(config.epochs), iteration \(trainer.state.iteration) of \(itersPerEpoch)\(trainer.isFinished ? " (finished)" : "")"
+              + (trainer.slicesPerStep > 1 ? "; \(trainer.slicesPerStep) slices per step (\(world.size) process(es) × accumulate \(config.accumulate))" : ""))
         print("  checkpoint \(checkpointURL.path)\n  model      \(modelURL.path)\n  metrics    \(metricsPath)")
     }
 }
@@ -232,7 +274,14 @@ struct Train: ParsableCommand {
         The backbone starts from random initialisation (no ImageNet weights are bundled). \
         --head ID trains a head plugin (from --plugin-dir or the executable's folder) in place of the \
         affinity layer and classifier; its parameters are saved as head.<id>.* and the metadata \
-        records head, head_version and head_config.
+        records head, head_version and head_config. \
+        --accumulate N averages the gradients of N slices before each Adam step; --distributed under \
+        mpirun -np P (or srun --mpi=pmix) trains on P processes, each taking its own slices of every \
+        step, with the gradients averaged over the processes before each step: the effective batch \
+        is P × N slices per step (recorded as slices_per_step in the checkpoint and the model file), \
+        an iteration in metrics.jsonl is one such step and its "iteration" is the place of its first \
+        slice in the epoch. Rank 0 writes the run directory. A run resumes with any number of \
+        processes: it continues at the same slice of the same epoch order, with the new batch.
         """)
 
     @Option(help: "Data root: a phantom set (affinity-lab phantoms) or a directory with classification/ and segmentation/.")
@@ -296,6 +345,7 @@ struct Train: ParsableCommand {
             if let v = try parseCopyRule(copyRule) { config.copyRule = v }
             if trainConvReduce { config.trainConvReduce = true }
             if let v = options.seed { config.seed = v }
+            if let v = options.accumulate { config.accumulate = v }
             config.segmentationStep = true
             if segmentationOnly { config.classificationStep = false }
             let (trainingData, meta) = try labTrainingData(classificationDirectory: classificationData ?? data!,
@@ -365,6 +415,7 @@ struct Finetune: ParsableCommand {
             if let v = try parseCopyRule(copyRule) { config.copyRule = v }
             if trainConvReduce { config.trainConvReduce = true }
             if let v = options.seed { config.seed = v }
+            if let v = options.accumulate { config.accumulate = v }
             config.segmentationStep = !noSegmentation
             var segmentationDirectory: String? = nil
             if !noSegmentation {

@@ -24,13 +24,23 @@ struct Affinityctl: ParsableCommand {
             Every command takes --json: one JSON object on stdout, or JSON lines (one object per line) for \
             `analyse` (one per file) and `job watch` (one per update).
 
+            Training jobs survive a restart of the daemon. A job writes a checkpoint at each epoch's end, \
+            every --checkpoint-interval seconds and every --checkpoint-iterations iterations (defaults: the \
+            daemon's checkpoint_interval, 15 minutes, and checkpoint_iterations), when cancelled, and when \
+            the daemon stops: a kill loses at most one interval of work. When affinityd starts again (systemctl \
+            restart, an upgrade, a reboot, a crash), every training job it left queued or running resumes \
+            from its last checkpoint under the same number and ends with the model it would have made \
+            uninterrupted; `jobs` counts the resumes and `job watch` waits for the daemon to come back and \
+            says "resumed from iteration K". With auto_resume = no in affinityd.conf (and with --local) such \
+            a job is failed instead, and `job resume N` continues it, as it does a cancelled job.
+
             Exit codes: 0 ok; 1 failed (bad image or data set, job failed, model does not load); \
             3 cancelled; 4 not found (file, model or job); 64 usage; 69 daemon or bus unavailable; \
             77 not authorized; 130 interrupted while waiting on a job (the job goes on).
             """,
         version: clientVersion,
         subcommands: [
-            Analyse.self, Train.self, Finetune.self, Jobs.self, JobCommand.self, Models.self, Plugins.self,
+            Analyse.self, AnalyseScan.self, Train.self, Finetune.self, Jobs.self, JobCommand.self, Models.self, Plugins.self,
             Status.self, Version.self,
         ])
 

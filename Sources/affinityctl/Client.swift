@@ -131,7 +131,7 @@ enum BusChoice: Equatable, CustomStringConvertible {
 
 /// A connection to the daemon with the calls the commands need.
 final class Client {
-    let connection: BusConnection
+    private(set) var connection: BusConnection
     let bus: BusChoice
 
     init(connection: BusConnection, bus: BusChoice) {
@@ -170,6 +170,14 @@ final class Client {
             return list.contains(API.busName)
         }
         return false
+    }
+
+    /// Replaces the connection with a new one to the same bus (after the bus itself went away).
+    /// - Throws: `CtlError` 69 when the bus cannot be reached.
+    func reconnect() throws {
+        let fresh = try bus.connect()
+        connection.close()
+        connection = fresh
     }
 
     func close() { connection.close() }

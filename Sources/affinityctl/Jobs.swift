@@ -1,4 +1,5 @@
-// Jobs: train, finetune, jobs, job watch, job cancel — and waiting on a job with a progress bar.
+// Jobs: train, finetune, jobs, job watch, job cancel, job resume — and waiting on a job with a
+// progress bar, across a restart of the daemon.
 import ArgumentParser
 import AffinityAPI
 import Bus
@@ -18,6 +19,8 @@ struct JobSnapshot: Equatable {
     var startedByUID: UInt32
     var cancelable: Bool
     var result: [String: DBusValue]
+    /// How many times the daemon resumed the job (after a restart, or by Resume).
+    var resumed: UInt32
 
     init(path: String, _ p: [String: DBusValue]) {
         self.path = path
@@ -32,6 +35,7 @@ struct JobSnapshot: Equatable {
         startedByUID = (try? p["StartedByUID"]?.asUInt32()) ?? 0
         cancelable = (try? p["Cancelable"]?.asBool()) ?? false
         result = (try? p["Result"]?.asVardict()) ?? [:]
+        resumed = (try? p["Resumed"]?.asUInt32()) ?? 0
     }
 
     static func == (a: JobSnapshot, b: JobSnapshot) -> Bool { a.json == b.json }
@@ -39,6 +43,14 @@ struct JobSnapshot: Equatable {
     var number: String { API.id(path) }
     var isFinished: Bool { ["completed", "failed", "cancelled"].contains(state) }
     var message: String { (try? result["message"]?.asString()) ?? "" }
+    /// Where the latest resume continued (Result's resumed_from_iteration), once resumed.
+    var resumedFrom: UInt64? { resumed > 0 ? try? result["resumed_from_iteration"]?.asUInt64() : nil }
+    /// "resumed from iteration K" (nil when the job was never resumed).
+    var resumedPhrase: String? {
+        guard resumed > 0 else { return nil }
+        let times = resumed == 1 ? "" : " (\(resumed) resumes)"
+        return resumedFrom.map { "resumed from iteration \($0)\(times)" } ?? "resumed\(times)"
+    }
 
     /// The epoch being worked on (1-based) while running; the epochs done once finished.
     var displayEpoch: UInt32 { isFinished || totalEpochs == 0 ? epoch : min(epoch + 1, totalEpochs) }
@@ -77,6 +89,7 @@ struct JobSnapshot: Equatable {
             ("expected_end_time_us", .uint(expectedEndTime)),
             ("started_by_uid", .uint(UInt64(startedByUID))),
             ("cancelable", .bool(cancelable)),
+            ("resumed", .uint(UInt64(resumed))),
             ("result", JSON.sorted(result)),
         ])
     }
@@ -85,9 +98,12 @@ struct JobSnapshot: Equatable {
     var summaryLine: String {
         var parts = ["job \(number) (\(operation)): \(state)"]
         if !isFinished { parts.append("\(Int((progress * 100).rounded(.down)))%") }
-        if totalEpochs > 0 { parts.append("epoch \(displayEpoch)/\(totalEpochs)") }
+        if let done = metrics["slices_done"], let count = metrics["slice_count"] {
+            parts.append("slice \(Int(done))/\(Int(count))")
+        } else if totalEpochs > 0 { parts.append("epoch \(displayEpoch)/\(totalEpochs)") }
         if let loss { parts.append("loss \(fixed(loss, 4))") }
         if let eta = etaSeconds { parts.append("ETA \(formatDuration(eta))") }
+        if let r = resumedPhrase { parts.append(r) }
         var line = parts.joined(separator: ", ")
         if isFinished, !message.isEmpty { line += ": " + message }
         if let model = try? result["model"]?.asObjectPath() { line += " (model \(API.id(model)))" }
@@ -100,10 +116,15 @@ struct JobSnapshot: Equatable {
         let filled = Int((p * Double(width)).rounded(.down))
         var s = "job \(number) [" + String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled) + "] "
         s += String(repeating: " ", count: max(0, 3 - String(Int(p * 100)).count)) + "\(Int(p * 100))%"
-        s += "  epoch \(displayEpoch)/\(totalEpochs)"
-        s += "  loss " + (loss.map { fixed($0, 4) } ?? "-")
+        if let done = metrics["slices_done"], let count = metrics["slice_count"] {
+            s += "  slice \(Int(done))/\(Int(count))"  // an AnalyseScan job
+        } else {
+            s += "  epoch \(displayEpoch)/\(totalEpochs)"
+            s += "  loss " + (loss.map { fixed($0, 4) } ?? "-")
+        }
         s += "  ETA " + (etaSeconds.map(formatDuration) ?? "--:--")
         if state == "queued" { s += "  (queued)" }
+        if let r = resumedFrom { s += "  (resumed from \(r))" }
         return s
     }
 }
@@ -141,17 +162,33 @@ enum WatchStyle {
     case lines
 }
 
+/// How long a watch waits for affinityd to come back when it goes away, in seconds (a restart
+/// loads the model first; training jobs then resume from their checkpoints).
+let defaultReconnectTimeout: Double = 300
+
 /// Waits until a job finishes, showing its progress; Ctrl-C detaches (or cancels, then waits).
+///
+/// When the daemon goes away meanwhile (a restart, an upgrade, a crash) and `reconnectTimeout`
+/// is positive, it waits up to that many seconds for the daemon to come back, reconnecting to
+/// the bus if that went too, and goes on following the job; when the daemon resumed the job
+/// (Resumed grew), it says "resumed from iteration K".
 /// - Returns: the final (or, when detached, the latest) snapshot and whether we detached.
-func waitForJob(_ client: Client, _ path: String, style: WatchStyle, cancelOnInterrupt: Bool) throws -> (JobSnapshot, detached: Bool) {
+/// - Throws: `CtlError` 69 when the daemon does not come back in time.
+func waitForJob(_ client: Client, _ path: String, style: WatchStyle, cancelOnInterrupt: Bool,
+                reconnectTimeout: Double = 0) throws -> (JobSnapshot, detached: Bool) {
     let wake = DispatchSemaphore(value: 0)
-    // Subscribe before the first read, so that no change falls between the two.
-    let changes = try? client.connection.subscribe(.propertiesChanged(path: path, interface: API.job)) { _ in wake.signal() }
-    let completed = try? client.connection.subscribe(MatchRule(interface: API.job, member: "Completed", path: path)) { _ in wake.signal() }
-    defer {
-        changes?.cancel()
-        completed?.cancel()
+    // Subscribe before the first read, so that no change falls between the two (and again on a
+    // new connection when the bus itself went away).
+    var subscriptions: [SignalSubscription] = []
+    func subscribe() {
+        for s in subscriptions { s.cancel() }
+        subscriptions = [
+            try? client.connection.subscribe(.propertiesChanged(path: path, interface: API.job)) { _ in wake.signal() },
+            try? client.connection.subscribe(MatchRule(interface: API.job, member: "Completed", path: path)) { _ in wake.signal() },
+        ].compactMap { $0 }
     }
+    subscribe()
+    defer { for s in subscriptions { s.cancel() } }
     Interrupt.shared.beginWaiting { wake.signal() }
     defer { Interrupt.shared.endWaiting() }
 
@@ -171,11 +208,40 @@ func waitForJob(_ client: Client, _ path: String, style: WatchStyle, cancelOnInt
             if let columns = terminalColumns(), line.count >= columns { line = String(line.prefix(max(1, columns - 1))) }
             printRaw("\r" + line + "\u{1B}[K")
         case .lines:
-            let key = "\(s.state) \(s.displayEpoch) \(Int(s.progress * 10))"
+            let key = "\(s.state) \(s.displayEpoch) \(Int(s.progress * 10)) \(s.resumed)"
             if key != lastLineKey { printLine(s.summaryLine) }
             lastLineKey = key
         }
         lastShown = s
+    }
+    /// A sentence for people: its own line on stdout, on stderr in the JSON modes.
+    func notice(_ text: String) {
+        switch style {
+        case .silent, .jsonLines: FileHandle.standardError.write(Data("affinityctl: \(text)\n".utf8))
+        case .bar: printRaw("\r\u{1B}[K"); printLine(text)
+        case .lines: printLine(text)
+        }
+    }
+    /// Waits for the daemon to answer for the job again; nil when Ctrl-C detaches meanwhile.
+    func awaitDaemon(_ first: CtlError) throws -> JobSnapshot? {
+        let deadline = Date().addingTimeInterval(reconnectTimeout)
+        var last = first
+        while Date() < deadline {
+            _ = wake.wait(timeout: .now() + .seconds(1))
+            let interrupts = Interrupt.shared.interrupts
+            if interrupts > handledInterrupts {
+                handledInterrupts = interrupts
+                return nil
+            }
+            if !client.connection.isOpen {
+                do { try client.reconnect(); subscribe() } catch {
+                    last = CtlError.wrap(error)
+                    continue
+                }
+            }
+            do { return try readJob(client, path) } catch let e as CtlError where e.code == Exit.unavailable { last = e }
+        }
+        throw CtlError(Exit.unavailable, "affinityd did not come back within \(formatDuration(reconnectTimeout)): \(last.message)", name: last.name)
     }
     while true {
         show(snapshot)
@@ -197,7 +263,20 @@ func waitForJob(_ client: Client, _ path: String, style: WatchStyle, cancelOnInt
                 return (snapshot, true)
             }
         }
-        snapshot = try readJob(client, path)
+        var next: JobSnapshot
+        do { next = try readJob(client, path) } catch let e as CtlError where e.code == Exit.unavailable && reconnectTimeout > 0 {
+            notice("job \(snapshot.number): affinityd is not reachable (\(e.message)); waiting up to \(formatDuration(reconnectTimeout)) for it to come back.")
+            guard let back = try awaitDaemon(e) else {
+                if style == .bar { printRaw("\n") }
+                return (snapshot, true)
+            }
+            notice("job \(back.number): affinityd is back; the job is \(back.state).")
+            next = back
+        }
+        if next.resumed > snapshot.resumed {
+            notice("job \(next.number): " + (next.resumedFrom.map { "resumed from iteration \($0)" } ?? "resumed") + ".")
+        }
+        snapshot = next
     }
     if style == .bar { printRaw("\n") }
     return (snapshot, false)
@@ -250,6 +329,12 @@ struct TrainingOptions: ParsableArguments {
     @Option(name: .customLong("data-options"), help: ArgumentHelp("JSON options for the reader plugins (default: {\"split\": <--split>} for covidx-ct, {\"split\": \"train\"} for cncb-seg, {} otherwise).", valueName: "json"))
     var dataOptions: String?
 
+    @Option(name: .customLong("checkpoint-interval"), help: ArgumentHelp("Seconds of training between checkpoints, besides each epoch's end; 0: none by time (default: the daemon's checkpoint_interval, 900).", valueName: "seconds"))
+    var checkpointInterval: UInt32?
+
+    @Option(name: .customLong("checkpoint-iterations"), help: ArgumentHelp("A checkpoint every this many iterations as well; 0: none (default: the daemon's checkpoint_iterations, 0).", valueName: "n"))
+    var checkpointIterations: UInt32?
+
     @Flag(name: .customLong("no-wait"), help: "Print the job and return at once instead of waiting for it.")
     var noWait = false
 
@@ -279,6 +364,8 @@ struct TrainingOptions: ParsableArguments {
         if let dataFormat { o[TrainOption.dataFormat.key] = .string(dataFormat) }
         if let segmentationFormat { o[TrainOption.segmentationFormat.key] = .string(segmentationFormat) }
         if let dataOptions { o[TrainOption.dataOptions.key] = .string(dataOptions) }
+        if let checkpointInterval { o[TrainOption.checkpointInterval.key] = .uint32(checkpointInterval) }
+        if let checkpointIterations { o[TrainOption.checkpointIterations.key] = .uint32(checkpointIterations) }
         return o
     }
 }
@@ -296,9 +383,13 @@ func startAndFollow(_ client: Client, global: GlobalOptions, options: TrainingOp
 }
 
 /// Waits on a job and prints its end; the exit code is the job's (or 130 when detached).
-func follow(_ client: Client, _ path: String, global: GlobalOptions, jsonLines: Bool, cancelOnInterrupt: Bool) throws -> Int32 {
+func follow(_ client: Client, _ path: String, global: GlobalOptions, jsonLines: Bool, cancelOnInterrupt: Bool,
+            reconnectTimeout: Double = defaultReconnectTimeout) throws -> Int32 {
     let style: WatchStyle = global.json ? (jsonLines ? .jsonLines : .silent) : (stdoutIsTerminal ? .bar : .lines)
-    let (s, detached) = try waitForJob(client, path, style: style, cancelOnInterrupt: cancelOnInterrupt)
+    // A private --local daemon does not come back once gone: no waiting for it.
+    let privateDaemon = global.local && client.bus != BusChoice.resolve(global.bus)
+    let (s, detached) = try waitForJob(client, path, style: style, cancelOnInterrupt: cancelOnInterrupt,
+                                       reconnectTimeout: privateDaemon ? 0 : reconnectTimeout)
     if global.json {
         if !jsonLines || detached {
             if case .object(var pairs) = s.json {
@@ -308,7 +399,7 @@ func follow(_ client: Client, _ path: String, global: GlobalOptions, jsonLines: 
         }
     } else if detached {
         if global.local && client.bus != BusChoice.resolve(global.bus) {
-            printLine("Detached from job \(s.number); the private --local daemon stops with this command, which stops the job (its last epoch checkpoint is kept).")
+            printLine("Detached from job \(s.number); the private --local daemon stops with this command, which stops the job at a checkpoint. Continue it with: affinityctl --local job resume \(s.number)")
         } else {
             printLine("Detached from job \(s.number); it goes on. Follow it with: affinityctl job watch \(s.number)")
         }
@@ -373,7 +464,9 @@ struct Finetune: ParsableCommand {
 }
 
 struct Jobs: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Lists the daemon's jobs.")
+    static let configuration = CommandConfiguration(
+        abstract: "Lists the daemon's jobs.",
+        discussion: "RESUMED: how many times a training job was resumed after a restart of the daemon (or by job resume), and @K the iteration its latest resume continued from.")
 
     @OptionGroup var global: GlobalOptions
 
@@ -395,11 +488,14 @@ struct Jobs: ParsableCommand {
             } else if jobs.isEmpty {
                 printLine("No jobs.")
             } else {
-                printLine(pad("JOB", 5) + pad("OPERATION", 15) + pad("STATE", 11) + pad("PROGRESS", 10) + pad("EPOCH", 8) + "STARTED")
+                printLine(pad("JOB", 5) + pad("OPERATION", 15) + pad("STATE", 11) + pad("PROGRESS", 10) + pad("EPOCH", 8)
+                          + pad("RESUMED", 9) + "STARTED")
                 for j in jobs {
                     let started = j.startTime > 0 ? timestamp(j.startTime) : "-"
+                    // RESUMED: how many times, and from which iteration the latest resume continued.
+                    let resumed = j.resumed == 0 ? "-" : "\(j.resumed)" + (j.resumedFrom.map { "@\($0)" } ?? "")
                     printLine(pad(j.number, 5) + pad(j.operation, 15) + pad(j.state, 11) + pad("\(Int(j.progress * 100))%", 10)
-                              + pad(j.totalEpochs > 0 ? "\(j.displayEpoch)/\(j.totalEpochs)" : "-", 8) + started)
+                              + pad(j.totalEpochs > 0 ? "\(j.displayEpoch)/\(j.totalEpochs)" : "-", 8) + pad(resumed, 9) + started)
                 }
             }
             return Exit.ok
@@ -430,12 +526,12 @@ func validateJob(_ job: String) throws {
 
 struct JobCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "job", abstract: "Watches or cancels one job.", subcommands: [Watch.self, Cancel.self])
+        commandName: "job", abstract: "Watches, cancels or resumes one job.", subcommands: [Watch.self, Cancel.self, Resume.self])
 
     struct Watch: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Follows a job until it ends.",
-            discussion: "A progress bar (epoch, loss, ETA) on a terminal, plain lines otherwise, JSON lines with --json. Ctrl-C detaches unless --cancel-on-interrupt. The exit code is the job's: 0 completed, 1 failed, 3 cancelled.")
+            discussion: "A progress bar (epoch, loss, ETA) on a terminal, plain lines otherwise, JSON lines with --json. Ctrl-C detaches unless --cancel-on-interrupt. When affinityd goes away while the job runs (a restart, an upgrade, a crash), the watch waits for it to come back, up to --reconnect-timeout, and goes on following the job, which the daemon resumes from its last checkpoint (\"resumed from iteration K\"). The exit code is the job's: 0 completed, 1 failed, 3 cancelled; 69 when the daemon does not come back.")
 
         @OptionGroup var global: GlobalOptions
 
@@ -445,11 +541,50 @@ struct JobCommand: ParsableCommand {
         @Flag(name: .customLong("cancel-on-interrupt"), help: "Ctrl-C cancels the job instead of detaching from it.")
         var cancelOnInterrupt = false
 
+        @Option(name: .customLong("reconnect-timeout"), help: ArgumentHelp("How long to wait for affinityd to come back when it goes away during the watch; 0: do not wait.", valueName: "seconds"))
+        var reconnectTimeout: UInt32 = UInt32(defaultReconnectTimeout)
+
         func validate() throws { try validateJob(job) }
 
         func run() throws {
             try runCommand(global) { client in
-                try follow(client, API.jobPath(job), global: global, jsonLines: true, cancelOnInterrupt: cancelOnInterrupt)
+                try follow(client, API.jobPath(job), global: global, jsonLines: true, cancelOnInterrupt: cancelOnInterrupt,
+                           reconnectTimeout: Double(reconnectTimeout))
+            }
+        }
+    }
+
+    struct Resume: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Resumes a failed or cancelled training job from its last checkpoint (privileged).",
+            discussion: "The job keeps its number and continues where its checkpoint was taken (from the start when it wrote none); training jobs that the daemon's restart interrupted resume by themselves unless auto_resume = no. Then waits for the job as train does, unless --no-wait. Errors: the job completed or runs (1), its checkpoint is missing or damaged (1), its data set is gone (1), no such job (4).")
+
+        @OptionGroup var global: GlobalOptions
+
+        @Argument(help: ArgumentHelp("The job number (or object path).", valueName: "n"))
+        var job: String
+
+        @Flag(name: .customLong("no-wait"), help: "Print the job and return at once instead of waiting for it.")
+        var noWait = false
+
+        @Flag(name: .customLong("cancel-on-interrupt"), help: "Ctrl-C cancels the job instead of detaching from it.")
+        var cancelOnInterrupt = false
+
+        func validate() throws { try validateJob(job) }
+
+        func run() throws {
+            try runCommand(global) { client in
+                let path = API.jobPath(job)
+                _ = try client.call(path, API.job, "Resume", [.vardict([:])], expecting: "", context: "There is no job \(API.id(path)).")
+                let s = try readJob(client, path)
+                if noWait {
+                    if global.json { printLine(s.json.text) } else { printLine("Resumed job \(s.number) (\(s.resumedPhrase ?? "resumed")): affinityctl job watch \(s.number)") }
+                    return Exit.ok
+                }
+                if !global.json {
+                    printLine("Resumed job \(s.number) (\(s.resumedPhrase ?? "resumed")). Ctrl-C " + (cancelOnInterrupt ? "cancels it." : "detaches; the job goes on."))
+                }
+                return try follow(client, path, global: global, jsonLines: false, cancelOnInterrupt: cancelOnInterrupt)
             }
         }
     }

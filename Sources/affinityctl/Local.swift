@@ -10,7 +10,7 @@ import Glibc
 ///
 /// Both run in their own process group, so a Ctrl-C at the terminal reaches only affinityctl,
 /// which then stops them in order: affinityd first (SIGTERM: jobs are cancelled, training jobs
-/// write a checkpoint), then the bus. The bus socket lives in a temporary directory that is
+/// write a checkpoint, for `job resume`), then the bus. The bus socket lives in a temporary directory that is
 /// removed afterwards; the daemon's state lives in the per-user state directory.
 final class LocalDaemon {
     let address: String
@@ -113,7 +113,11 @@ final class LocalDaemon {
         }
         let log = state + "/affinityd-local.log"
         do {
-            local.daemonPID = try spawn(affinityd, ["--bus", address, "--state-dir", state, "--authorization", "none"], log: log)
+            // No auto-resume: a private daemon lives for one command, and a training job it resumed
+            // would stop again with it; `affinityctl --local job resume N` continues one in the foreground.
+            local.daemonPID = try spawn(affinityd, ["--bus", address, "--state-dir", state, "--authorization", "none", "--no-auto-resume"]
+                                            + pluginArguments(affinityd: affinityd),
+                                        log: log)
         } catch {
             local.stop()
             throw error
@@ -180,6 +184,17 @@ final class LocalDaemon {
         }
         kill(pid, SIGKILL)
         _ = waitpid(pid, &status, 0)
+    }
+
+    /// `--plugin-dir <folder>` when affinityd runs from a build folder that holds the package's
+    /// plugin libraries (where SwiftPM puts them, beside the executables), so that a --local daemon
+    /// decodes DICOM and JPEG as an installed one does with /usr/lib/affinity/plugins.
+    static func pluginArguments(affinityd: String) -> [String] {
+        let folder = (URL(fileURLWithPath: affinityd).resolvingSymlinksInPath().path as NSString).deletingLastPathComponent
+        guard !folder.hasPrefix("/usr/"),
+              let names = try? FileManager.default.contentsOfDirectory(atPath: folder),
+              names.contains(where: { $0.hasPrefix("libaffinity-") && $0.hasSuffix(".so") }) else { return [] }
+        return ["--plugin-dir", folder]
     }
 
     /// Starts `path args…` in a process group of its own, stdin from /dev/null, stdout and

@@ -10,8 +10,9 @@ struct Affinityd: ParsableCommand {
         abstract: "Serves the One Shot Affinity Model on D-Bus as org.lesionaffinity.Affinity1.",
         discussion: """
             Settings come from the configuration file (default /etc/affinity/affinityd.conf when it exists),
-            then from the options. SIGHUP reloads the file's limits and log level; SIGTERM cancels jobs
-            (training jobs write a checkpoint) and exits.
+            then from the options. SIGHUP reloads the file's limits, log level and checkpoint defaults;
+            SIGTERM stops jobs (training jobs write a checkpoint and resume at the next start, unless
+            auto_resume = no) and exits.
             """)
 
     @Option(name: .long, help: "system, session, or a D-Bus address (unix:path=…).")
@@ -34,6 +35,10 @@ struct Affinityd: ParsableCommand {
           help: "Do not import the bundled demo model when no default model is installed (bundled_model = no).")
     var noBundledModel = false
 
+    @Flag(name: .customLong("no-auto-resume"),
+          help: "Do not resume at start the training jobs the last run left unfinished; they are failed, for Job.Resume (auto_resume = no).")
+    var noAutoResume = false
+
     func run() throws {
         // Handle SIGTERM, SIGINT and SIGHUP on one thread with sigwait: block them before any
         // other thread starts (threads inherit the mask), whatever mask our parent gave us.
@@ -53,6 +58,7 @@ struct Affinityd: ParsableCommand {
             if let authorization { try settings.set("authorization", authorization) }
             settings.pluginDirectories += pluginDirectories
             if noBundledModel { settings.bundledModel = false }
+            if noAutoResume { settings.autoResume = false }
         } catch {
             Log.error("\(error)")
             throw ExitCode(78)  // EX_CONFIG

@@ -25,10 +25,17 @@ struct DaemonConfig: Equatable {
     /// Whether a store without a default model gets the bundled demo model (models/phantom-demo,
     /// found as `BundledModel.directory` says) imported and made the default at start.
     var bundledModel = true
+    /// Whether training jobs found interrupted at start (the daemon stopped or died while they
+    /// ran) are resumed from their last checkpoints (else: failed, for Job.Resume).
+    var autoResume = true
+    /// Train's and Finetune's default checkpoint interval, seconds (0: none by time).
+    var checkpointInterval = 900
+    /// Train's and Finetune's default checkpoint every N iterations (0: none by count).
+    var checkpointIterations = 0
 
     static let keys: Set<String> = ["bus", "authorization", "state_dir", "analyse_workers", "analyse_queue_limit",
                                     "max_image_bytes", "max_image_dimension", "max_import_bytes", "log_level", "interfaces_dir", "plugin_dirs",
-                                    "bundled_model"]
+                                    "bundled_model", "auto_resume", "checkpoint_interval", "checkpoint_iterations"]
 
     /// Applies a configuration file's `key = value` lines (`#` and `;` comments, `[section]`
     /// headers ignored, values may be quoted).
@@ -57,6 +64,13 @@ struct DaemonConfig: Equatable {
             guard let v = Int(value), v >= lo, v <= hi else { throw ConfigError("\(key) must be an integer from \(lo) to \(hi), not '\(value)'.") }
             return v
         }
+        func yesNo() throws -> Bool {
+            switch value.lowercased() {
+            case "yes", "true", "1", "on": return true
+            case "no", "false", "0", "off": return false
+            default: throw ConfigError("\(key) must be yes or no, not '\(value)'.")
+            }
+        }
         switch key {
         case "bus": bus = value
         case "authorization":
@@ -74,12 +88,10 @@ struct DaemonConfig: Equatable {
         case "interfaces_dir": interfacesDirectory = value
         case "plugin_dirs":
             pluginDirectories = value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        case "bundled_model":
-            switch value.lowercased() {
-            case "yes", "true", "1", "on": bundledModel = true
-            case "no", "false", "0", "off": bundledModel = false
-            default: throw ConfigError("bundled_model must be yes or no, not '\(value)'.")
-            }
+        case "bundled_model": bundledModel = try yesNo()
+        case "auto_resume": autoResume = try yesNo()
+        case "checkpoint_interval": checkpointInterval = try int(0, 7 * 86400)
+        case "checkpoint_iterations": checkpointIterations = try int(0, 1_000_000_000)
         default: throw ConfigError("unknown key '\(key)'; known keys: \(Self.keys.sorted().joined(separator: ", ")).")
         }
     }

@@ -46,6 +46,8 @@ final class Daemon: @unchecked Sendable {
     var lastJobProps: [Int: [String: DBusValue]] = [:]
     var lastJobEmit: [Int: Double] = [:]
     var jobFlushScheduled = Set<Int>()
+    /// Sealed memfds of jobs' result files (AnalyseScan's label volume), by job and key.
+    var resultFiles: [Int: [String: FileDescriptor]] = [:]
     var watchdogTimer: DispatchSourceTimer?
 
     init(config: DaemonConfig, configFile: String?, bus: BusConnection) throws {
@@ -59,7 +61,9 @@ final class Daemon: @unchecked Sendable {
         engine = AnalyseEngine(store: store, workers: config.analyseWorkers, queueLimit: config.analyseQueueLimit,
                                limits: ImageLimits(maxBytes: config.maxImageBytes, maxDimension: config.maxImageDimension),
                                decoder: Daemon.decoderHook(plugins))
-        jobs = JobManager(store: store, engine: engine)
+        jobs = JobManager(store: store, engine: engine, autoResume: config.autoResume)
+        jobs.defaultCheckpointInterval = Double(config.checkpointInterval)
+        jobs.defaultCheckpointIterations = config.checkpointIterations
         jobs.dataReader = Daemon.dataReaderHook(plugins)
         xmlDirectory = Daemon.findInterfaces(config.interfacesDirectory)
     }

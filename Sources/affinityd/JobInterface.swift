@@ -17,15 +17,40 @@ extension Daemon {
             .epoch: .uint32(UInt32(s.epoch)), .totalEpochs: .uint32(UInt32(s.totalEpochs)), .metrics: .doubleDict(s.metrics),
             .startTime: .uint64(s.startTime), .expectedEndTime: .uint64(s.expectedEndTime),
             .startedByUID: .uint32(job.startedByUID), .cancelable: .boolean(s.cancelable),
+            .resumed: .uint32(UInt32(clamping: s.resumed)),
         ]
-        p[.result] = .vardict(jobResult(s))
+        p[.result] = .vardict(jobResult(s, job: job.id))
         return Dictionary(uniqueKeysWithValues: p.map { ($0.key.name, $0.value) })
     }
 
-    func jobResult(_ s: Job.Snapshot) -> [String: DBusValue] {
-        var d = s.result.mapValues(dbusValue)
+    func jobResult(_ s: Job.Snapshot, job: Int) -> [String: DBusValue] {
+        var d = s.result.reduce(into: [String: DBusValue]()) { d, entry in
+            if case .file(let name, let bytes) = entry.value {
+                // One sealed memfd per job and key, made once (a new one each time would make every
+                // property read a change).
+                if let fd = sealedResultFile(job: job, key: entry.key, name: name, bytes: bytes) { d[entry.key] = .unixFD(fd) }
+            } else {
+                d[entry.key] = dbusValue(entry.value)
+            }
+        }
         if !s.message.isEmpty { d["message"] = .string(s.message) }
         return d
+    }
+
+    /// The sealed memfd holding a job's result file (nil when none can be made: logged).
+    func sealedResultFile(job: Int, key: String, name: String, bytes: [UInt8]) -> FileDescriptor? {
+        if let fd = lock.withLock({ resultFiles[job]?[key] }) { return fd }
+        do {
+            let fd = try FileDescriptor.sealedMemfd(name: name, contents: bytes)
+            return lock.withLock {
+                if let made = resultFiles[job]?[key] { return made }
+                resultFiles[job, default: [:]][key] = fd
+                return fd
+            }
+        } catch {
+            Log.error("Job \(job): the result file \(name) cannot be handed out: \(error)", ["JOB_ID": String(job)])
+            return nil
+        }
     }
 
     func dbusValue(_ v: JobValue) -> DBusValue {
@@ -33,14 +58,21 @@ extension Daemon {
         case .string(let s): return .string(s)
         case .double(let d): return .double(d)
         case .uint(let u): return .uint64(u)
+        case .int(let i): return .int64(i)
+        case .bool(let b): return .boolean(b)
         case .model(let id): return .objectPath(API.modelPath(id))
         case .doubles(let a): return .doubles(a)
+        case .strings(let a): return .strings(a)
         case .list(let l): return .vardicts(l.map { $0.mapValues(dbusValue) })
+        case .dictionary(let d): return .vardict(d.mapValues(dbusValue))
+        case .values(let a): return .array(elementSignature: "v", a.map { .variant(dbusValue($0)) })
+        // Nested files are not made (only a result's top-level files are handed out).
+        case .file(let name, let bytes): return .string("\(name) (\(bytes.count) bytes)")
         }
     }
 
     func jobInterface(_ job: Job?) -> BusInterface? {
-        var i = BusInterface(API.job, introspectionXML: xml(API.job))
+        var i = BusInterface.api(API.job, introspectionXML: xml(API.job))
         i.signal("Completed", "bsa{sv}")
         for property in JobProperty.allCases {
             i.property(property.name, property.signature, emitsChangedSignal: property.emitsChangedSignal) { [self] in
@@ -69,6 +101,18 @@ extension Daemon {
                 }
             }
         }
+        i.deferredMethod("Resume", in: "a{sv}", out: "") { [self] call, reply in
+            guard let job else { return reply.fail(apiError(ServiceError.failed("No job"))) }
+            do { _ = try strictOptions(call.argument(0), []) } catch { return reply.fail(apiError(error)) }
+            // Privileged like starting the job: the train or finetune action.
+            let action = job.operation == "finetune" ? API.Action.finetune : API.Action.train
+            privileged(call, reply, action: action) { [self] uid in
+                try jobs.resume(job)
+                Log.info("Job \(job.id) resume requested by uid \(uid).", ["JOB_ID": String(job.id)])
+                refreshManager()
+                return []
+            }
+        }
         return i
     }
 
@@ -86,7 +130,7 @@ extension Daemon {
             if finished {
                 let success = snapshot.state == .completed
                 try? self.bus.emitSignal(path: path, interface: API.job, name: "Completed",
-                                         [.boolean(success), .string(snapshot.message), .vardict(self.jobResult(snapshot))])
+                                         [.boolean(success), .string(snapshot.message), .vardict(self.jobResult(snapshot, job: job.id))])
                 Log.log(success ? Log.info : Log.notice, "Job \(job.id) \(snapshot.state.rawValue): \(snapshot.message)", ["JOB_ID": String(job.id)])
             }
         }

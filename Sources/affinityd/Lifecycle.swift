@@ -23,6 +23,9 @@ extension Daemon {
         jobs.onModelPublished = { [weak self] card in self?.exportModel(card); self?.refreshManager() }
         jobs.log = { priority, message, id in Log.log(priority, message, ["JOB_ID": String(id)]) }
         engine.onQueueChange = { [weak self] in self?.refreshManager() }
+        // Training jobs the last run left unfinished continue where their checkpoints stand, before
+        // the name is taken (so no new job queues ahead of them); nothing here waits on their files.
+        if config.autoResume { jobs.resumeInterruptedJobs() }
         bus.onDisconnect = {
             Log.error("The connection to the bus was lost; exiting.")
             exit(1)
@@ -72,6 +75,7 @@ extension Daemon {
 
     func startWatchdog() {
         guard let usec = Notify.watchdogMicroseconds else { return }
+        WatchdogStall.installIfEnabled()
         let t = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
         let interval = max(usec / 2, 1000)
         t.schedule(deadline: .now(), repeating: .microseconds(Int(interval)))
@@ -80,6 +84,7 @@ extension Daemon {
             // A round trip through the bus thread: WATCHDOG=1 only while it serves.
             self.bus.callAsync(destination: me, path: "/", interface: "org.freedesktop.DBus.Peer", method: "Ping",
                                timeout: .microseconds(Int64(interval))) { result in
+                WatchdogStall.stallIfRequested()
                 if case .success = result { Notify.send("WATCHDOG=1") }
             }
         }
@@ -87,8 +92,9 @@ extension Daemon {
         watchdogTimer = t
     }
 
-    /// SIGHUP: re-reads the configuration file (limits and log level; bus, state directory and
-    /// workers need a restart). The model and the jobs are kept.
+    /// SIGHUP: re-reads the configuration file (limits, log level and the checkpoint defaults of
+    /// new training jobs; bus, state directory, workers and auto_resume need a restart). The model
+    /// and the jobs are kept.
     func reload() {
         Notify.send("RELOADING=1")
         Notify.status("reloading the configuration")
@@ -102,7 +108,11 @@ extension Daemon {
                     config.maxImageDimension = c.maxImageDimension
                     config.maxImportBytes = c.maxImportBytes
                     config.logLevel = c.logLevel
+                    config.checkpointInterval = c.checkpointInterval
+                    config.checkpointIterations = c.checkpointIterations
                 }
+                jobs.defaultCheckpointInterval = Double(c.checkpointInterval)
+                jobs.defaultCheckpointIterations = c.checkpointIterations
                 engine.queueLimit = c.analyseQueueLimit
                 engine.limits = ImageLimits(maxBytes: c.maxImageBytes, maxDimension: c.maxImageDimension)
                 Log.maxPriority = DaemonConfig.priorities[c.logLevel] ?? 6

@@ -45,7 +45,7 @@ extension Daemon {
         case "stopping": status = "stopping"
         default:
             status = "\(state), model \(store.defaultModelID ?? "none")"
-            if let j = jobs.allJobs.first(where: { $0.operation != "analyse-batch" && $0.snapshot.state == .running }) {
+            if let j = jobs.allJobs.first(where: { !$0.operation.hasPrefix("analyse-") && $0.snapshot.state == .running }) {
                 let s = j.snapshot
                 status = "training job \(j.id): epoch \(min(s.epoch + 1, s.totalEpochs))/\(s.totalEpochs), \(Int(s.progress * 100))%"
             } else if engine.activeCount > 0 {
@@ -56,12 +56,12 @@ extension Daemon {
     }
 
     func managerInterface() -> BusInterface {
-        var i = BusInterface(API.manager, introspectionXML: xml(API.manager))
+        var i = BusInterface.api(API.manager, introspectionXML: xml(API.manager))
         i.deferredMethod("Analyse", in: "ha{sv}", out: "a{sv}") { [self] call, reply in
             do {
                 let fd = try call.argument(0).asFileDescriptor()
                 let request = try analyseRequest(call.argument(1))
-                try engine.submit(.fileDescriptor(fd.rawValue), request) { [self] result in
+                try engine.submit(.fileDescriptor(fd.rawValue), request, owner: Self.owner(call)) { [self] result in
                     withExtendedLifetime(fd) {}
                     switch result {
                     case .success(let r):
@@ -77,6 +77,7 @@ extension Daemon {
         i.deferredMethod("AnalyseBatch", in: "aha{sv}", out: "o") { [self] call, reply in
             do {
                 let fds = try call.argument(0).asFileDescriptors()
+                try Self.checkBatch(fds.count)
                 let request = try analyseRequest(call.argument(1))
                 call.senderUnixUser { [self] uid in
                     DispatchQueue.global().async { [self] in
@@ -92,6 +93,7 @@ extension Daemon {
                 reply.fail(apiError(error))
             }
         }
+        addScanMethods(&i)
         i.deferredMethod("Train", in: "a{sv}", out: "o") { [self] call, reply in
             privileged(call, reply, action: API.Action.train) { [self] uid in
                 let spec = try trainingSpec(call.argument(0), baseModel: nil)
@@ -227,6 +229,8 @@ extension Daemon {
             }
             if let v = try o.option(TrainOption.dataFormat, { try $0.asString() }) { s.dataFormat = v }
             if let v = try o.option(TrainOption.segmentationFormat, { try $0.asString() }) { s.segmentationFormat = v }
+            if let v = try o.option(TrainOption.checkpointInterval, { try $0.asUInt32() }) { s.checkpointInterval = Double(v) }
+            if let v = try o.option(TrainOption.checkpointIterations, { try $0.asUInt32() }) { s.checkpointIterations = Int(v) }
             if let v = try o.option(TrainOption.dataOptions, { try $0.asString() }) {
                 guard (try? JSONSerialization.jsonObject(with: Data(v.utf8))) is [String: Any] else {
                     throw ServiceError.invalidArgument("The option 'data_options' must be a JSON object, not '\(v)'")

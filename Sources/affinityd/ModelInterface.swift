@@ -20,7 +20,7 @@ extension Daemon {
     }
 
     func modelInterface(id: String) -> BusInterface? {
-        var i = BusInterface(API.model, introspectionXML: xml(API.model))
+        var i = BusInterface.api(API.model, introspectionXML: xml(API.model))
         let store = self.store
         func card() throws -> ModelCard {
             guard let c = store.card(id) else { throw ServiceError.modelNotFound("Model \(id) is no longer in the store") }
@@ -45,7 +45,7 @@ extension Daemon {
                 var request = try analyseRequest(call.argument(2))
                 request.modelID = id
                 request.withDetections = false
-                try engine.submit(.fileDescriptor(image.rawValue), request) { result in
+                try engine.submit(.fileDescriptor(image.rawValue), request, owner: Self.owner(call)) { result in
                     withExtendedLifetime(image) {}
                     reply.complete {
                         do {

@@ -28,6 +28,32 @@ enum Notify {
     }
 }
 
+/// A test-only way to stall the bus thread (issue 17, `scripts/system-test`): with
+/// `AFFINITY_DEBUG_WATCHDOG_STALL=1` in the environment, SIGUSR1 makes the next watchdog ping's
+/// reply block the bus thread for good, so that no call is served and no `WATCHDOG=1` is sent: the
+/// service manager's watchdog then kills the daemon. `affinityd.service` never sets the variable;
+/// without it nothing is installed and SIGUSR1 keeps its default action.
+enum WatchdogStall {
+    static let environmentVariable = "AFFINITY_DEBUG_WATCHDOG_STALL"
+    /// Set by the SIGUSR1 handler (a plain word: the only thing a handler may touch).
+    nonisolated(unsafe) static var requested: sig_atomic_t = 0
+
+    /// Installs the SIGUSR1 handler when the environment asks for it.
+    static func installIfEnabled() {
+        guard ProcessInfo.processInfo.environment[environmentVariable] == "1" else { return }
+        requested = 0
+        signal(SIGUSR1) { _ in WatchdogStall.requested = 1 }
+        Log.log(Log.warning, "\(environmentVariable)=1: SIGUSR1 will stall the bus thread (a test switch, not for production).")
+    }
+
+    /// Called on the bus thread: never returns once SIGUSR1 has arrived.
+    static func stallIfRequested() {
+        guard requested != 0 else { return }
+        Log.log(Log.warning, "SIGUSR1: stalling the bus thread (\(environmentVariable)); the watchdog will end the daemon.")
+        while true { sleep(3600) }
+    }
+}
+
 /// Log lines: to journald with structured fields when JOURNAL_STREAM is set (we run under
 /// systemd), otherwise to stderr as `<priority>message` (sd-daemon(3) prefixes).
 enum Log {

@@ -143,6 +143,41 @@ import TestSupport
         }
     }
 
+    @Test("a checkpoint whose tensor bytes changed (a flipped or zeroed byte) is refused by its checksum")
+    func damagedTensorBytesAreRefused() throws {
+        let dir = try Self.directory()
+        let good = try Self.checkpoint(in: dir)
+        let bytes = try Data(contentsOf: good)
+        let f = try SafeTensorsFile(data: bytes)
+        #expect(f.metadata[OneShotTrainer.checksumKey]?.hasPrefix("fnv1a64:") == true, "\(f.metadata.keys.sorted())")
+        #expect(try OneShotTrainer.checkpointState(good).totalIterations == 1)
+        var headerLength = 0
+        for i in 0..<8 { headerLength |= Int(bytes[i]) << (8 * i) }
+        let dataStart = 8 + headerLength
+        // Still a valid safetensors file (the same header, shapes and offsets): only the values differ.
+        for (name, offset) in [("flipped", (bytes.count - dataStart) / 2), ("last", bytes.count - dataStart - 1)] {
+            var damaged = bytes
+            damaged[dataStart + offset] ^= 0x10
+            let bad = dir.appendingPathComponent("\(name).safetensors")
+            try damaged.write(to: bad)
+            #expect(throws: Never.self) { _ = try SafeTensorsFile(contentsOf: bad) }
+            let target = try Target()
+            let e = #expect(throws: TrainingError.self, "\(name)") { try target.trainer.resume(from: bad) }
+            #expect("\(e.map { String(describing: $0) } ?? "")".contains("damaged"), "\(String(describing: e))")
+            target.expectUnchanged(name)
+            #expect(throws: TrainingError.self) { _ = try OneShotTrainer.checkpointState(bad) }
+        }
+        // A truncated file is not safetensors any more.
+        let cut = dir.appendingPathComponent("cut.safetensors")
+        try bytes.prefix(bytes.count - 100).write(to: cut)
+        #expect(throws: CheckpointError.self) { _ = try OneShotTrainer.checkpointState(cut) }
+        #expect(throws: CheckpointError.self) { _ = try OneShotTrainer.checkpointState(dir.appendingPathComponent("absent.safetensors")) }
+        // The untouched file still resumes.
+        let target = try Target()
+        try target.trainer.resume(from: good)
+        #expect(target.trainer.state.totalIterations == 1)
+    }
+
     @Test("negative optimizer step counts are refused")
     func negativeStepCountsAreRefused() throws {
         let dir = try Self.directory()

@@ -44,7 +44,7 @@ struct APINamesTests {
 
     @Test(arguments: [("Analyse", options(AnalyseOption.self)), ("AnalyseBatch", options(AnalyseOption.self)),
                       ("Train", options(TrainOption.self)), ("Finetune", options(TrainOption.self)),
-                      ("ImportModel", options(ImportOption.self))])
+                      ("ImportModel", options(ImportOption.self)), ("AnalyseScan", options(ScanOption.self))])
     func optionKeys(_ method: String, _ declared: [String: String]) throws {
         let documented = try InterfaceXML.read(API.manager).documentedOptions(of: method)
         #expect(documented == declared, "\(method): \(documented.sorted { $0.key < $1.key }) in the XML, \(declared.sorted { $0.key < $1.key }) in AffinityAPI")

@@ -18,7 +18,9 @@ struct DesignedInterface: CustomStringConvertible, Sendable {
 
     static let all = [
         DesignedInterface(name: "org.lesionaffinity.Affinity1.Manager", members: [
-            "Analyse(ha{sv})→a{sv}", "AnalyseBatch(aha{sv})→o", "Train(a{sv})→o", "Finetune(oa{sv})→o",
+            "Analyse(ha{sv})→a{sv}", "AnalyseBatch(aha{sv})→o",
+            // Issue 15: whole CT scans.
+            "AnalyseScan(aha{sv})→o", "Train(a{sv})→o", "Finetune(oa{sv})→o",
             "ImportModel(ha{sv})→o", "ListModels(a{sv})→ao", "SetDefaultModel(oa{sv})→", "ListPlugins(a{sv})→aa{sv}",
             "Version:s", "ApiVersion:u", "State:s", "DefaultModel:o", "QueueLength:u", "Device:s",
         ]),
@@ -31,6 +33,8 @@ struct DesignedInterface: CustomStringConvertible, Sendable {
         DesignedInterface(name: "org.lesionaffinity.Affinity1.Job", members: [
             "Cancel(a{sv})→", "!Completed(bsa{sv})", "Operation:s", "State:s", "Progress:d", "Epoch:u", "TotalEpochs:u",
             "Metrics:a{sd}", "StartTime:t", "ExpectedEndTime:t", "StartedByUID:u", "Cancelable:b", "Result:a{sv}",
+            // Issue 23: training jobs resume after a restart of the daemon.
+            "Resume(a{sv})→", "Resumed:u",
         ]),
     ]
 

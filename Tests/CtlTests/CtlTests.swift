@@ -438,7 +438,7 @@ struct CtlDocsTests {
 
     @Test func manPageNamesEveryCommandAndExitCode() throws {
         let man = try String(contentsOf: CtlPaths.repository.appendingPathComponent("man/affinityctl.1"), encoding: .utf8)
-        for command in ["analyse", "train", "finetune", "jobs", "job watch", "job cancel", "models list", "models show",
+        for command in ["analyse", "train", "finetune", "jobs", "job watch", "job cancel", "job resume", "models list", "models show",
                         "models import", "models set\\-default", "plugins", "status", "version"] {
             #expect(man.contains(".SS \(command)\n"), "man/affinityctl.1 has no section for \(command)")
         }

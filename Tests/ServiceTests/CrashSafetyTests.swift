@@ -73,8 +73,9 @@ struct CrashSafetyTests {
         try FileManager.default.createDirectory(at: planted[2].deletingLastPathComponent(), withIntermediateDirectories: true)
         for p in planted { try Data(half).write(to: p) }
 
-        // 3. Restart on the same state directory.
-        let daemon2 = try DaemonProcess(bus: bus, stateDirectory: state)
+        // 3. Restart on the same state directory, without auto-resume (ResumeTests resume such jobs):
+        //    the job stays as the kill left it, for this test to look at.
+        let daemon2 = try DaemonProcess(bus: bus, stateDirectory: state, configText: "auto_resume = no\n")
         defer { daemon2.stop() }
         let client2 = try bus.connect()
         defer { client2.close() }
@@ -114,7 +115,7 @@ struct CrashSafetyTests {
         _ = try trainer.step()  // it goes on training from there
         #expect(trainer.state.totalIterations >= 2)
 
-        // The job is reported as failed, on the bus and in job.json, with its checkpoint kept.
+        // The job is reported as failed (auto_resume = no), on the bus and in job.json, with its checkpoint kept.
         let jprops = try client2.getAllProperties(destination: D.name, path: jobPath, interface: D.job)
         #expect(jprops["State"] == .string("failed") && jprops["Cancelable"] == .boolean(false), "\(jprops)")
         #expect(jprops["Operation"] == .string("train") && jprops["TotalEpochs"] == .uint32(50))

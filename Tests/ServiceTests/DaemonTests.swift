@@ -105,7 +105,7 @@ struct DaemonTests {
         }
         let wrongSig = try busctl(bus, ["call", D.name, D.root, D.manager, "Analyse", "s", "x"])
         #expect(wrongSig.status != 0 && wrongSig.stderr.contains("expects arguments of signature 'ha{sv}'"), "\(wrongSig)")
-        expectError("org.freedesktop.DBus.Error.InvalidArgs", "wrong signature") {
+        expectError(E + "InvalidArgument", "wrong signature") {
             try Self.call(client, "Analyse", [.string("/tmp/x.png"), .vardict([:])])
         }
         expectError(E + "InvalidArgument", "unknown option") {

@@ -41,7 +41,7 @@ struct ServedInterfacesTests {
                     _ = try client.call(destination: API.busName, path: path, interface: interface, method: m.name, [], timeout: .seconds(30))
                     Issue.record("\(interface).\(m.name) accepted a call without arguments")
                 } catch let e as BusError {
-                    #expect(e.name == BusError.Name.invalidArgs && e.message.contains("signature '\(m.inSignature)'"),
+                    #expect(e.name == API.errorName(.invalidArgument) && e.message.contains("signature '\(m.inSignature)'"),
                             "\(interface).\(m.name): \(e)")
                 }
             }

@@ -22,9 +22,16 @@
 #include <string.h>
 
 #include <jpeglib.h>
+#include <jerror.h>
 
 /* Refuse images larger than this per side before allocating pixel memory. */
 #define JPEG_MAX_SIDE 16384u
+/* The most memory libjpeg may allocate for one decode (issue 16). A progressive or multi-scan JPEG
+ * keeps every DCT coefficient of the image (2 bytes per sample) until its last scan, and a few
+ * hundred bytes of scans can name an 8192² colour image: past this budget libjpeg stops before it
+ * allocates (JERR_NO_BACKING_STORE: this build has no temporary files), and the file is refused as
+ * too large. Baseline files need a few rows at a time and never come near it. */
+#define JPEG_MAX_MEMORY (256L << 20)
 
 typedef struct guarded_error {
     struct jpeg_error_mgr base;
@@ -100,11 +107,17 @@ static int32_t run(const uint8_t *bytes, size_t length, float *pixels, size_t ca
     jerr.base.output_message = on_output_message;
     JSAMPLE *volatile row = NULL;
     if (setjmp(jerr.jump)) {
+        const int code = jerr.base.msg_code;
+        const uint32_t w = cinfo.image_width, h = cinfo.image_height;
         jpeg_destroy_decompress(&cinfo);
         free(row);
+        if (code == JERR_NO_BACKING_STORE || code == JERR_OUT_OF_MEMORY)
+            return fail(error, AFFINITY_E_TOO_LARGE, "The JPEG image (%u×%u pixels, progressive or multi-scan) needs more than the %ld MiB "
+                        "this decoder allows for one image.", w, h, JPEG_MAX_MEMORY >> 20);
         return fail(error, AFFINITY_E_CORRUPT, "The JPEG image is damaged: %s.", jerr.message);
     }
     jpeg_create_decompress(&cinfo);
+    cinfo.mem->max_memory_to_use = JPEG_MAX_MEMORY;
     jpeg_mem_src(&cinfo, (unsigned char *)bytes, (unsigned long)length);
     jpeg_read_header(&cinfo, TRUE);
     if (jerr.warnings) {

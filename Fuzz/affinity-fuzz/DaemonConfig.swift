@@ -1,0 +1,1 @@
+../../Sources/affinityd/Config.swift

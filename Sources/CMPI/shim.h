@@ -1,0 +1,27 @@
+// Open MPI's C API for the Distributed target (affinity-lab only; Debian libopenmpi-dev, pkg-config
+// ompi-c). Open MPI's predefined handles (MPI_COMM_WORLD, MPI_FLOAT, MPI_SUM, MPI_IN_PLACE, …) are
+// macros over the addresses of library globals, which Swift cannot import: the inline functions
+// below hand them over as values.
+#ifndef AFFINITY_CMPI_SHIM_H
+#define AFFINITY_CMPI_SHIM_H
+
+#define OMPI_SKIP_MPICXX 1
+#include <mpi.h>
+
+static inline MPI_Comm cmpi_comm_world(void) { return MPI_COMM_WORLD; }
+static inline MPI_Datatype cmpi_float(void) { return MPI_FLOAT; }
+static inline MPI_Datatype cmpi_double(void) { return MPI_DOUBLE; }
+static inline MPI_Datatype cmpi_byte(void) { return MPI_BYTE; }
+static inline MPI_Datatype cmpi_long_long(void) { return MPI_LONG_LONG; }
+static inline MPI_Datatype cmpi_int(void) { return MPI_INT; }
+static inline MPI_Op cmpi_sum(void) { return MPI_SUM; }
+static inline MPI_Op cmpi_max(void) { return MPI_MAX; }
+static inline MPI_Op cmpi_min(void) { return MPI_MIN; }
+static inline void *cmpi_in_place(void) { return MPI_IN_PLACE; }
+static inline MPI_Errhandler cmpi_errors_return(void) { return MPI_ERRORS_RETURN; }
+static inline int cmpi_success(void) { return MPI_SUCCESS; }
+static inline int cmpi_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
+static inline int cmpi_max_processor_name(void) { return MPI_MAX_PROCESSOR_NAME; }
+static inline int cmpi_thread_funneled(void) { return MPI_THREAD_FUNNELED; }
+
+#endif

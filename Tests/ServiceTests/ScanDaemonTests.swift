@@ -1,0 +1,235 @@
+// Manager.AnalyseScan (issue 15): a NIfTI phantom volume (written by an independent writer) passed
+// as an O_DIRECTORY descriptor and as a file descriptor, analysed as a job by affinityd with the
+// bundled demo model; the job's Result is key for key the offline analysis (ScanAnalyser over the
+// same files and weights), the label volume a sealed memfd holding a .nii.gz on the scan's grid;
+// bad calls get named errors and the daemon goes on serving.
+import Affinity
+import Bus
+import Foundation
+import Imaging
+import NIfTI
+import ScanIO
+import Scans
+import Service
+import TestSupport
+import Testing
+
+@Suite("AnalyseScan over D-Bus", .serialized)
+struct ScanDaemonTests {
+    static let side = 256
+
+    /// Phantom slices (HU = gray · 1500 − 1350, int16) with a blank slice at each end, RAS storage.
+    static func volume(_ path: String, classes: [PhantomClass], seed: UInt64 = 9, z0: Double = 0) throws {
+        let generator = PhantomGenerator(seed: seed, size: side)
+        let blank = [Double](repeating: -1000, count: side * side)
+        var values = blank
+        for (k, c) in classes.enumerated() {
+            let gray = generator.slice(index: k, class: c).pixelImage.grayImage().pixels
+            var slice = [Double](repeating: 0, count: side * side)
+            for y in 0..<side { for x in 0..<side { slice[(side - 1 - y) * side + (side - 1 - x)] = (Double(gray[y * side + x]) * 1500 - 1350).rounded() } }
+            values += slice
+        }
+        values += blank
+        try writeNIfTIWithPython(path, nx: side, ny: side, nz: classes.count + 2, values: values, dtype: "h",
+                                 sform: [[1.4, 0, 0, -180], [0, 1.4, 0, -180], [0, 0, 5, z0]], gzip: true)
+    }
+
+    /// affinityd on a private bus with the repository's bundled demo model as its default.
+    final class Session {
+        let bus: PrivateBus
+        let daemon: DaemonProcess
+        let client: BusConnection
+        let state: URL
+        init() throws {
+            state = try Paths.temporaryDirectory("scan-daemon")
+            bus = try PrivateBus()
+            do {
+                daemon = try DaemonProcess(bus: bus, stateDirectory: state.appendingPathComponent("state"),
+                                           environment: ["AFFINITY_BUNDLED_MODELS": TestPaths.root.appendingPathComponent("models").path])
+            } catch { bus.stop(); throw error }
+            client = try bus.connect()
+        }
+        func call(_ method: String, _ args: [DBusValue]) throws -> [DBusValue] { try DaemonTests.call(client, method, args) }
+        func properties(_ job: String) throws -> [String: DBusValue] {
+            try client.getAllProperties(destination: DaemonProcess.name, path: job, interface: DaemonProcess.job)
+        }
+        /// Waits until the job ends; its properties.
+        func finish(_ job: String) throws -> [String: DBusValue] {
+            var p: [String: DBusValue] = [:]
+            _ = waitUntil(600) {
+                p = (try? properties(job)) ?? [:]
+                let s = (try? p["State"]?.asString()) ?? ""
+                return ["completed", "failed", "cancelled"].contains(s)
+            }
+            return p
+        }
+        func stop() {
+            client.close()
+            daemon.stop()
+            bus.stop()
+            try? FileManager.default.removeItem(at: state)
+        }
+    }
+
+    static func open(_ path: String, directory: Bool = false) throws -> FileDescriptor {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : 0))  // owned by the FileDescriptor
+        guard fd >= 0 else { throw BusError.failed("cannot open \(path)") }
+        return FileDescriptor(taking: fd)
+    }
+
+    /// The ScanResult of the same files analysed offline with the same weights.
+    static func offline(_ paths: [String], state: URL) throws -> ScanResult {
+        let store = try ModelStore(stateDirectory: state)
+        let bundled = try #require(BundledModel.defaultModel(environment: ["AFFINITY_BUNDLED_MODELS": TestPaths.root.appendingPathComponent("models").path]))
+        try store.setDefault(try store.importBundled(bundled).id)
+        let engine = AnalyseEngine(store: store, workers: 1)
+        defer { engine.stop() }
+        let files = try ScanFiles(paths: paths, registry: nil)  // NIfTI needs no plugin
+        var assembly = SeriesAssembler.assemble(files.headers)
+        assembly.setAside = files.setAside + assembly.setAside
+        return try ScanAnalyser(engine: engine).analyse(try assembly.choose(nil), setAside: assembly.setAside, reader: files, request: ScanRequest())
+    }
+
+    @Test func aFolderDescriptorGivesTheOfflineResultAndALabelVolume() throws {
+        let dir = try Paths.temporaryDirectory("scan-input")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let scanDir = dir.appendingPathComponent("study")
+        try FileManager.default.createDirectory(at: scanDir, withIntermediateDirectories: true)
+        let volume = scanDir.appendingPathComponent("chest.nii.gz").path
+        try Self.volume(volume, classes: [.covid, .covid, .normal])
+        try "not an image".write(to: scanDir.appendingPathComponent("notes.txt"), atomically: true, encoding: .utf8)
+
+        let s = try Session()
+        defer { s.stop() }
+        let folder = try Self.open(scanDir.path, directory: true)
+        let job = try s.call("AnalyseScan", [.fileDescriptors([folder]), .vardict([:])])[0].asObjectPath()
+        folder.close()
+        let p = try s.finish(job)
+        #expect(try p["State"]?.asString() == "completed", "\(p)\n\(s.daemon.stderrText)")
+        #expect(try p["Operation"]?.asString() == "analyse-scan")
+        #expect(try p["Metrics"]?.asDoubleDict() == ["slices_done": 5, "slice_count": 5])
+        let result = try #require(try p["Result"]?.asVardict())
+
+        // Key for key the offline result (the JSON of `affinity-lab scan --json`), and the same numbers.
+        let offline = try Self.offline([scanDir.path], state: dir.appendingPathComponent("offline"))
+        let json = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(offline)) as? [String: Any])
+        #expect(Set(result.keys).subtracting(["label_volume", "message"]) == Set(json.keys), "\(result.keys.sorted()) vs \(json.keys.sorted())")
+        #expect(try result["slice_count"]?.asInt64() == 5)
+        #expect(try result["series_uid"]?.asString() == "nifti:chest.nii.gz")
+        let slices = try #require(try result["slices"]?.asVardicts())
+        #expect(slices.count == 5)
+        for (k, slice) in slices.enumerated() {
+            let o = offline.slices[k]
+            #expect(try slice["analysed"]?.asBool() == o.analysed, "slice \(k)")
+            #expect((try? slice["class"]?.asString()) == o.className, "slice \(k)")
+            #expect(abs(try #require(try slice["lesion_area_mm2"]?.asDouble()) - o.lesionAreaMM2) < 1e-9, "slice \(k)")
+            let source = try #require(try slice["source"]?.asVardict())
+            #expect(try source["file"]?.asString() == scanDir.path + "/chest.nii.gz", "\(source)")
+            #expect(try source["frame"]?.asInt64() == Int64(k))
+        }
+        #expect(slices.map { (try? $0["analysed"]?.asBool()) ?? nil } == [false, true, true, true, false])
+        let verdict = try #require(try result["verdict"]?.asVardict())
+        #expect(try verdict["class"]?.asString() == offline.verdict.className && verdict["rule"] == .string("lesion-weighted"))
+        #expect(abs(try #require(try result["lesion_volume_ml"]?.asDouble()) - offline.lesionVolumeML) < 1e-9)
+        #expect(abs(try #require(try result["lung_volume_ml"]?.asDouble()) - offline.lungVolumeML) < 1e-9)
+        #expect(offline.lungVolumeML > 0)
+        #expect(try result["spacing_mm"]?.asDoubles().count == 3)
+        let setAside = try #require(try result["set_aside"]?.asVardicts())
+        let asideNames = setAside.compactMap { try? $0["what"]?.asString() }
+        #expect(asideNames.contains(scanDir.path + "/notes.txt"), "\(setAside)")
+
+        // The label volume: a sealed memfd holding a .nii.gz on the scan's grid and affine.
+        let labelFD = try #require(try result["label_volume"]?.asFileDescriptor())
+        #expect(labelFD.isSealed)
+        let bytes = try labelFD.readAll()
+        #expect(bytes.starts(with: [0x1f, 0x8b]))
+        let labelsPath = dir.appendingPathComponent("lesions.nii.gz").path
+        try Data(bytes).write(to: URL(fileURLWithPath: labelsPath))
+        let labels = try NIfTIVolume(path: labelsPath)
+        let scan = try NIfTIVolume(path: volume)
+        #expect(labels.header.nx == Self.side && labels.header.ny == Self.side && labels.header.nz == 5 && labels.header.datatype == 2)
+        for r in 0..<3 { for c in 0..<4 { #expect(abs(labels.header.affine[r][c] - scan.header.affine[r][c]) < 1e-4) } }
+        for (k, o) in offline.slices.enumerated() {
+            #expect(labels.slice(k).filter { $0 != 0 }.count == o.lesions.reduce(0) { $0 + $1.areaPx }, "slice \(k)")
+        }
+
+        // The volume as a file descriptor: the same slices.
+        let file = try Self.open(volume)
+        let job2 = try s.call("AnalyseScan", [.fileDescriptors([file]), .vardict(["label_volume": .boolean(false)])])[0].asObjectPath()
+        file.close()
+        let p2 = try s.finish(job2)
+        #expect(try p2["State"]?.asString() == "completed", "\(p2)")
+        let r2 = try #require(try p2["Result"]?.asVardict())
+        #expect(r2["label_volume"] == nil)
+        let slices2 = try #require(try r2["slices"]?.asVardicts())
+        #expect(slices2.map { $0["class"] } == slices.map { $0["class"] })
+        #expect(r2["lesion_volume_ml"] == result["lesion_volume_ml"])
+    }
+
+    @Test func badCallsGetNamedErrorsAndTheDaemonServes() throws {
+        let dir = try Paths.temporaryDirectory("scan-bad")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let empty = dir.appendingPathComponent("no-scan")
+        try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
+        try "text".write(to: empty.appendingPathComponent("readme.txt"), atomically: true, encoding: .utf8)
+        let two = dir.appendingPathComponent("two")
+        try FileManager.default.createDirectory(at: two, withIntermediateDirectories: true)
+        try Self.volume(two.appendingPathComponent("a.nii.gz").path, classes: [.normal])
+        try Self.volume(two.appendingPathComponent("b.nii.gz").path, classes: [.normal], seed: 3)
+        let broken = dir.appendingPathComponent("broken.nii.gz")
+        let whole = try Data(contentsOf: two.appendingPathComponent("a.nii.gz"))
+        try whole.prefix(whole.count / 2).write(to: broken)
+
+        let s = try Session()
+        defer { s.stop() }
+        func errorName(_ args: [DBusValue]) -> String? {
+            do { _ = try s.call("AnalyseScan", args); return nil } catch let e as BusError { return e.name } catch { return "\(error)" }
+        }
+        let prefix = "org.lesionaffinity.Affinity1.Error."
+        #expect(errorName([.fileDescriptors([]), .vardict([:])]) == prefix + "InvalidArgument")
+        let a = try Self.open(two.appendingPathComponent("a.nii.gz").path)
+        #expect(errorName([.fileDescriptors([a]), .vardict(["bogus": .boolean(true)])]) == prefix + "InvalidArgument")
+        #expect(errorName([.fileDescriptors([a]), .vardict(["rule": .string("loudest")])]) == prefix + "InvalidArgument")
+        #expect(errorName([.fileDescriptors([a]), .vardict(["window_width": .double(-1)])]) == prefix + "InvalidArgument")
+        #expect(errorName([.fileDescriptors([a]), .vardict(["seed": .string("one")])]) == prefix + "InvalidArgument")
+        // A folder with nothing to analyse; a truncated .nii.gz.
+        #expect(errorName([.fileDescriptors([try Self.open(empty.path, directory: true)]), .vardict([:])]) == prefix + "InvalidImage")
+        #expect(errorName([.fileDescriptors([try Self.open(broken.path)]), .vardict([:])]) == prefix + "InvalidImage")
+        // A pipe is neither a file nor a folder.
+        let (r, w) = try FileDescriptor.pipe()
+        #expect(errorName([.fileDescriptors([r]), .vardict([:])]) == prefix + "InvalidArgument")
+        w.close()
+        // Two series: refused with both named; chosen by the series option.
+        let twoFD = try Self.open(two.path, directory: true)
+        do {
+            _ = try s.call("AnalyseScan", [.fileDescriptors([twoFD]), .vardict([:])])
+            Issue.record("two series were accepted without a choice")
+        } catch let e as BusError {
+            #expect(e.name == prefix + "InvalidArgument" && e.message.contains("nifti:a.nii.gz") && e.message.contains("nifti:b.nii.gz"), "\(e)")
+        }
+        #expect(errorName([.fileDescriptors([twoFD]), .vardict(["series": .string("1.2.3")])]) == prefix + "InvalidArgument")
+        let job = try s.call("AnalyseScan", [.fileDescriptors([twoFD]), .vardict(["series": .string("nifti:b.nii.gz")])])[0].asObjectPath()
+        let p = try s.finish(job)
+        #expect(try p["State"]?.asString() == "completed", "\(p)")
+        #expect(try p["Result"]?.asVardict()["series_uid"]?.asString() == "nifti:b.nii.gz")
+        // Still serving.
+        let models = try s.call("ListModels", [.vardict([:])])
+        #expect(try models[0].asObjectPaths().count == 1)
+    }
+
+    @Test func cancelStopsAScanBetweenSlices() throws {
+        let dir = try Paths.temporaryDirectory("scan-cancel")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let volume = dir.appendingPathComponent("long.nii.gz").path
+        try Self.volume(volume, classes: Array(repeating: PhantomClass.covid, count: 30))
+        let s = try Session()
+        defer { s.stop() }
+        let fd = try Self.open(volume)
+        let job = try s.call("AnalyseScan", [.fileDescriptors([fd]), .vardict([:])])[0].asObjectPath()
+        _ = try s.client.call(destination: DaemonProcess.name, path: job, interface: DaemonProcess.job, method: "Cancel", [.vardict([:])])
+        let p = try s.finish(job)
+        #expect(try p["State"]?.asString() == "cancelled", "\(p)")
+        let result = try #require(try p["Result"]?.asVardict())
+        #expect(try result["error"]?.asString() == "org.lesionaffinity.Affinity1.Error.Cancelled")
+    }
+}
