@@ -13,6 +13,9 @@ struct DaemonConfig: Equatable {
     var maxImageBytes = 64 << 20
     var maxImageDimension = 8192
     var maxImportBytes = 1 << 30
+    /// AnalyseScan: the most slices of one scan, and the most voxels (slices × rows × columns).
+    var maxScanSlices = 2000
+    var maxScanVoxels = 1 << 30
     /// err, warning, notice, info or debug.
     var logLevel = "info"
     /// Where the interface XML files are; nil: found next to the build tree or in
@@ -35,7 +38,8 @@ struct DaemonConfig: Equatable {
 
     static let keys: Set<String> = ["bus", "authorization", "state_dir", "analyse_workers", "analyse_queue_limit",
                                     "max_image_bytes", "max_image_dimension", "max_import_bytes", "log_level", "interfaces_dir", "plugin_dirs",
-                                    "bundled_model", "auto_resume", "checkpoint_interval", "checkpoint_iterations"]
+                                    "bundled_model", "auto_resume", "checkpoint_interval", "checkpoint_iterations",
+                                    "max_scan_slices", "max_scan_voxels"]
 
     /// Applies a configuration file's `key = value` lines (`#` and `;` comments, `[section]`
     /// headers ignored, values may be quoted).
@@ -82,6 +86,8 @@ struct DaemonConfig: Equatable {
         case "max_image_bytes": maxImageBytes = try int(1024, 1 << 32)
         case "max_image_dimension": maxImageDimension = try int(16, 65536)
         case "max_import_bytes": maxImportBytes = try int(1024, 1 << 34)
+        case "max_scan_slices": maxScanSlices = try int(1, 100_000)
+        case "max_scan_voxels": maxScanVoxels = try int(1, 1 << 36)
         case "log_level":
             guard Self.priorities[value] != nil else { throw ConfigError("log_level must be err, warning, notice, info or debug, not '\(value)'.") }
             logLevel = value

@@ -107,6 +107,8 @@ extension Daemon {
                     config.maxImageBytes = c.maxImageBytes
                     config.maxImageDimension = c.maxImageDimension
                     config.maxImportBytes = c.maxImportBytes
+                    config.maxScanSlices = c.maxScanSlices
+                    config.maxScanVoxels = c.maxScanVoxels
                     config.logLevel = c.logLevel
                     config.checkpointInterval = c.checkpointInterval
                     config.checkpointIterations = c.checkpointIterations

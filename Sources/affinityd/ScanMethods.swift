@@ -94,14 +94,28 @@ extension Daemon {
                 throw ServiceError.invalidArgument("Descriptor \(n + 1) of \(fds.count) (\(name)) is neither a regular file nor a folder")
             }
         }
+        let (maxBytes, maxSlices, maxVoxels) = lock.withLock { (config.maxImageBytes, config.maxScanSlices, config.maxScanVoxels) }
+        var request = options.request
+        request.maxSlices = maxSlices
+        request.maxVoxels = maxVoxels
         var limits = ScanLimits()
-        limits.maxFileBytes = lock.withLock { config.maxImageBytes }
-        limits.nifti.maxSlices = options.request.maxSlices
+        limits.maxFileBytes = maxBytes
+        limits.maxFiles = max(limits.maxFiles, maxSlices)
+        limits.nifti.maxSlices = maxSlices
+        limits.nifti.maxVoxels = maxVoxels
         let files = try ScanFiles(inputs: inputs, registry: plugins, limits: limits)
         var assembly = SeriesAssembler.assemble(files.headers)
         assembly.setAside = files.setAside + assembly.setAside
         let series = try assembly.choose(options.series)
-        var job = JobManager.ScanJob(series: series, setAside: assembly.setAside, reader: files, request: options.request)
+        // Over the limits: refused now, not as a failed job.
+        if let first = series.slices.first {
+            guard series.count <= maxSlices else { throw ScanError.tooLarge("\(series.count) slices; the limit is \(maxSlices) (max_scan_slices)") }
+            let (voxels, overflow) = series.count.multipliedReportingOverflow(by: first.rows * first.columns)
+            guard !overflow, voxels <= maxVoxels else {
+                throw ScanError.tooLarge("\(first.columns)×\(first.rows)×\(series.count) voxels; the limit is \(maxVoxels) (max_scan_voxels)")
+            }
+        }
+        var job = JobManager.ScanJob(series: series, setAside: assembly.setAside, reader: files, request: request)
         job.keepAlive = fds
         if options.labelVolume {
             var template = Array((NSTemporaryDirectory() + "/affinityd-scan-XXXXXX").utf8CString)

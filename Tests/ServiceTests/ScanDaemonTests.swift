@@ -40,11 +40,14 @@ struct ScanDaemonTests {
         let daemon: DaemonProcess
         let client: BusConnection
         let state: URL
-        init() throws {
+        init(config: String? = nil) throws {
             state = try Paths.temporaryDirectory("scan-daemon")
             bus = try PrivateBus()
+            // The build folder's plugins (the DICOM decoder) beside affinityd.
+            let plugins = Paths.affinityd.map { URL(fileURLWithPath: $0).deletingLastPathComponent().path } ?? "."
             do {
-                daemon = try DaemonProcess(bus: bus, stateDirectory: state.appendingPathComponent("state"),
+                daemon = try DaemonProcess(bus: bus, stateDirectory: state.appendingPathComponent("state"), arguments: ["--plugin-dir", plugins],
+                                           configText: config,
                                            environment: ["AFFINITY_BUNDLED_MODELS": TestPaths.root.appendingPathComponent("models").path])
             } catch { bus.stop(); throw error }
             client = try bus.connect()
@@ -213,6 +216,63 @@ struct ScanDaemonTests {
         #expect(try p["State"]?.asString() == "completed", "\(p)")
         #expect(try p["Result"]?.asVardict()["series_uid"]?.asString() == "nifti:b.nii.gz")
         // Still serving.
+        let models = try s.call("ListModels", [.vardict([:])])
+        #expect(try models[0].asObjectPaths().count == 1)
+    }
+
+    @Test func limitsAndDamagedFilesGetNamedErrors() throws {
+        let dir = try Paths.temporaryDirectory("scan-limits")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let s = try Session(config: "max_scan_slices = 4\nmax_scan_voxels = 1000000\n")
+        defer { s.stop() }
+        let prefix = "org.lesionaffinity.Affinity1.Error."
+        func call(_ fd: FileDescriptor, _ options: [String: DBusValue] = [:]) -> (job: String?, error: BusError?) {
+            do { return (try s.call("AnalyseScan", [.fileDescriptors([fd]), .vardict(options)])[0].asObjectPath(), nil) } catch let e as BusError {
+                return (nil, e)
+            } catch { return (nil, BusError.failed("\(error)")) }
+        }
+        // Over max_scan_slices (5 slices), then over max_scan_voxels (3 × 1024² > 10⁶).
+        let five = dir.appendingPathComponent("five.nii.gz").path
+        try Self.volume(five, classes: [.normal, .normal, .normal])
+        let tooMany = call(try Self.open(five))
+        #expect(tooMany.error?.name == prefix + "InvalidImage" && tooMany.error?.message.contains("the limit is 4") == true, "\(String(describing: tooMany.error))")
+        let wide = dir.appendingPathComponent("wide.nii")
+        try writeNIfTIWithPython(wide.path, nx: 1024, ny: 1024, nz: 3, values: [Double](repeating: -1000, count: 1024 * 1024 * 3),
+                                 sform: [[0.5, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 5, 0]])
+        let tooBig = call(try Self.open(wide.path))
+        #expect(tooBig.error?.name == prefix + "InvalidImage" && tooBig.error?.message.contains("voxels") == true, "\(String(describing: tooBig.error))")
+        // A zero affine: nothing to assemble.
+        let zero = dir.appendingPathComponent("zero.nii")
+        try writeNIfTIWithPython(zero.path, nx: 8, ny: 8, nz: 2, values: [Double](repeating: 0, count: 128),
+                                 sform: [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]], pixdim: [0, 0, 0])
+        let singular = call(try Self.open(zero.path))
+        #expect(singular.error?.name == prefix + "InvalidImage", "\(String(describing: singular.error))")
+
+        // A DICOM series (JPEG-LS) with one file's compressed pixel data damaged: named, never a crash.
+        let lab = try #require(Paths.affinityd.map { URL(fileURLWithPath: $0).deletingLastPathComponent().appendingPathComponent("affinity-lab").path })
+        let series = dir.appendingPathComponent("series")
+        let made = try runTool(lab, ["phantom-scan", "--out", series.path, "--syntax", "jpeg-ls", "--slices", "3", "--size", "128", "--seed", "4"])
+        #expect(made.status == 0, "\(made.stderr)")
+        let victim = series.appendingPathComponent("slice-0002.dcm")
+        var bytes = [UInt8](try Data(contentsOf: victim))
+        for i in (bytes.count * 3 / 4)..<(bytes.count - 16) { bytes[i] = UInt8(truncatingIfNeeded: i &* 131) }
+        try Data(bytes).write(to: victim)
+        let damaged = call(try Self.open(series.path, directory: true))
+        if let job = damaged.job {
+            let p = try s.finish(job)
+            let state = try p["State"]?.asString()
+            let result = try p["Result"]?.asVardict() ?? [:]
+            if state == "failed" {
+                #expect((try? result["error"]?.asString())?.hasPrefix(prefix) == true, "\(p)")
+            } else {
+                #expect(state == "completed", "\(p)")
+                let aside = (try? result["set_aside"]?.asVardicts()) ?? []
+                #expect(aside.contains { ((try? $0["what"]?.asString()) ?? "").hasSuffix("slice-0002.dcm") }, "\(result)")
+            }
+        } else {
+            #expect(damaged.error?.name.hasPrefix(prefix) == true, "\(String(describing: damaged.error))")
+        }
+        // Still serving: the intact series analyses.
         let models = try s.call("ListModels", [.vardict([:])])
         #expect(try models[0].asObjectPaths().count == 1)
     }

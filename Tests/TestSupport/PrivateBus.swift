@@ -83,10 +83,11 @@ public struct ToolResult {
     public var stderr: String
 }
 
-/// Runs `/usr/bin/<tool> args…`, optionally with `stdin` from a file descriptor, and waits.
+/// Runs `/usr/bin/<tool> args…` (or `tool` itself, an absolute path), optionally with `stdin`
+/// from a file descriptor, and waits.
 public func runTool(_ tool: String, _ args: [String], stdin: FileHandle? = nil) throws -> ToolResult {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/" + tool)
+    p.executableURL = URL(fileURLWithPath: tool.hasPrefix("/") ? tool : "/usr/bin/" + tool)
     p.arguments = args
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
