@@ -16,6 +16,12 @@ let swiftSettings: [SwiftSetting] = [
 /// shapes were checked at the public entry points; release builds are whole-module already.
 /// `affinity-lab bench predict` / `train-step` measured the same with and without -Ounchecked.
 let kernelSettings: [SwiftSetting] = swiftSettings
+/// Swift 6 language mode with complete concurrency checking (issue 22): the targets where threads,
+/// callbacks and file descriptors meet (Bus, Service, PluginHost, affinityd, affinityctl). Each
+/// `@unchecked Sendable` there says on the line above why it is safe.
+let concurrentSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+]
 
 let package = Package(
     name: "LesionAffinity",
@@ -58,7 +64,7 @@ let package = Package(
         .target(name: "Affinity", dependencies: ["Tensor", "NN", "Detection"], swiftSettings: kernelSettings),
         .target(name: "Evaluation", dependencies: [], swiftSettings: kernelSettings),
         .target(name: "Imaging", dependencies: ["CPNG", "SystemIO", "Primitives"], swiftSettings: kernelSettings),
-        .target(name: "Bus", dependencies: ["CDBus", "SystemIO"], swiftSettings: swiftSettings),
+        .target(name: "Bus", dependencies: ["CDBus", "SystemIO"], swiftSettings: concurrentSettings),
         // The names of the D-Bus API (checked against data/dbus/*.xml by a test): daemon and clients.
         .target(name: "AffinityAPI", dependencies: [], swiftSettings: swiftSettings),
         // CT scans: slice headers, series assembly, patient geometry (no model, no file formats).
@@ -69,20 +75,20 @@ let package = Package(
         .target(name: "NIfTI", dependencies: ["CNifti", "Scans", "SystemIO"], swiftSettings: swiftSettings),
         // The engine as a service, transport-free (model store, analyse queue, jobs).
         .target(name: "Service", dependencies: ["Tensor", "NN", "Detection", "Affinity", "Imaging", "SystemIO", "AffinityPluginSupport", "Scans", "AffinityAPI"],
-                swiftSettings: swiftSettings),
+                swiftSettings: concurrentSettings),
         // Scan files: DICOM series through the decoder plugin, NIfTI volumes; label volumes as NIfTI.
         .target(name: "ScanIO", dependencies: ["Scans", "NIfTI", "PluginHost", "SystemIO"], swiftSettings: swiftSettings),
         // The daemon: Service wired to Bus.
         .executableTarget(
             name: "affinityd",
             dependencies: ["Service", "Affinity", "Imaging", "Bus", "AffinityAPI", "CSystemd", "PluginHost", "ScanIO", "Scans", "SystemIO", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            swiftSettings: swiftSettings),
+            swiftSettings: concurrentSettings),
 
         // The CLI client: D-Bus only (Bus), PNG IO and overlays (Imaging); never the model.
         .executableTarget(
             name: "affinityctl",
             dependencies: ["Bus", "AffinityAPI", "Imaging", "SystemIO", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            swiftSettings: swiftSettings),
+            swiftSettings: concurrentSettings),
         .executableTarget(
             name: "affinity-lab",
             dependencies: [
@@ -110,7 +116,7 @@ let package = Package(
         // The loader, registry and Swift wrappers of the three plugin kinds.
         // PluginHost depends on Affinity (its head plugins are `ClassificationHead`s); Affinity never on it.
         .target(name: "PluginHost", dependencies: ["CAffinityPlugin", "Imaging", "Detection", "NN", "Tensor", "Affinity", "SystemIO"],
-                swiftSettings: swiftSettings),
+                swiftSettings: concurrentSettings),
         // Plugin libraries (each its own dynamic library product, loaded with dlopen; no Swift module
         // of the host is linked into a plugin).
         // Helpers shared by the Swift plugins, linked statically into each plugin library; its

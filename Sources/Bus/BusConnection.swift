@@ -11,6 +11,7 @@ import Dispatch
 ///
 /// `close()` (or dropping the last reference) flushes what is queued, closes the connection and
 /// ends the thread.
+// @unchecked Sendable: immutable references to the core (ConnectionCore), whose shared state is locked; every call goes through it.
 public final class BusConnection: @unchecked Sendable {
     /// The well-known message buses.
     public enum WellKnownBus: Sendable {
@@ -222,7 +223,7 @@ public final class BusConnection: @unchecked Sendable {
     /// - Returns: a token; the subscription lasts until `cancel()` or the connection closes.
     /// - Throws: `BusError` (`MatchRuleInvalid`, `LimitsExceeded`, `InvalidArgs`, …).
     public func subscribe(_ rule: MatchRule, queue: DispatchQueue? = nil,
-                          _ handler: @escaping (ReceivedSignal) -> Void) throws -> SignalSubscription {
+                          _ handler: @escaping @Sendable (ReceivedSignal) -> Void) throws -> SignalSubscription {
         let q = queue ?? DispatchQueue(label: "org.lesionaffinity.Bus.signal")
         let id = try core.subscribe(rule, queue: q, handler: handler)
         return SignalSubscription(core: core, id: id)
@@ -284,6 +285,7 @@ public final class BusConnection: @unchecked Sendable {
 }
 
 /// A signal subscription; `cancel()` removes it (it also ends when the connection closes).
+// @unchecked Sendable: immutable (the core and an id); cancel() goes through the core's lock.
 public final class SignalSubscription: @unchecked Sendable {
     private let core: ConnectionCore
     private let id: Int

@@ -14,6 +14,7 @@ private let connectionDataSlot: Int32 = {
 }()
 
 /// Set when libdbus finalizes a connection (its last reference is gone).
+// @unchecked Sendable: its one Bool is read and written under `lock`.
 final class FinalizedFlag: @unchecked Sendable {
     private let lock = Lock()
     private var value = false
@@ -47,11 +48,11 @@ final class SubscriptionEntry {
     let id: Int
     let rule: MatchRule
     let queue: DispatchQueue
-    let handler: (ReceivedSignal) -> Void
+    let handler: @Sendable (ReceivedSignal) -> Void
     /// The unique name a well-known `rule.sender` resolved to when subscribing.
     var owner: String?
 
-    init(id: Int, rule: MatchRule, queue: DispatchQueue, handler: @escaping (ReceivedSignal) -> Void) {
+    init(id: Int, rule: MatchRule, queue: DispatchQueue, handler: @escaping @Sendable (ReceivedSignal) -> Void) {
         self.id = id
         self.rule = rule
         self.queue = queue
@@ -110,6 +111,7 @@ private let finalizedCallback: DBusFreeFunction = { data in
 
 /// The bus thread and everything it owns. All libdbus calls on the connection happen on this
 /// thread, except setup before the thread starts.
+// @unchecked Sendable: libdbus is called on the bus thread only (setup before it starts); the state other threads touch (queues, subscriptions, pending calls) is under `lock`.
 final class ConnectionCore: @unchecked Sendable {
     /// The `DBusConnection *`; valid until the loop shuts down.
     private let conn: OpaquePointer
@@ -523,7 +525,7 @@ final class ConnectionCore: @unchecked Sendable {
     // MARK: Signals
 
     /// Adds a subscription locally and asks the bus to route matching signals to us.
-    func subscribe(_ rule: MatchRule, queue: DispatchQueue, handler: @escaping (ReceivedSignal) -> Void) throws -> Int {
+    func subscribe(_ rule: MatchRule, queue: DispatchQueue, handler: @escaping @Sendable (ReceivedSignal) -> Void) throws -> Int {
         try rule.validate()
         let entry: SubscriptionEntry = lock.withLock {
             let e = SubscriptionEntry(id: nextSubscriptionID, rule: rule, queue: queue, handler: handler)
@@ -625,6 +627,7 @@ final class ConnectionCore: @unchecked Sendable {
 }
 
 /// A value written on one thread and read on another.
+// @unchecked Sendable: the value is set and read under `lock` (one writer hands a result to one waiter).
 final class ResultBox<T>: @unchecked Sendable {
     private let lock = Lock()
     private var value: T?
@@ -633,6 +636,7 @@ final class ResultBox<T>: @unchecked Sendable {
 }
 
 /// A signal delivered to a subscription.
+// @unchecked Sendable: immutable; its Message is not mutated after delivery, and each subscriber gets its own parsed arguments (descriptors duplicated).
 public struct ReceivedSignal: @unchecked Sendable {
     /// The whole message.
     public let message: Message

@@ -7,6 +7,7 @@
 /// `asVardict()`. Accessors (`asString()`, `asUInt32()`, …) throw `BusError` named
 /// `org.freedesktop.DBus.Error.InvalidArgs` on a type mismatch, so a handler can let the error
 /// travel back to the caller as is.
+// @unchecked Sendable: a value type except for `.unixFD`, whose FileDescriptor is Sendable (its number under a lock); the compiler cannot see through the indirect cases.
 public enum DBusValue: @unchecked Sendable {
     /// `y`
     case byte(UInt8)

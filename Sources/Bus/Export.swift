@@ -7,14 +7,14 @@ import Dispatch
 public enum MethodHandler {
     /// Runs on the bus thread and returns the reply values; must be quick and must not make
     /// synchronous D-Bus calls (they would deadlock and throw instead).
-    case onBusThread((MethodCall) throws -> [DBusValue])
+    case onBusThread(@Sendable (MethodCall) throws -> [DBusValue])
     /// Runs on the connection's worker queue; the bus thread keeps serving meanwhile. The queue
     /// is a concurrent Dispatch queue, which on Linux runs about one block per core at a time:
     /// for work that takes seconds and may queue up, prefer `.deferred` with your own queue.
-    case onWorker((MethodCall) throws -> [DBusValue])
+    case onWorker(@Sendable (MethodCall) throws -> [DBusValue])
     /// Runs on the bus thread and answers later, from any thread, through the `PendingReply`
     /// (e.g. hand the call to a job queue and reply when the job finishes).
-    case deferred((MethodCall, PendingReply) -> Void)
+    case deferred(@Sendable (MethodCall, PendingReply) -> Void)
 }
 
 /// One method of an exported interface.
@@ -82,19 +82,19 @@ public struct BusInterface {
 
     /// Adds a method answered on the bus thread (quick methods: lists, setters).
     public mutating func method(_ name: String, in inSignature: String?, out outSignature: String?,
-                                _ body: @escaping (MethodCall) throws -> [DBusValue]) {
+                                _ body: @escaping @Sendable (MethodCall) throws -> [DBusValue]) {
         addMethod(name, in: inSignature, out: outSignature, .onBusThread(body))
     }
 
     /// Adds a method answered from the worker queue (slow methods: seconds of work).
     public mutating func workerMethod(_ name: String, in inSignature: String?, out outSignature: String?,
-                                      _ body: @escaping (MethodCall) throws -> [DBusValue]) {
+                                      _ body: @escaping @Sendable (MethodCall) throws -> [DBusValue]) {
         addMethod(name, in: inSignature, out: outSignature, .onWorker(body))
     }
 
     /// Adds a method whose handler answers later through a `PendingReply`.
     public mutating func deferredMethod(_ name: String, in inSignature: String?, out outSignature: String?,
-                                        _ body: @escaping (MethodCall, PendingReply) -> Void) {
+                                        _ body: @escaping @Sendable (MethodCall, PendingReply) -> Void) {
         addMethod(name, in: inSignature, out: outSignature, .deferred(body))
     }
 
@@ -146,6 +146,7 @@ public struct BusInterface {
 }
 
 /// An incoming method call, as handed to a handler.
+// @unchecked Sendable: immutable; the message is not mutated once received, and the core is thread-safe.
 public struct MethodCall: @unchecked Sendable {
     /// The whole message.
     public let message: Message
@@ -188,6 +189,7 @@ public struct MethodCall: @unchecked Sendable {
 ///
 /// Dropping it without replying answers the caller with `org.freedesktop.DBus.Error.Failed`,
 /// so a forgotten path never leaves a caller waiting for its timeout.
+// @unchecked Sendable: the one mutable fact, whether it has replied, is checked and set under `lock`; the reply is sent through the thread-safe core.
 public final class PendingReply: @unchecked Sendable {
     private let core: ConnectionCore
     private let call: Message
@@ -247,6 +249,7 @@ public final class PendingReply: @unchecked Sendable {
 }
 
 /// The exported objects and ObjectManager roots of one connection (thread-safe).
+// @unchecked Sendable: the exported objects are read and changed under `lock`.
 final class ObjectRegistry: @unchecked Sendable {
     private let lock = Lock()
     private var objects: [String: [BusInterface]] = [:]

@@ -6,6 +6,7 @@ import CDBus
 /// Arguments are appended and read as `DBusValue`s through `DBusMessageIter` (no variadic C
 /// calls). A message is built on one thread and then handed over; it is not mutated after it has
 /// been given to a connection to send.
+// @unchecked Sendable: a message is built on one thread and handed over; after that it is only read (libdbus reads of a locked message are thread-safe), and its iterator state is under `lock`.
 public final class Message: @unchecked Sendable {
     /// The kind of a message.
     public enum Kind: Sendable, Equatable {

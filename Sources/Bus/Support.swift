@@ -5,6 +5,7 @@ import Glibc
 #endif
 
 /// A mutual-exclusion lock over a heap-allocated pthread mutex.
+// @unchecked Sendable: a pthread mutex, allocated once and never moved; that is the point of it.
 final class Lock: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
 

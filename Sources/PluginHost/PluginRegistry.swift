@@ -18,6 +18,7 @@ public enum PluginKind: String, Sendable, CaseIterable {
 }
 
 /// A plugin that passed every check. It stays loaded for the life of the process.
+// @unchecked Sendable: immutable after loading (the descriptor's tables live in the library, which stays loaded); every call brings its own error buffer, so concurrent calls share nothing (plugins/include/affinity_plugin.h), and reader and head handles, used from one thread at a time, live elsewhere.
 public final class LoadedPlugin: @unchecked Sendable, CustomStringConvertible {
     /// The plugin's id (unique in a registry), e.g. `covidx-ct`.
     public let id: String
@@ -63,6 +64,7 @@ public struct PluginLoadFailure: Sendable, Equatable {
 /// In system mode every directory from `/` down to the plugin's file, and the file itself, must be
 /// owned by root and not writable by group or others (so only root could have put code there); in
 /// development mode (the build folder, tests) any readable file loads.
+// @unchecked Sendable: the loaded and failed lists are read and changed under `lock`.
 public final class PluginRegistry: @unchecked Sendable {
     /// Where `affinityd` looks for plugins on an installed system.
     public static let systemDirectory = "/usr/lib/affinity/plugins"

@@ -125,6 +125,7 @@ public func readImageBytes(fd: Int32, limit: Int) throws -> [UInt8] {
 /// Model instances by model id, each checked out by one worker at a time (the model object is not
 /// thread-safe). At most `perModel` instances of one model are made; instances of models other
 /// than the most recently used two are dropped when returned.
+// @unchecked Sendable: the instances and their checkouts are under `lock` (an NSCondition); an instance is used by the one worker that checked it out.
 public final class ModelPool: @unchecked Sendable {
     private let store: ModelStore
     private let lock = NSCondition()
@@ -194,6 +195,7 @@ public final class ModelPool: @unchecked Sendable {
 
 /// The analyse queue: requests wait in a bounded FIFO; `workers` threads take them in order, read
 /// and decode the image, and run the model (one instance per worker).
+// @unchecked Sendable: the queue, counters and limits are under `lock`; the workers own the requests they dequeue.
 public final class AnalyseEngine: @unchecked Sendable {
     public let store: ModelStore
     public let pool: ModelPool

@@ -27,6 +27,7 @@ public enum JobValue: Sendable, Equatable {
 }
 
 /// One long operation. Properties change on the job's thread; readers take a snapshot.
+// @unchecked Sendable: its snapshot, flags and observers are read and changed under `lock`; id, operation and uid never change.
 public final class Job: @unchecked Sendable {
     public enum State: String, Sendable { case queued, running, completed, failed, cancelled }
 
@@ -314,6 +315,7 @@ private struct JobData {
 /// is published to the store. A training job the daemon stopped or lost (SIGTERM, a crash) resumes
 /// from its last checkpoint: at the next start (`autoResume`, `resumeInterruptedJobs`) or on
 /// request (`resume`), and ends as the same run uninterrupted would have.
+// @unchecked Sendable: the jobs, the queue and the runs are under `cond`; the callbacks are set once by the owner before any job starts.
 public final class JobManager: @unchecked Sendable {
     public let store: ModelStore
     public let engine: AnalyseEngine
@@ -651,7 +653,7 @@ public final class JobManager: @unchecked Sendable {
     }
 
     /// Queues a batch analysis of `sources` (each descriptor kept open by `keepAlive` until done).
-    public func startBatch(_ sources: [ImageSource], request: AnalyseRequest, uid: UInt32, keepAlive: Any? = nil) throws -> Job {
+    public func startBatch(_ sources: [ImageSource], request: AnalyseRequest, uid: UInt32, keepAlive: (any Sendable)? = nil) throws -> Job {
         guard !sources.isEmpty else { throw ServiceError.invalidArgument("AnalyseBatch needs at least one image") }
         guard request.modelID != nil || store.defaultModelID != nil else {
             throw ServiceError(.modelNotReady, "No model is installed; import one with ImportModel or train one")
@@ -667,8 +669,9 @@ public final class JobManager: @unchecked Sendable {
         return job
     }
 
-    /// What an AnalyseScan job reads and writes.
-    public struct ScanJob {
+    /// What an AnalyseScan job reads and writes. @unchecked Sendable: it is handed to the job's
+    /// thread once (`startScan`) and used there only; the sink is not touched anywhere else.
+    public struct ScanJob: @unchecked Sendable {
         public var series: AssembledSeries
         public var setAside: [SetAside]
         public var reader: ScanSliceReader
@@ -676,12 +679,12 @@ public final class JobManager: @unchecked Sendable {
         /// Receives the label volume (nil: none is made).
         public var sink: LabelVolumeSink?
         /// Called once the analysis has succeeded: the label volume's name and bytes for the result.
-        public var labelVolume: (() throws -> (name: String, bytes: [UInt8]))?
+        public var labelVolume: (@Sendable () throws -> (name: String, bytes: [UInt8]))?
         /// Gives the result the names the client knows (descriptor paths → its file names).
-        public var rename: ((ScanResult) -> ScanResult)?
+        public var rename: (@Sendable (ScanResult) -> ScanResult)?
         /// Kept until the job ends (the client's descriptors); `cleanup` runs then.
-        public var keepAlive: Any?
-        public var cleanup: (() -> Void)?
+        public var keepAlive: (any Sendable)?
+        public var cleanup: (@Sendable () -> Void)?
         public init(series: AssembledSeries, setAside: [SetAside], reader: ScanSliceReader, request: ScanRequest) {
             self.series = series
             self.setAside = setAside

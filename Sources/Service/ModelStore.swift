@@ -47,6 +47,7 @@ public func unixMicroseconds(_ date: Date = Date()) -> UInt64 {
 /// and `card.json`. A model appears by renaming a complete temporary directory into place, so a
 /// reader (or a restart after a crash) sees either the whole model or nothing. The default model's
 /// id is kept in `<state>/default-model`, written atomically. Thread-safe.
+// @unchecked Sendable: the cards and the default id are under `lock`; files change only by atomic rename.
 public final class ModelStore: @unchecked Sendable {
     public let stateDirectory: URL
     public var modelsDirectory: URL { stateDirectory.appendingPathComponent("models") }

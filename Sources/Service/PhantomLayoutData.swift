@@ -96,6 +96,7 @@ public enum BuiltInLayout {
 /// is a PNG whose header reads, a mask has its image's size); samples are decoded when the trainer
 /// asks. Images are resized (bilinear, torch semantics) to `side`×`side` and standardised per image
 /// like `Preprocessing.modelInput` (identical to it for `side` = 512); masks are resized nearest.
+// @unchecked Sendable: immutable after init (the checked entry lists); samples are decoded into new values on each call.
 public final class PhantomLayoutData: TrainingData, @unchecked Sendable {
     public let root: URL
     public let side: Int

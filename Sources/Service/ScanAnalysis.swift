@@ -130,18 +130,20 @@ public struct ScanAnalyser {
     public let engine: AnalyseEngine
     public init(engine: AnalyseEngine) { self.engine = engine }
 
-    /// Analyses `series` slice by slice.
-    /// - Parameters:
-    ///   - reader: gives each slice's HU values.
-    ///   - sink: receives the label volume (nil: none is made).
-    ///   - progress: called after each slice with (slices done, slice count).
-    ///   - isCancelled: polled between slices; true ends the analysis with `Cancelled`.
-    /// - Throws: `ScanError.tooLarge` over the limits; `ServiceError` (model, cancelled); what the
-    ///   reader or the sink throws.
-    public func analyse(_ series: AssembledSeries, setAside: [SetAside] = [], reader: ScanSliceReader, request: ScanRequest,
-                        sink: LabelVolumeSink? = nil, progress: (Int, Int) -> Void = { _, _ in },
-                        isCancelled: () -> Bool = { false }) throws -> ScanResult {
-        let t0 = Date()
+    /// What every slice of one analysis shares, checked once: geometry, window, the engine's request.
+    struct Plan {
+        var first: SliceHeader
+        var transform: DisplayTransform
+        var displayWidth: Int, displayHeight: Int
+        var pixelMM2: Double, sliceMM: Double
+        var warnings: [String]
+        var analyseRequest: AnalyseRequest
+        var lo: Double, scale: Double
+    }
+
+    /// Checks `series` and `request` against the limits and works out the geometry.
+    /// - Throws: as `analyse`.
+    func plan(_ series: AssembledSeries, request: ScanRequest) throws -> Plan {
         guard let first = series.slices.first else { throw ScanError.noSeries("the series has no slices") }
         guard series.count <= request.maxSlices else {
             throw ScanError.tooLarge("\(series.count) slices; the limit is \(request.maxSlices)")
@@ -158,8 +160,6 @@ public struct ScanAnalyser {
         // mm per display pixel along x and y (the stored row/column spacing, swapped by a transpose).
         let spacingX = transform.transpose ? series.spacing[0] : series.spacing[1]
         let spacingY = transform.transpose ? series.spacing[1] : series.spacing[0]
-        let pixelMM2 = spacingX * spacingY
-        let sliceMM = series.spacing[2]
         var warnings = series.warnings
         if let n = first.normal, abs(n.z) < 0.8 {
             warnings.append("The slices are not axial (normal \(n.array.map { (($0 * 100).rounded() / 100) })); the model was trained on axial slices.")
@@ -167,68 +167,144 @@ public struct ScanAnalyser {
         var analyseRequest = AnalyseRequest(modelID: request.modelID, seed: request.seed)
         analyseRequest.withDetections = true
         analyseRequest.withLungField = false  // segmented below, where the mask is needed
-        let lo = request.windowCentre - request.windowWidth / 2
-        let scale = 1 / request.windowWidth
-        try sink?.begin(series: series, columns: first.columns, rows: first.rows)
+        return Plan(first: first, transform: transform, displayWidth: dw, displayHeight: dh, pixelMM2: spacingX * spacingY,
+                    sliceMM: series.spacing[2], warnings: warnings, analyseRequest: analyseRequest,
+                    lo: request.windowCentre - request.windowWidth / 2, scale: 1 / request.windowWidth)
+    }
+
+    /// Analyses `series` slice by slice.
+    /// - Parameters:
+    ///   - reader: gives each slice's HU values.
+    ///   - sink: receives the label volume (nil: none is made).
+    ///   - progress: called after each slice with (slices done, slice count).
+    ///   - isCancelled: polled between slices; true ends the analysis with `Cancelled`.
+    /// - Throws: `ScanError.tooLarge` over the limits; `ServiceError` (model, cancelled); what the
+    ///   reader or the sink throws.
+    public func analyse(_ series: AssembledSeries, setAside: [SetAside] = [], reader: ScanSliceReader, request: ScanRequest,
+                        sink: LabelVolumeSink? = nil, progress: (Int, Int) -> Void = { _, _ in },
+                        isCancelled: () -> Bool = { false }) throws -> ScanResult {
+        let t0 = Date()
+        let plan = try plan(series, request: request)
+        try sink?.begin(series: series, columns: plan.first.columns, rows: plan.first.rows)
         var slices: [ScanSliceResult] = []
         slices.reserveCapacity(series.count)
         var modelID = request.modelID ?? engine.store.defaultModelID ?? ""
-        for (index, header) in series.slices.enumerated() {
+        for index in series.slices.indices {
             if isCancelled() { throw ServiceError(.cancelled, "The scan analysis was cancelled after \(index) of \(series.count) slices") }
-            guard header.rows == first.rows, header.columns == first.columns else {
-                throw ScanError.badGeometry("slice \(header.source) is \(header.columns)×\(header.rows), the series' first slice \(first.columns)×\(first.rows)")
-            }
-            let hu = try reader.values(of: header)
-            guard hu.count == header.rows * header.columns else {
-                throw ScanError.badGeometry("slice \(header.source) has \(hu.count) values for \(header.columns)×\(header.rows) pixels")
-            }
-            let display = transform.apply(hu, width: header.columns, height: header.rows)
-            let gray = GrayImage(width: dw, height: dh, pixels: display.map { v in
-                let x = (Double(v) - lo) * scale
-                return Float(x.isNaN ? 0 : min(1, max(0, x)))
-            })
-            let lung = LungField.segment(gray)
-            let midline = Self.midline(lung)
-            var lungLeft = 0, lungRight = 0
-            for y in 0..<dh {
-                let row = y * dw
-                for x in 0..<dw where lung.pixels[row + x] != 0 {
-                    // Display orientation: columns left of the midline are the patient's right lung.
-                    if x < midline { lungRight += 1 } else { lungLeft += 1 }
-                }
-            }
-            var result = ScanSliceResult(index: index, positionMM: series.positions[index], source: header.source, analysed: false,
-                                         classIndex: nil, className: nil, probabilities: nil, lesions: [], lesionAreaMM2: 0,
-                                         lungAreaMM2: Double(lung.area) * pixelMM2, lesionAreaLeftMM2: 0, lesionAreaRightMM2: 0,
-                                         lungAreaLeftMM2: Double(lungLeft) * pixelMM2, lungAreaRightMM2: Double(lungRight) * pixelMM2)
-            var labels = [UInt8](repeating: 0, count: dw * dh)
-            if Double(lung.area) * pixelMM2 >= request.minimumLungAreaMM2 {
-                let r = try engine.analyseAndWait(.gray(gray), analyseRequest)
-                modelID = r.modelID
-                labels = r.labelMap
-                var lesionLeft = 0, lesionRight = 0
-                for y in 0..<dh {
-                    let row = y * dw
-                    for x in 0..<dw where labels[row + x] != 0 {
-                        if x < midline { lesionRight += 1 } else { lesionLeft += 1 }
-                    }
-                }
-                result.analysed = true
-                result.classIndex = r.prediction.classIndex
-                result.className = r.prediction.className
-                result.probabilities = r.prediction.probabilities.map(Double.init)
-                result.lesions = r.lesions.map { ScanLesion(box: $0.box, score: $0.score, areaPx: $0.area, areaMM2: Double($0.area) * pixelMM2) }
-                result.lesionAreaMM2 = Double(lesionLeft + lesionRight) * pixelMM2
-                result.lesionAreaLeftMM2 = Double(lesionLeft) * pixelMM2
-                result.lesionAreaRightMM2 = Double(lesionRight) * pixelMM2
-            }
-            try sink?.append(slice: transform.invert(labels, width: header.columns, height: header.rows))
+            let (result, labels, model) = try analyseSlice(index, of: series, plan: plan, reader: reader, request: request)
+            if let model { modelID = model }
+            try sink?.append(slice: labels)
             slices.append(result)
             progress(index + 1, series.count)
         }
         try sink?.finish()
-        return Self.summarise(series: series, slices: slices, setAside: setAside, warnings: warnings, rule: request.rule,
-                              sliceMM: sliceMM, modelID: modelID, seconds: Date().timeIntervalSince(t0))
+        return Self.summarise(series: series, slices: slices, setAside: setAside, warnings: plan.warnings, rule: request.rule,
+                              sliceMM: plan.sliceMM, modelID: modelID, seconds: Date().timeIntervalSince(t0))
+    }
+
+    /// One slice of a scan shared by several processes (affinity-lab under mpirun): its result and
+    /// its label slice (stored layout), as `analyse` computes them.
+    public struct SliceOutcome: Sendable {
+        public var result: ScanSliceResult
+        public var labels: [UInt8]
+        /// The model that analysed it (nil: the slice had no lung field).
+        public var modelID: String?
+    }
+
+    /// Analyses the slices `indices` of `series` only (each as `analyse` does); `combine` makes the
+    /// scan's result from every slice's outcome.
+    /// - Throws: as `analyse`.
+    public func analyseSlices(_ series: AssembledSeries, indices: [Int], reader: ScanSliceReader, request: ScanRequest,
+                              progress: (Int) -> Void = { _ in }) throws -> [SliceOutcome] {
+        let plan = try plan(series, request: request)
+        var out: [SliceOutcome] = []
+        for (k, index) in indices.enumerated() {
+            guard series.slices.indices.contains(index) else { throw ScanError.noSeries("the series has no slice \(index)") }
+            let (result, labels, model) = try analyseSlice(index, of: series, plan: plan, reader: reader, request: request)
+            out.append(SliceOutcome(result: result, labels: labels, modelID: model))
+            progress(k + 1)
+        }
+        return out
+    }
+
+    /// The scan's result from the outcomes of all its slices, in the series' order (as `analyse`
+    /// returns it), the label slices written to `sink` in that order.
+    /// - Parameters:
+    ///   - labels: each slice's label slice (stored layout), read when `sink` is given.
+    ///   - seconds: the analysis's wall time.
+    /// - Throws: `ScanError.noSeries` when the outcomes do not cover the series; what the sink throws.
+    public func combine(_ series: AssembledSeries, results: [ScanSliceResult], modelIDs: [String?], labels: (Int) -> [UInt8],
+                        setAside: [SetAside] = [], request: ScanRequest, sink: LabelVolumeSink? = nil, seconds: Double) throws -> ScanResult {
+        let plan = try plan(series, request: request)
+        guard results.count == series.count, results.map(\.index) == Array(series.slices.indices) else {
+            throw ScanError.noSeries("the slice results cover \(results.count) of the series' \(series.count) slices")
+        }
+        if let sink {
+            try sink.begin(series: series, columns: plan.first.columns, rows: plan.first.rows)
+            for i in results.indices { try sink.append(slice: labels(i)) }
+            try sink.finish()
+        }
+        let modelID = modelIDs.compactMap { $0 }.last ?? request.modelID ?? engine.store.defaultModelID ?? ""
+        return Self.summarise(series: series, slices: results, setAside: setAside, warnings: plan.warnings, rule: request.rule,
+                              sliceMM: plan.sliceMM, modelID: modelID, seconds: seconds)
+    }
+
+    /// One slice: HU → window → lung field → (when the lung field is large enough) the model;
+    /// the result, the label slice in the stored layout, and the model's id (nil when not analysed).
+    private func analyseSlice(_ index: Int, of series: AssembledSeries, plan: Plan, reader: ScanSliceReader,
+                              request: ScanRequest) throws -> (ScanSliceResult, [UInt8], String?) {
+        let header = series.slices[index], first = plan.first
+        let dw = plan.displayWidth, dh = plan.displayHeight, pixelMM2 = plan.pixelMM2
+        guard header.rows == first.rows, header.columns == first.columns else {
+            throw ScanError.badGeometry("slice \(header.source) is \(header.columns)×\(header.rows), the series' first slice \(first.columns)×\(first.rows)")
+        }
+        let hu = try reader.values(of: header)
+        guard hu.count == header.rows * header.columns else {
+            throw ScanError.badGeometry("slice \(header.source) has \(hu.count) values for \(header.columns)×\(header.rows) pixels")
+        }
+        let display = plan.transform.apply(hu, width: header.columns, height: header.rows)
+        let lo = plan.lo, scale = plan.scale
+        let gray = GrayImage(width: dw, height: dh, pixels: display.map { v in
+            let x = (Double(v) - lo) * scale
+            return Float(x.isNaN ? 0 : min(1, max(0, x)))
+        })
+        let lung = LungField.segment(gray)
+        let midline = Self.midline(lung)
+        var lungLeft = 0, lungRight = 0
+        for y in 0..<dh {
+            let row = y * dw
+            for x in 0..<dw where lung.pixels[row + x] != 0 {
+                // Display orientation: columns left of the midline are the patient's right lung.
+                if x < midline { lungRight += 1 } else { lungLeft += 1 }
+            }
+        }
+        var result = ScanSliceResult(index: index, positionMM: series.positions[index], source: header.source, analysed: false,
+                                     classIndex: nil, className: nil, probabilities: nil, lesions: [], lesionAreaMM2: 0,
+                                     lungAreaMM2: Double(lung.area) * pixelMM2, lesionAreaLeftMM2: 0, lesionAreaRightMM2: 0,
+                                     lungAreaLeftMM2: Double(lungLeft) * pixelMM2, lungAreaRightMM2: Double(lungRight) * pixelMM2)
+        var labels = [UInt8](repeating: 0, count: dw * dh)
+        var modelID: String? = nil
+        if Double(lung.area) * pixelMM2 >= request.minimumLungAreaMM2 {
+            let r = try engine.analyseAndWait(.gray(gray), plan.analyseRequest)
+            modelID = r.modelID
+            labels = r.labelMap
+            var lesionLeft = 0, lesionRight = 0
+            for y in 0..<dh {
+                let row = y * dw
+                for x in 0..<dw where labels[row + x] != 0 {
+                    if x < midline { lesionRight += 1 } else { lesionLeft += 1 }
+                }
+            }
+            result.analysed = true
+            result.classIndex = r.prediction.classIndex
+            result.className = r.prediction.className
+            result.probabilities = r.prediction.probabilities.map(Double.init)
+            result.lesions = r.lesions.map { ScanLesion(box: $0.box, score: $0.score, areaPx: $0.area, areaMM2: Double($0.area) * pixelMM2) }
+            result.lesionAreaMM2 = Double(lesionLeft + lesionRight) * pixelMM2
+            result.lesionAreaLeftMM2 = Double(lesionLeft) * pixelMM2
+            result.lesionAreaRightMM2 = Double(lesionRight) * pixelMM2
+        }
+        return (result, plan.transform.invert(labels, width: header.columns, height: header.rows), modelID)
     }
 
     /// The column between the two lungs: the middle of the lung field's extent (the image's middle

@@ -29,7 +29,7 @@ struct AffinityLab: ParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure the engine and the model (figures, not tests).",
-        subcommands: [BenchKernels.self, BenchSegmentation.self, BenchPredict.self, BenchTrainStep.self])
+        subcommands: [BenchKernels.self, BenchSegmentation.self, BenchPredict.self, BenchTrainStep.self, BenchAllreduce.self])
 }
 
 /// Options shared by the benchmarks.

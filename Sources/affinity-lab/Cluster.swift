@@ -5,6 +5,7 @@ import Affinity
 import ArgumentParser
 import Distributed
 import Foundation
+import Service
 
 /// The trainer's replicas are the MPI world.
 extension World: TrainingReplicas {
@@ -69,4 +70,33 @@ enum LabCluster {
 struct IndexedResult<T: Codable>: Codable {
     var index: Int
     var value: T
+}
+
+/// One slice of a scan analysed by one rank: its result, the model's id and (with --mask-out) its
+/// label slice.
+struct ScanSliceShare: Codable {
+    var result: ScanSliceResult
+    var modelID: String?
+    var labels: LabelRuns?
+}
+
+/// A label slice as runs of equal values (mostly zeros: a few bytes instead of one per voxel).
+struct LabelRuns: Codable, Equatable {
+    var values: [UInt8]
+    var lengths: [Int]
+
+    init(_ labels: [UInt8]) {
+        values = []; lengths = []
+        for v in labels {
+            if let last = values.last, last == v { lengths[lengths.count - 1] += 1 } else { values.append(v); lengths.append(1) }
+        }
+    }
+
+    /// The label slice again.
+    func expanded() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(lengths.reduce(0, +))
+        for (v, n) in zip(values, lengths) { out.append(contentsOf: repeatElement(v, count: n)) }
+        return out
+    }
 }

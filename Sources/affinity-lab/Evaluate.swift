@@ -1,6 +1,7 @@
 import Affinity
 import ArgumentParser
 import Detection
+import Distributed
 import Evaluation
 import Foundation
 import Imaging
@@ -30,6 +31,38 @@ struct EvaluationSegmentationImage {
     }
 }
 
+/// One classification image's outcome (gathered on rank 0 under mpirun).
+struct ClassificationRecord: Codable {
+    var predicted: Int
+    var line: String
+}
+
+/// A mask of one segmentation image: its box (x1, y1, x2, y2 in the image's pixels), area and
+/// score (ground truth: the lesion's pixel count and 0; detections: 0 and the score) and COCO
+/// run lengths.
+struct MaskRecord: Codable {
+    var box: [Float]
+    var area: Double
+    var score: Double
+    var counts: [UInt32]
+
+    func rle(height: Int, width: Int) throws -> RLE {
+        do { return try RLE(height: height, width: width, counts: counts) } catch {
+            throw LabError(name: "mpi", message: "A rank sent a mask that does not fit its \(width)×\(height) image.", code: 1)
+        }
+    }
+
+    var boundingBox: BoundingBox { BoundingBox(x1: Double(box[0]), y1: Double(box[1]), x2: Double(box[2]), y2: Double(box[3])) }
+}
+
+/// One segmentation image's outcome: size, ground truth, kept detections, its predictions.jsonl line.
+struct SegmentationRecord: Codable {
+    var width: Int, height: Int
+    var groundTruth: [MaskRecord]
+    var detections: [MaskRecord]
+    var line: String
+}
+
 /// `affinity-lab evaluate`: the paper's classification metrics (Table 5) and mask AP (Table 4),
 /// plus the standard COCO mask AP, over on-disk data sets.
 struct Evaluate: ParsableCommand {
@@ -44,7 +77,8 @@ struct Evaluate: ParsableCommand {
         --data-format / --segmentation-format ID read the sets through dataset-reader plugins (as \
         train does; the split is passed as {"split": …} to covidx-ct and cncb-seg unless \
         --data-options says otherwise); a model whose head is a plugin loads that plugin from the \
-        plugin folders.
+        plugin folders. Under mpirun -np N the images are shared out among the ranks (every N-th to \
+        each) and rank 0 gathers the results and writes the same report as one process.
         """)
 
     @Option(help: "Weights (model file, checkpoint or converted original).")
@@ -125,11 +159,12 @@ struct Evaluate: ParsableCommand {
                     seg = (set.root, set.items.map { EvaluationSegmentationImage(name: $0.image, mask: $0.mask, decoded: nil, instances: nil) })
                 }
             }
+            let world = try LabCluster.world()
             let model = try labLoadModel(weights, affinities: affinities, pluginDirectories: formats.plugins.pluginDirectories)
             if let h = model.headRecord { usedPlugins.append(h) }
             usedPlugins = usedPlugins.reduce(into: []) { if !$0.contains($1) { $0.append($1) } }
             let name = modelName ?? (weights as NSString).lastPathComponent
-            try labMakeDirectory(out)
+            if world.isRoot { try labMakeDirectory(out) }
             let t0 = DispatchTime.now().uptimeNanoseconds
             var report: [String: Any] = [
                 "weights": weights, "model": name, "affinities": model.affinities, "split": self.split,
@@ -142,21 +177,58 @@ struct Evaluate: ParsableCommand {
             var markdown = "# Evaluation of \(name)\n\nWeights `\(weights)`, \(headText), split `\(self.split)`"
                 + (usedPlugins.isEmpty ? "" : ", plugins \(usedPlugins.joined(separator: ", "))") + ".\n\n"
 
-            if let cls {
-                let items = Array(cls.items.prefix(maxImages ?? Int.max))
-                var confusion = ConfusionMatrix(classCount: 3)
-                let bar = ProgressBar(total: items.count, label: "classification")
-                let showBar = !json && bar.enabled
-                for (i, item) in items.enumerated() {
-                    if showBar { bar.update(i) }
-                    let r = try predictFile(item.name, model: model, seed: seed, withDetections: false, decoded: item.decoded)
-                    try confusion.record(trueClass: item.label, predictedClass: r.prediction.classIndex)
-                    predictionLines.append(jsonText([
-                        "set": "classification", "image": item.name, "true_class": item.label, "class_index": r.prediction.classIndex,
-                        "logits": r.prediction.logits.map { jsonNumber($0) }, "probabilities": r.prediction.probabilities.map { jsonNumber($0) },
-                    ] as [String: Any]))
+            // Every image is predicted first (under mpirun every size-th image on each rank, the
+            // outcomes gathered on rank 0 in the images' order); rank 0 alone scores and writes.
+            let clsItems = Array((cls?.items ?? []).prefix(maxImages ?? Int.max))
+            let segItems = Array((seg?.items ?? []).prefix(maxImages ?? Int.max))
+            let clsBar = ProgressBar(total: clsItems.count, label: "classification")
+            let showClsBar = cls != nil && !json && clsBar.enabled && world.isRoot
+            let clsRecords = try Self.shared(clsItems.count, world: world, bar: showClsBar ? clsBar : nil) { i in
+                let item = clsItems[i]
+                let r = try predictFile(item.name, model: model, seed: seed, withDetections: false, decoded: item.decoded)
+                return ClassificationRecord(predicted: r.prediction.classIndex, line: jsonText([
+                    "set": "classification", "image": item.name, "true_class": item.label, "class_index": r.prediction.classIndex,
+                    "logits": r.prediction.logits.map { jsonNumber($0) }, "probabilities": r.prediction.probabilities.map { jsonNumber($0) },
+                ] as [String: Any]))
+            }
+            if showClsBar { clsBar.update(clsItems.count); clsBar.finish() }
+            let segBar = ProgressBar(total: segItems.count, label: "segmentation")
+            let showSegBar = seg != nil && !json && segBar.enabled && world.isRoot
+            // Each segmentation image's masks as run lengths and its boxes, then (below) the COCO
+            // files and the APs in the images' order.
+            let segRecords = try Self.shared(segItems.count, world: world, bar: showSegBar ? segBar : nil) { i in
+                let item = segItems[i]
+                let r = try predictFile(item.name, model: model, seed: seed, withDetections: true, keepMasks: true, decoded: item.decoded)
+                let gt = try item.groundTruth(width: r.width, height: r.height)
+                var record = SegmentationRecord(width: r.width, height: r.height, groundTruth: [], detections: [], line: "")
+                for inst in gt {
+                    let m = try BinaryMask(height: r.height, width: r.width, pixels: inst.mask)
+                    record.groundTruth.append(MaskRecord(box: [inst.box.x1, inst.box.y1, inst.box.x2, inst.box.y2], area: Double(inst.area), score: 0,
+                                                         counts: RLE(mask: m).counts))
                 }
-                if showBar { bar.update(items.count); bar.finish() }
+                var kept: [[String: Any]] = []
+                for (k, d) in r.prediction.detections.enumerated() where Double(d.score) >= scoreThreshold {
+                    let m = try BinaryMask(height: r.height, width: r.width, probabilities: r.masks[k], threshold: 0.5)
+                    let b = r.boxes[k]
+                    record.detections.append(MaskRecord(box: [b.x1, b.y1, b.x2, b.y2], area: 0, score: Double(d.score), counts: RLE(mask: m).counts))
+                    kept.append(["box": jsonBox(b), "score": jsonNumber(d.score), "mask_area": r.maskAreas[k]])
+                }
+                record.line = jsonText([
+                    "set": "segmentation", "image": item.name, "image_id": i + 1, "ground_truth_lesions": gt.count, "detections": kept,
+                ] as [String: Any])
+                return record
+            }
+            if showSegBar { segBar.update(segItems.count); segBar.finish() }
+            guard let clsRecords, let segRecords else { return }
+
+            if let cls {
+                let items = clsItems
+                var confusion = ConfusionMatrix(classCount: 3)
+                let records = clsRecords
+                for (item, record) in zip(items, records) {
+                    try confusion.record(trueClass: item.label, predictedClass: record.predicted)
+                    predictionLines.append(record.line)
+                }
                 let metrics = ClassificationMetrics(confusion: confusion)
                 report["classification"] = try jsonObject(metrics)
                 report["classification_data"] = cls.root
@@ -168,42 +240,29 @@ struct Evaluate: ParsableCommand {
             }
 
             if let seg {
-                let items = Array(seg.items.prefix(maxImages ?? Int.max))
-                var apImages: [AuthorAPImage] = []
+                let items = segItems
+                var apImages: [(gt: [RLE], predictions: [(mask: RLE, score: Double)])] = []
                 var cocoImages: [COCOImage] = [], annotations: [COCOAnnotation] = [], results: [COCOResult] = []
-                let bar = ProgressBar(total: items.count, label: "segmentation")
-                let showBar = !json && bar.enabled
-                for (i, item) in items.enumerated() {
-                    if showBar { bar.update(i) }
-                    let r = try predictFile(item.name, model: model, seed: seed, withDetections: true, keepMasks: true, decoded: item.decoded)
+                let records = segRecords
+                for (i, (item, record)) in zip(items, records).enumerated() {
                     let imageID = i + 1
-                    cocoImages.append(COCOImage(id: imageID, width: r.width, height: r.height, fileName: (item.name as NSString).lastPathComponent))
-                    let gt = try item.groundTruth(width: r.width, height: r.height)
-                    var gtMasks: [BinaryMask] = []
-                    for inst in gt {
-                        let m = try BinaryMask(height: r.height, width: r.width, pixels: inst.mask)
-                        gtMasks.append(m)
-                        annotations.append(COCOAnnotation(id: annotations.count + 1, imageID: imageID, categoryID: 1, segmentation: .rle(RLE(mask: m)),
-                                                          bbox: BoundingBox(x1: Double(inst.box.x1), y1: Double(inst.box.y1), x2: Double(inst.box.x2), y2: Double(inst.box.y2)),
-                                                          area: Double(inst.area)))
+                    cocoImages.append(COCOImage(id: imageID, width: record.width, height: record.height, fileName: (item.name as NSString).lastPathComponent))
+                    var gtRLEs: [RLE] = [], predictions: [(mask: RLE, score: Double)] = []
+                    for g in record.groundTruth {
+                        let rle = try g.rle(height: record.height, width: record.width)
+                        gtRLEs.append(rle)
+                        annotations.append(COCOAnnotation(id: annotations.count + 1, imageID: imageID, categoryID: 1, segmentation: .rle(rle),
+                                                          bbox: g.boundingBox, area: g.area))
                     }
-                    var preds: [ScoredMask] = []
-                    var kept: [[String: Any]] = []
-                    for (k, d) in r.prediction.detections.enumerated() where Double(d.score) >= scoreThreshold {
-                        let m = try BinaryMask(height: r.height, width: r.width, probabilities: r.masks[k], threshold: 0.5)
-                        preds.append(ScoredMask(mask: m, score: Double(d.score)))
-                        let b = r.boxes[k]
-                        results.append(COCOResult(imageID: imageID, categoryID: 1, score: Double(d.score), segmentation: .rle(RLE(mask: m)),
-                                                  bbox: BoundingBox(x1: Double(b.x1), y1: Double(b.y1), x2: Double(b.x2), y2: Double(b.y2))))
-                        kept.append(["box": jsonBox(b), "score": jsonNumber(d.score), "mask_area": r.maskAreas[k]])
+                    for d in record.detections {
+                        let rle = try d.rle(height: record.height, width: record.width)
+                        predictions.append((rle, d.score))
+                        results.append(COCOResult(imageID: imageID, categoryID: 1, score: d.score, segmentation: .rle(rle), bbox: d.boundingBox))
                     }
-                    apImages.append(AuthorAPImage(groundTruth: gtMasks, predictions: preds))
-                    predictionLines.append(jsonText([
-                        "set": "segmentation", "image": item.name, "image_id": imageID, "ground_truth_lesions": gt.count, "detections": kept,
-                    ] as [String: Any]))
+                    apImages.append((gtRLEs, predictions))
+                    predictionLines.append(record.line)
                 }
-                if showBar { bar.update(items.count); bar.finish() }
-                let author = try AuthorMaskAP.evaluate(images: apImages)
+                let author = try AuthorMaskAP.evaluate(rleImages: apImages)
                 let groundTruth = COCOGroundTruth(images: cocoImages, annotations: annotations, categories: [COCOCategory(id: 1, name: "lesion")])
                 let cocoSegm = try COCOEvaluator(groundTruth: groundTruth, results: results, iouType: .segm).evaluate()
                 let cocoBox = try COCOEvaluator(groundTruth: groundTruth, results: results, iouType: .bbox).evaluate()
@@ -233,6 +292,19 @@ struct Evaluate: ParsableCommand {
                 print("wrote \(out)/metrics.json, \(out)/report.md" + (cls != nil ? ", \(out)/confusion_matrix.png" : ""))
             }
         }
+    }
+
+    /// `body` over the items 0..<count: all of them here, or under mpirun every size-th on each
+    /// rank, gathered on rank 0 in the items' order. Rank 0 gets the results, the others nil.
+    static func shared<T: Codable>(_ count: Int, world: World, bar: ProgressBar?, _ body: (Int) throws -> T) throws -> [T]? {
+        var mine: [IndexedResult<T>] = []
+        let indices = world.size > 1 ? LabCluster.share(of: count, world: world) : Array(0..<count)
+        for (k, i) in indices.enumerated() {
+            bar?.update(k * world.size)
+            mine.append(IndexedResult(index: i, value: try body(i)))
+        }
+        if world.size == 1 { return mine.map(\.value) }
+        return try LabCluster.gatherInOrder(mine, world: world)
     }
 
     static func cocoJSON(_ s: COCOSummary) -> [String: Any] {

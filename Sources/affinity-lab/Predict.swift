@@ -71,6 +71,12 @@ func predictFile(_ path: String, model: AffinityModel, seed: UInt64, withDetecti
                            maskAreas: areas, timings: timings, plugins: plugins, head: model.headRecord)
 }
 
+/// One image's output of `predict`: its line and its COCO results (gathered on rank 0 under mpirun).
+struct PredictOutput: Codable {
+    var line: String
+    var coco: [COCOResult]
+}
+
 /// `affinity-lab predict`: the full inference of the original test script on PNG slices.
 struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -84,6 +90,8 @@ struct Predict: ParsableCommand {
         are in the 512×512 model input; detection boxes and mask areas in the image's own pixels. \
         Without --weights the bundled demo model is used (trained on synthetic phantoms, for \
         demonstration, not for diagnosis); a note on stderr says so. \
+        Under mpirun -np N the images are shared out among the ranks (every N-th to each) and rank 0 \
+        prints every line in the images' order and writes --coco-out: the output of one process. \
         Exit codes: 3 missing file or no model (no --weights and no bundled model), 4 unreadable image, \
         5 unusable weights, 1 other failures.
         """)
@@ -115,24 +123,37 @@ struct Predict: ParsableCommand {
 
     func run() throws {
         try labRun {
-            let model = try labLoadModel(try Self.weightsPath(weights), affinities: affinities, pluginDirectories: plugins.pluginDirectories)
+            let world = try LabCluster.world()
+            let model = try labLoadModel(try Self.weightsPath(weights, quiet: !world.isRoot), affinities: affinities, pluginDirectories: plugins.pluginDirectories)
             var results: [COCOResult] = []
             let reader = LabImageReader(folders: plugins.pluginDirectories)
-            for (i, path) in images.enumerated() {
+            /// Image `i`'s output: its line (JSON or text) and its COCO results.
+            func predictOne(_ i: Int) throws -> PredictOutput {
+                let path = images[i]
                 let r = try predictFile(path, model: model, seed: seed, keepMasks: cocoOut != nil, reader: reader)
                 let imageID = i + 1
+                var coco: [COCOResult] = []
                 if cocoOut != nil {
                     for (k, d) in r.prediction.detections.enumerated() {
                         let mask = try BinaryMask(height: r.height, width: r.width, probabilities: r.masks[k], threshold: 0.5)
                         let b = r.boxes[k]
-                        results.append(COCOResult(imageID: imageID, categoryID: 1, score: Double(d.score), segmentation: .rle(RLE(mask: mask)),
-                                                  bbox: BoundingBox(x1: Double(b.x1), y1: Double(b.y1), x2: Double(b.x2), y2: Double(b.y2))))
+                        coco.append(COCOResult(imageID: imageID, categoryID: 1, score: Double(d.score), segmentation: .rle(RLE(mask: mask)),
+                                               bbox: BoundingBox(x1: Double(b.x1), y1: Double(b.y1), x2: Double(b.x2), y2: Double(b.y2))))
                     }
                 }
-                if json {
-                    print(jsonText(Self.jsonLine(r, imageID: imageID)))
-                } else {
-                    print(Self.text(r))
+                return PredictOutput(line: json ? jsonText(Self.jsonLine(r, imageID: imageID)) : Self.text(r), coco: coco)
+            }
+            if world.size > 1 {
+                // Under mpirun every size-th image goes to each rank; rank 0 prints every line in
+                // the images' order and writes the COCO file, as one process would.
+                let mine = try LabCluster.share(of: images.count, world: world).map { IndexedResult(index: $0, value: try predictOne($0)) }
+                guard let all = try LabCluster.gatherInOrder(mine, world: world) else { return }
+                for o in all { print(o.line); results += o.coco }
+            } else {
+                for i in images.indices {
+                    let o = try predictOne(i)
+                    print(o.line)
+                    results += o.coco
                 }
             }
             if let out = cocoOut {
@@ -148,7 +169,7 @@ struct Predict: ParsableCommand {
 
     /// `--weights`, or the bundled demo model's weights (with a note on stderr).
     /// - Throws: `no-model` (exit 3) when neither is available.
-    static func weightsPath(_ given: String?) throws -> String {
+    static func weightsPath(_ given: String?, quiet: Bool = false) throws -> String {
         if let given { return given }
         guard let dir = BundledModel.defaultModel() else {
             let configured = ProcessInfo.processInfo.environment[BundledModel.environmentVariable].map { " (\(BundledModel.environmentVariable)=\($0))" } ?? ""
@@ -157,7 +178,7 @@ struct Predict: ParsableCommand {
                            code: 3)
         }
         let path = BundledModel.weights(dir).path
-        FileHandle.standardError.write(Data("note: no --weights: using the bundled model \(dir.path), \(BundledModel.disclaimer).\n".utf8))
+        if !quiet { FileHandle.standardError.write(Data("note: no --weights: using the bundled model \(dir.path), \(BundledModel.disclaimer).\n".utf8)) }
         return path
     }
 

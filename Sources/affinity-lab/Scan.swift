@@ -8,6 +8,7 @@ import PluginHost
 import ScanIO
 import Scans
 import Service
+import Distributed
 
 struct Scan: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -110,9 +111,18 @@ struct Scan: ParsableCommand {
             let sink = maskOut.map { NIfTILabelSink(path: $0) }
             let bar = ProgressBar(total: assembled.count, label: "slices")
             let result: ScanResult
+            // Under mpirun the slices are shared out (every size-th to each rank) and rank 0 makes
+            // the result (and the label volume) from all of them: the same output as one process.
+            let world = try LabCluster.world()
             do {
-                result = try ScanAnalyser(engine: engine).analyse(assembled, setAside: assembly.setAside, reader: files, request: request, sink: sink) { done, _ in
-                    if !json { bar.update(done) }
+                if world.size > 1 {
+                    guard let r = try Self.analyseSharded(assembled, setAside: assembly.setAside, files: files, engine: engine, request: request,
+                                                          sink: sink, world: world, progress: { if !json { bar.update($0) } }) else { return }
+                    result = r
+                } else {
+                    result = try ScanAnalyser(engine: engine).analyse(assembled, setAside: assembly.setAside, reader: files, request: request, sink: sink) { done, _ in
+                        if !json { bar.update(done) }
+                    }
                 }
             } catch let e as ScanError {
                 throw LabError(name: "bad-scan", message: e.description, code: 4)
@@ -127,6 +137,25 @@ struct Scan: ParsableCommand {
                 print(Self.summary(result, maskOut: maskOut))
             }
         }
+    }
+
+    /// This rank's share of the slices analysed, gathered on rank 0 and combined into the scan's
+    /// result there (nil on the other ranks).
+    static func analyseSharded(_ series: AssembledSeries, setAside: [SetAside], files: ScanFiles, engine: AnalyseEngine, request: ScanRequest,
+                               sink: LabelVolumeSink?, world: World, progress: (Int) -> Void) throws -> ScanResult? {
+        let t0 = Date()
+        let analyser = ScanAnalyser(engine: engine)
+        let mine = LabCluster.share(of: series.count, world: world)
+        let outcomes = try analyser.analyseSlices(series, indices: mine, reader: files, request: request) { done in
+            if world.isRoot { progress(done * world.size) }
+        }
+        let shares = outcomes.map {
+            IndexedResult(index: $0.result.index, value: ScanSliceShare(result: $0.result, modelID: $0.modelID,
+                                                                        labels: sink == nil ? nil : LabelRuns($0.labels)))
+        }
+        guard let all = try LabCluster.gatherInOrder(shares, world: world) else { return nil }
+        return try analyser.combine(series, results: all.map(\.result), modelIDs: all.map(\.modelID), labels: { all[$0].labels?.expanded() ?? [] },
+                                    setAside: setAside, request: request, sink: sink, seconds: Date().timeIntervalSince(t0))
     }
 
     /// The readable summary.

@@ -138,6 +138,7 @@ func runCommand(_ global: GlobalOptions, _ body: (Client) throws -> Int32) throw
 }
 
 /// The private daemon of `--local`, as soon as its processes exist (for the signal handler).
+// @unchecked Sendable: the one reference is set and read under `lock`.
 final class PendingLocal: @unchecked Sendable {
     private let lock = NSLock()
     private var local: LocalDaemon?

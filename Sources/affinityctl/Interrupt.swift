@@ -7,6 +7,7 @@ import Glibc
 #endif
 
 /// Routes SIGINT and SIGTERM: to a job waiter while one is waiting, else to the cleanup and exit(130).
+// @unchecked Sendable: the handlers and counters are under `lock`; the signal itself arrives on a dispatch source, not in a signal handler.
 final class Interrupt: @unchecked Sendable {
     static let shared = Interrupt()
 

@@ -12,7 +12,7 @@ extension Daemon {
 
     /// Looks up the caller's uid, checks `action` with polkit (unless authorization is off), then
     /// runs `body` on a worker queue and replies with its values or its error.
-    func privileged(_ call: MethodCall, _ reply: PendingReply, action: String, _ body: @escaping (UInt32) throws -> [DBusValue]) {
+    func privileged(_ call: MethodCall, _ reply: PendingReply, action: String, _ body: @escaping @Sendable (UInt32) throws -> [DBusValue]) {
         let run: (UInt32) -> Void = { uid in
             DispatchQueue.global().async { reply.complete { do { return try body(uid) } catch { throw apiError(error) } } }
         }

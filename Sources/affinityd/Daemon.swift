@@ -25,6 +25,7 @@ func apiError(_ error: Error) -> BusError {
     }
 }
 
+// @unchecked Sendable: its mutable state (config, starting/stopping, the last properties emitted, result files) is under `lock`; the services it holds are thread-safe.
 final class Daemon: @unchecked Sendable {
     let bus: BusConnection
     let store: ModelStore

@@ -22,7 +22,7 @@ extension Daemon {
     func modelInterface(id: String) -> BusInterface? {
         var i = BusInterface.api(API.model, introspectionXML: xml(API.model))
         let store = self.store
-        func card() throws -> ModelCard {
+        @Sendable func card() throws -> ModelCard {
             guard let c = store.card(id) else { throw ServiceError.modelNotFound("Model \(id) is no longer in the store") }
             return c
         }

@@ -5,7 +5,8 @@ import Foundation
 /// sd_notify(3) messages to the service manager (no-ops without NOTIFY_SOCKET).
 enum Notify {
     private static let lock = NSLock()
-    private static var lastStatus = ""
+    // nonisolated(unsafe): read and written under `lock` only.
+    nonisolated(unsafe) private static var lastStatus = ""
 
     static func send(_ state: String) {
         _ = sd_notify(0, state)
