@@ -147,7 +147,7 @@ let package = Package(
         // Tests.
         // A checking close(2) linked into the test process (Tests/CloseGuard/closeguard.c).
         .target(name: "CloseGuard", dependencies: ["CSystemIO"], path: "Tests/CloseGuard"),
-        .target(name: "TestSupport", dependencies: ["Tensor", "NN", "Bus", "SystemIO", "CloseGuard"], path: "Tests/TestSupport",
+        .target(name: "TestSupport", dependencies: ["Tensor", "NN", "Bus", "SystemIO", "CloseGuard", "Imaging"], path: "Tests/TestSupport",
                 swiftSettings: swiftSettings),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "NNTests", dependencies: ["NN", "Tensor", "TestSupport"], swiftSettings: swiftSettings),

@@ -8,21 +8,9 @@ import Testing
 
 @Suite("affinityctl analyse-scan", .serialized)
 struct CtlScanTests {
-    /// A NIfTI volume of 256×256 phantom slices between two blank ones (int16 HU, RAS storage).
+    /// A NIfTI volume of 256×256 phantom slices between two blank ones (TestSupport's writePhantomNIfTI).
     static func volume(_ path: String, classes: [PhantomClass]) throws {
-        let side = 256
-        let generator = PhantomGenerator(seed: 5, size: side)
-        let blank = [Double](repeating: -1000, count: side * side)
-        var values = blank
-        for (k, c) in classes.enumerated() {
-            let gray = generator.slice(index: k, class: c).pixelImage.grayImage().pixels
-            var slice = [Double](repeating: 0, count: side * side)
-            for y in 0..<side { for x in 0..<side { slice[(side - 1 - y) * side + (side - 1 - x)] = (Double(gray[y * side + x]) * 1500 - 1350).rounded() } }
-            values += slice
-        }
-        values += blank
-        try writeNIfTIWithPython(path, nx: side, ny: side, nz: classes.count + 2, values: values, dtype: "h",
-                                 sform: [[1.4, 0, 0, -180], [0, 1.4, 0, -180], [0, 0, 5, 0]], gzip: true)
+        try writePhantomNIfTI(path, classes: classes, side: 256, seed: 5, spacing: 1.4)
     }
 
     @Test func aFolderThroughALocalDaemon() throws {

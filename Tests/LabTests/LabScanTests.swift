@@ -10,24 +10,9 @@ import Testing
 
 @Suite("affinity-lab scan", .serialized)
 struct LabScanTests {
-    /// A NIfTI volume of phantom slices (HU = gray · 1500 − 1350 stored as int16 with slope 1),
-    /// blank slices at both ends, in the usual RAS storage (i towards the patient's right).
+    /// A NIfTI volume of 512×512 phantom slices (0.7 mm) between two blank ones (TestSupport's writePhantomNIfTI).
     static func phantomVolume(_ path: String, classes: [PhantomClass]) throws {
-        let side = 512
-        let generator = PhantomGenerator(seed: 9, size: side)
-        var values: [Double] = []
-        let blank = [Double](repeating: -1000, count: side * side)
-        values += blank
-        for (k, c) in classes.enumerated() {
-            let gray = generator.slice(index: k, class: c).pixelImage.grayImage().pixels
-            // Display (row y, column x) → voxel (i = side − 1 − x, j = side − 1 − y): RAS storage.
-            var slice = [Double](repeating: 0, count: side * side)
-            for y in 0..<side { for x in 0..<side { slice[(side - 1 - y) * side + (side - 1 - x)] = (Double(gray[y * side + x]) * 1500 - 1350).rounded() } }
-            values += slice
-        }
-        values += blank
-        try writeNIfTIWithPython(path, nx: side, ny: side, nz: classes.count + 2, values: values, dtype: "h",
-                                 sform: [[0.7, 0, 0, -180], [0, 0.7, 0, -180], [0, 0, 5, 0]], gzip: true)
+        try writePhantomNIfTI(path, classes: classes, side: 512, seed: 9, spacing: 0.7)
     }
 
     @Test func aNIfTIScan() throws {

@@ -18,20 +18,9 @@ import Testing
 struct ScanDaemonTests {
     static let side = 256
 
-    /// Phantom slices (HU = gray · 1500 − 1350, int16) with a blank slice at each end, RAS storage.
+    /// Phantom slices with a blank slice at each end (TestSupport's writePhantomNIfTI), 1.4 mm pixels.
     static func volume(_ path: String, classes: [PhantomClass], seed: UInt64 = 9, z0: Double = 0) throws {
-        let generator = PhantomGenerator(seed: seed, size: side)
-        let blank = [Double](repeating: -1000, count: side * side)
-        var values = blank
-        for (k, c) in classes.enumerated() {
-            let gray = generator.slice(index: k, class: c).pixelImage.grayImage().pixels
-            var slice = [Double](repeating: 0, count: side * side)
-            for y in 0..<side { for x in 0..<side { slice[(side - 1 - y) * side + (side - 1 - x)] = (Double(gray[y * side + x]) * 1500 - 1350).rounded() } }
-            values += slice
-        }
-        values += blank
-        try writeNIfTIWithPython(path, nx: side, ny: side, nz: classes.count + 2, values: values, dtype: "h",
-                                 sform: [[1.4, 0, 0, -180], [0, 1.4, 0, -180], [0, 0, 5, z0]], gzip: true)
+        try writePhantomNIfTI(path, classes: classes, side: side, seed: seed, spacing: 1.4, z0: z0)
     }
 
     /// affinityd on a private bus with the repository's bundled demo model as its default.

@@ -1,6 +1,7 @@
 // An independent NIfTI writer for tests: Python's standard library (struct, gzip), following the
 // NIfTI-1 and NIfTI-2 header layouts; no nifticlib, no numpy.
 import Foundation
+import Imaging
 
 /// The Python writer failed (its stderr).
 public struct PythonNIfTIError: Error, CustomStringConvertible {
@@ -73,4 +74,26 @@ public func writeNIfTIWithPython(_ path: String, nx: Int, ny: Int, nz: Int, valu
     let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     p.waitUntilExit()
     guard p.terminationStatus == 0 else { throw PythonNIfTIError(message: message) }
+}
+
+/// A chest-CT scan as a NIfTI volume for tests: phantom slices (`PhantomGenerator`, HU = gray ·
+/// 1500 − 1350, stored as int16) between two blank slices (−1000 HU), written by the independent
+/// Python writer, gzip-compressed, in the usual RAS storage (i towards the patient's right, j
+/// anterior): display (row y, column x) → voxel (i = side − 1 − x, j = side − 1 − y).
+/// - Parameters:
+///   - spacing: the in-plane voxel size in mm; the slices are `sliceSpacing` apart from `z0`.
+public func writePhantomNIfTI(_ path: String, classes: [PhantomClass], side: Int, seed: UInt64, spacing: Double,
+                              sliceSpacing: Double = 5, z0: Double = 0) throws {
+    let generator = PhantomGenerator(seed: seed, size: side)
+    let blank = [Double](repeating: -1000, count: side * side)
+    var values = blank
+    for (k, c) in classes.enumerated() {
+        let gray = generator.slice(index: k, class: c).pixelImage.grayImage().pixels
+        var slice = [Double](repeating: 0, count: side * side)
+        for y in 0..<side { for x in 0..<side { slice[(side - 1 - y) * side + (side - 1 - x)] = (Double(gray[y * side + x]) * 1500 - 1350).rounded() } }
+        values += slice
+    }
+    values += blank
+    try writeNIfTIWithPython(path, nx: side, ny: side, nz: classes.count + 2, values: values, dtype: "h",
+                             sform: [[spacing, 0, 0, -180], [0, spacing, 0, -180], [0, 0, sliceSpacing, z0]], gzip: true)
 }
