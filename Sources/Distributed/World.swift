@@ -340,14 +340,4 @@ public final class World: @unchecked Sendable {
         finalized = true
         _ = MPI_Finalize()
     }
-
-    /// The half-open range of `count` items that rank `rank` takes when they are split into `size`
-    /// contiguous blocks whose lengths differ by at most one (the first `count % size` ranks take
-    /// one more).
-    public static func block(of count: Int, rank: Int, size: Int) -> Range<Int> {
-        precondition(size > 0 && rank >= 0 && rank < size && count >= 0)
-        let base = count / size, extra = count % size
-        let start = rank * base + min(rank, extra)
-        return start..<(start + base + (rank < extra ? 1 : 0))
-    }
 }

@@ -181,12 +181,21 @@ public enum SeriesAssembler {
         // LPS) for axial slices; InstanceNumber when a slice lacks a position or orientation.
         let normal = group[0].normal
         let sign: Double = (normal?.z ?? 1) < 0 ? -1 : 1
-        let positioned = group.allSatisfy { $0.position != nil } && normal != nil
-        var keyed: [(SliceHeader, Double)]
+        var positioned = group.allSatisfy { $0.position != nil } && normal != nil
+        var keyed: [(SliceHeader, Double)] = []
         if positioned {
             keyed = group.map { ($0, sign * $0.position!.dot(normal!)) }
+            // Positions that are not numbers, or so far out that their gaps are not (a damaged or
+            // forged header: found by fuzzing, a spacing of infinity made `Int(ratio)` trap), cannot
+            // order the slices: they are ordered as without positions.
+            if !keyed.allSatisfy({ $0.1.isFinite && abs($0.1) < 1e9 }) {
+                positioned = false
+                warnings.append("Some slices have an ImagePositionPatient or ImageOrientationPatient that is not a usable number: they are ordered by InstanceNumber and the slice spacing is the slice thickness.")
+            }
         } else {
             warnings.append("Some slices have no ImagePositionPatient or ImageOrientationPatient: they are ordered by InstanceNumber and the slice spacing is the slice thickness.")
+        }
+        if !positioned {
             keyed = group.map { ($0, Double($0.instanceNumber ?? 0)) }
         }
         keyed.sort { $0.1 != $1.1 ? $0.1 < $1.1 : ($0.0.instanceNumber ?? 0) < ($1.0.instanceNumber ?? 0) }

@@ -916,11 +916,13 @@ public final class JobManager: @unchecked Sendable {
                     if k != checkpointedAt { try writeCheckpoint() }
                     if job.isShutdownRequested && !job.isCancelledByRequest {
                         record(job)  // still running in job.json: it resumes at the next start
-                        job.suspend()
+                        // The log line before `suspend`: once the job is settled the service may
+                        // exit, and a line logged after that would be lost.
                         log?(5, "Job \(job.id) stopped by the service shutdown at iteration \(k) of \(total); its checkpoint is written and it resumes at the next start.", job.id)
+                        job.suspend()
                     } else {
-                        job.finish(.cancelled, message: "Cancelled at iteration \(k) of \(total); its checkpoint is kept and Resume continues from it.")
                         log?(5, "Job \(job.id) cancelled at iteration \(k) of \(total).", job.id)
+                        job.finish(.cancelled, message: "Cancelled at iteration \(k) of \(total); its checkpoint is kept and Resume continues from it.")
                     }
                     return
                 }

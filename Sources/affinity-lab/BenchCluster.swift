@@ -27,12 +27,16 @@ struct BenchAllreduce: ParsableCommand {
     @Option(help: "Timed allreduces (the median is reported).")
     var repeats = 5
 
+    @Option(name: .customLong("bucket-megabytes"), help: "Sum the buffer in pieces of at most this many megabytes, one MPI call each (default: one call for the whole buffer, as the trainer does).")
+    var bucketMegabytes: Double?
+
     @Flag(help: "Print one JSON object.")
     var json = false
 
     func validate() throws {
         guard megabytes > 0, megabytes <= 4096 else { throw ValidationError("--megabytes must be in (0, 4096], got \(megabytes)") }
         try requirePositive(repeats, "--repeats")
+        if let b = bucketMegabytes, !(b > 0) { throw ValidationError("--bucket-megabytes must be positive, got \(b)") }
     }
 
     func run() throws {
@@ -44,6 +48,7 @@ struct BenchAllreduce: ParsableCommand {
 
     private func measure(_ world: World) throws {
         let n = max(1, Int(megabytes * 1e6) / MemoryLayout<Float>.size)
+        if let b = bucketMegabytes { world.maximumElementsPerCall = max(1, Int(b * 1e6) / MemoryLayout<Float>.size) }
         let p = world.size, r = world.rank
         // Small integers: every partial sum is exact in float, so the check is exact.
         func value(_ i: Int, _ rank: Int) -> Float { Float(i % 251 + 3 * rank) }
@@ -80,7 +85,7 @@ struct BenchAllreduce: ParsableCommand {
             "median_s": median, "min_s": times.min() ?? 0,
             "algorithm_gb_per_s": median > 0 && p > 1 ? Double(bytes) / median / 1e9 : 0,
             "bus_gb_per_s": median > 0 ? bus / median / 1e9 : 0,
-            "checked": true, "mpi": world.usesMPI,
+            "checked": true, "mpi": world.usesMPI, "elements_per_call": min(n, world.maximumElementsPerCall),
         ]
         if json {
             printJSON(report)

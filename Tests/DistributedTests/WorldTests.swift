@@ -68,16 +68,4 @@ struct WorldTests {
         // Without the requirement (commands that do not distribute) it is a world of one.
         #expect(try World.start(environment: ["SLURM_STEP_NUM_TASKS": "4"]).size == 1)
     }
-
-    @Test("block(of:rank:size:) splits items into contiguous blocks that differ by at most one")
-    func blocks() {
-        for count in [0, 1, 5, 7, 64] {
-            for size in 1...5 {
-                let parts = (0..<size).map { World.block(of: count, rank: $0, size: size) }
-                #expect(parts.flatMap { Array($0) } == Array(0..<count), "count \(count), size \(size)")
-                let lengths = parts.map(\.count)
-                #expect(lengths.max()! - lengths.min()! <= 1)
-            }
-        }
-    }
 }

@@ -26,7 +26,7 @@ struct TrustBoundaryTests {
                 sourceLocation: sourceLocation)
     }
 
-    @Test(.disabled("Issue 16, in progress: red in the last fresh-clone CI run (the daemon started without a model); the fix in this file is not yet verified"))
+    @Test
     func badCallsGetTheAPIsErrorNamesAndTheDaemonGoesOn() throws {
         let dir = try Paths.temporaryDirectory("trust")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -66,7 +66,7 @@ struct TrustBoundaryTests {
         #expect(try r[0].asVardict()["class"] != nil)
     }
 
-    @Test(.disabled("Issue 16, in progress: red in the last fresh-clone CI run (the daemon started without a model); the fix in this file is not yet verified"))
+    @Test
     func oneCallerCannotFillTheAnalyseQueue() throws {
         let dir = try Paths.temporaryDirectory("queue")
         defer { try? FileManager.default.removeItem(at: dir) }

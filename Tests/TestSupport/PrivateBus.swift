@@ -122,9 +122,14 @@ public final class Collected<T>: @unchecked Sendable {
 }
 
 /// The environment that turns the descriptor-ownership check on in a child process (the daemon,
-/// the CLI) when it is on in the test process (`scripts/test` sets AFFINITY_CHECK_DESCRIPTORS=1).
+/// the CLI) when it is on in the test process (`scripts/test` sets AFFINITY_CHECK_DESCRIPTORS=1),
+/// and passes on the sanitizers' options (`scripts/test --sanitize`, issue 16), so that a child
+/// built with a sanitizer reports as the test process does.
 public var descriptorCheckEnvironment: [String: String] {
-    Descriptors.isChecking ? [Descriptors.environmentVariable: "1"] : [:]
+    var env = Descriptors.isChecking ? [Descriptors.environmentVariable: "1"] : [:]
+    let own = ProcessInfo.processInfo.environment
+    for key in ["ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS"] { env[key] = own[key] }
+    return env
 }
 
 /// Whether Tests/CloseGuard's checking close(2) is linked into this process (it always is: this

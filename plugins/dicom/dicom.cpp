@@ -585,6 +585,18 @@ Header parseHeader(const uint8_t *bytes, size_t length) {
         if (tag <= previous && previous != 0) {
             fail(AFFINITY_E_CORRUPT, format("The DICOM meta element %s at byte %zu is out of order; the file is damaged.", tagText(tag).c_str(), pos));
         }
+        // GDCM's meta reader asserts on a sequence (gdcm::ReadExplicitDataElement: found by
+        // fuzzing, Fuzz/regressions/dicom/meta-sequence-gdcm-assert), and its attribute readers on
+        // a VR the dictionary does not give the element.
+        if (std::strcmp(vr, "SQ") == 0) {
+            fail(AFFINITY_E_CORRUPT, format("The DICOM meta element %s at byte %zu is a sequence; the meta information header holds "
+                                            "none, so the file is damaged.", tagText(tag).c_str(), pos));
+        }
+        const gdcm::VR expected = gdcm::Global::GetInstance().GetDicts().GetDictEntry(gdcm::Tag(0x0002, uint16_t(tag & 0xFFFF))).GetVR();
+        if (expected != gdcm::VR::INVALID && !expected.Compatible(gdcm::VR::GetVRType(vr))) {
+            fail(AFFINITY_E_CORRUPT, format("The DICOM meta element %s at byte %zu has the VR %s where the data dictionary says %s; the file "
+                                            "is damaged.", tagText(tag).c_str(), pos, vr, gdcm::VR::GetVRString(expected)));
+        }
         previous = tag;
         size_t value;
         uint32_t n;
