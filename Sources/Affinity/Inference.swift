@@ -29,6 +29,9 @@ public struct Prediction: Sendable {
     public var affinityMatrix: Tensor
     /// Seconds per stage.
     public var timings: [String: Double]
+    /// The multiply-adds of each stage of `timings` (Tensor's `MultiplyAdds`: the products done,
+    /// after Winograd), for the roofline report.
+    public var multiplyAdds: [String: Int] = [:]
 }
 
 /// Loads weights into an affinity model: our checkpoints, model files, or the original state dict
@@ -244,14 +247,16 @@ public extension AffinityModel {
     func predictImage(_ image: Tensor, withDetections: Bool = true, rng: inout SeededGenerator) throws -> Prediction {
         try Self.checkImage(image)
         var timings: [String: Double] = [:]
+        var macs: [String: Int] = [:]
         func timed<T>(_ name: String, _ f: () throws -> T) rethrows -> T {
-            let t0 = DispatchTime.now().uptimeNanoseconds
+            let t0 = DispatchTime.now().uptimeNanoseconds, c0 = MultiplyAdds.count
             let r = try f()
             timings[name, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            macs[name, default: 0] += MultiplyAdds.count - c0
             return r
         }
         let h = image.shape[2], w = image.shape[3]
-        let t0 = DispatchTime.now().uptimeNanoseconds
+        let t0 = DispatchTime.now().uptimeNanoseconds, c0 = MultiplyAdds.count
         let (features, _) = try timed("backbone") { try backbone.forward(image, training: false, workspace: segmentation.workspace, keep: false) }
         // The RPN, its proposals and their pooling serve both the classification path and the detections.
         let stage = try timed("proposals") { try segmentation.proposalStage(features: features, imageHeight: h, imageWidth: w) }
@@ -271,13 +276,15 @@ public extension AffinityModel {
             }
         }
         timings["total"] = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        macs["total"] = MultiplyAdds.count - c0
         let logits = out.logits.array
         let m = logits.max() ?? 0
         let e = logits.map { expf($0 - m) }
         let s = e.reduce(0, +)
         let cls = logits.indices.max { logits[$0] < logits[$1] } ?? 0
         return Prediction(logits: logits, classIndex: cls, probabilities: e.map { $0 / s }, roiBoxes: out.roiBatch.boxes,
-                          roiScores: out.roiBatch.scores, detections: dets, maskAreas: areas, affinityMatrix: out.affinity?.x2 ?? Tensor(shape: [0, out.lesionMaskFeatures.shape[1]]), timings: timings)
+                          roiScores: out.roiBatch.scores, detections: dets, maskAreas: areas, affinityMatrix: out.affinity?.x2 ?? Tensor(shape: [0, out.lesionMaskFeatures.shape[1]]), timings: timings,
+                          multiplyAdds: macs)
     }
 }
 

@@ -55,6 +55,17 @@ public enum Engine {
     }
 }
 
+/// The multiply-adds of the engine's products (every `sgemm` and kgemm convolution: m·n·k each, so
+/// a Winograd convolution counts its 16 smaller products, not the direct convolution's) started by
+/// this thread, including what `parallelFor`'s workers did for it: for the roofline of
+/// `affinity-lab bench … --roofline` (issue 18). Per thread, so analyses running at the same time in
+/// one process count apart; one thread-local add per product.
+public enum MultiplyAdds {
+    /// This thread's count so far (the difference of two readings is the work in between).
+    public static var count: Int { Int(affinity_macs_get()) }
+    @inline(__always) static func add(_ m: Int, _ n: Int, _ k: Int) { affinity_macs_add(Int64(m &* n &* k)) }
+}
+
 /// Runs `body(i)` for i in 0..<n, split into contiguous chunks over `Engine.threads` threads.
 /// Small loops (`n · costPerItem` below a threshold) run inline.
 @inline(__always)
@@ -65,11 +76,21 @@ public func parallelFor(_ n: Int, minChunk: Int = 1, _ body: (Int) -> Void) {
         return
     }
     let chunks = min(t, (n + minChunk - 1) / minChunk)
-    withoutActuallyEscaping(body) { body in
-        DispatchQueue.concurrentPerform(iterations: chunks) { c in
-            let lo = n * c / chunks, hi = n * (c + 1) / chunks
-            for i in lo..<hi { body(i) }
+    // Each chunk's multiply-adds go back to this thread's count (`MultiplyAdds`): a worker takes
+    // its own count back to where it was and leaves the difference here.
+    withUnsafeTemporaryAllocation(of: Int64.self, capacity: chunks) { found in
+        withoutActuallyEscaping(body) { body in
+            DispatchQueue.concurrentPerform(iterations: chunks) { c in
+                let before = affinity_macs_get()
+                let lo = n * c / chunks, hi = n * (c + 1) / chunks
+                for i in lo..<hi { body(i) }
+                found[c] = affinity_macs_get() &- before
+                affinity_macs_set(before)
+            }
         }
+        var sum: Int64 = 0
+        for c in 0..<chunks { sum &+= found[c] }
+        affinity_macs_add(sum)
     }
 }
 
@@ -82,6 +103,7 @@ public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k:
                   b: UnsafePointer<Float>, ldb: Int,
                   beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
     if m == 0 || n == 0 { return }
+    MultiplyAdds.add(m, n, k)
     if k == 0 {
         if beta == 0 { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
         else if beta != 1 { for i in 0..<m { for j in 0..<n { c[i * ldc + j] *= beta } } }
@@ -179,6 +201,7 @@ func kgemmConvolve(image: UnsafePointer<Float>, channels: Int, h: Int, w: Int, g
                           sh: Int32(g.strideH), sw: Int32(g.strideW), ph: Int32(g.padH), pw: Int32(g.padW),
                           dh: Int32(g.dilationH), dw: Int32(g.dilationW), oh: Int32(oh), ow: Int32(ow))
     let m = g.outChannels, n = oh * ow, k = g.patchSize
+    MultiplyAdds.add(m, n, k)
     withUnsafePointer(to: &conv) { cv in
         splitGEMM(m: m, n: n, k: k, threads: threads) { m0, m1, n0, n1 in
             kgemm_conv_block(Int32(m0), Int32(m1), Int32(n0), Int32(n1), 1, weight, Int32(k), cv, 0, out, Int32(n))

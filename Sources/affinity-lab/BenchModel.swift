@@ -123,6 +123,9 @@ struct BenchPredict: ParsableCommand {
     @OptionGroup var input: BenchInput
     @OptionGroup var options: BenchOptions
 
+    @Flag(help: "Also print the roofline: per stage the multiply-adds, the time, GFLOP/s and the fraction of the SGEMM peak measured in the same run.")
+    var roofline = false
+
     func run() throws {
         if let t = options.threads { Engine.threads = t }
         let (model, image, _) = try input.load()
@@ -141,13 +144,19 @@ struct BenchPredict: ParsableCommand {
         times.sort()
         let stages = stageSum.mapValues { $0.sorted()[$0.count / 2] }
         let peak = peakRSSMegabytes()
+        let report = roofline ? Roofline.measure(rows: ["backbone", "proposals", "classification", "segmentation", "paste_masks", "total"].compactMap { k in
+            stages[k].map { Roofline.Row(stage: k, multiplyAdds: last?.multiplyAdds[k] ?? 0, seconds: $0) }
+        }) : nil
         if options.json {
-            printJSON(["median_s": times[times.count / 2], "min_s": times[0], "peak_rss_mb": peak, "stages": stages,
-                       "class_index": last?.classIndex ?? -1, "detections": last?.detections.count ?? 0, "threads": Engine.threads])
+            var j: [String: Any] = ["median_s": times[times.count / 2], "min_s": times[0], "peak_rss_mb": peak, "stages": stages,
+                                    "class_index": last?.classIndex ?? -1, "detections": last?.detections.count ?? 0, "threads": Engine.threads]
+            if let report { j["roofline"] = report.json }
+            printJSON(j)
         } else {
             printStages("predict at 512×512, threads \(Engine.threads), median of \(options.repeats)", stages,
                         extra: [("median", String(format: "%.4f s", times[times.count / 2])), ("min", String(format: "%.4f s", times[0])),
                                 ("peak RSS", String(format: "%.0f MB", peak)), ("class", last?.className ?? "?")])
+            report?.print()
         }
     }
 }
@@ -172,6 +181,9 @@ struct BenchTrainStep: ParsableCommand {
 
     @Flag(help: "Time data-parallel steps over the ranks of an MPI job (one slice per rank).")
     var distributed = false
+
+    @Flag(help: "Also print the roofline of the two steps: multiply-adds, time, GFLOP/s and the fraction of the SGEMM peak measured in the same run.")
+    var roofline = false
 
     struct OneSample: TrainingData {
         var image: Tensor, targets: SegmentationTargets
@@ -199,23 +211,35 @@ struct BenchTrainStep: ParsableCommand {
         }
         // The two steps separately.
         var rng = SeededGenerator(seed: 2)
+        var segMACs = 0, clsMACs = 0
         for _ in 0..<max(options.repeats, 1) {
-            var t0 = now()
+            var t0 = now(), c0 = MultiplyAdds.count
             model.zeroGrad(); _ = try model.segmentation.segmentationForwardBackward(image: image, targets: targets, rng: &rng)
             seg.append(now() - t0)
-            t0 = now()
+            segMACs = MultiplyAdds.count - c0
+            t0 = now(); c0 = MultiplyAdds.count
             model.zeroGrad(); _ = try model.classificationForwardBackward(image: image, label: 2, rng: &rng)
             cls.append(now() - t0)
+            clsMACs = MultiplyAdds.count - c0
         }
         times.sort(); seg.sort(); cls.sort()
         let stages = ["segmentation_step": seg[seg.count / 2], "classification_step": cls[cls.count / 2]]
         let peak = peakRSSMegabytes()
+        // (The two steps' forward and backward passes; the iteration adds the Adam updates.)
+        let report = roofline ? Roofline.measure(rows: [
+            Roofline.Row(stage: "segmentation_step", multiplyAdds: segMACs, seconds: stages["segmentation_step"]!),
+            Roofline.Row(stage: "classification_step", multiplyAdds: clsMACs, seconds: stages["classification_step"]!),
+            Roofline.Row(stage: "iteration", multiplyAdds: segMACs + clsMACs, seconds: times[times.count / 2]),
+        ]) : nil
         if options.json {
-            printJSON(["median_s": times[times.count / 2], "min_s": times[0], "peak_rss_mb": peak, "stages": stages, "threads": Engine.threads])
+            var j: [String: Any] = ["median_s": times[times.count / 2], "min_s": times[0], "peak_rss_mb": peak, "stages": stages, "threads": Engine.threads]
+            if let report { j["roofline"] = report.json }
+            printJSON(j)
         } else {
             printStages("Algorithm 1 iteration at 512×512, threads \(Engine.threads), median of \(options.repeats)", stages,
                         extra: [("median", String(format: "%.4f s", times[times.count / 2])), ("min", String(format: "%.4f s", times[0])),
                                 ("peak RSS", String(format: "%.0f MB", peak))])
+            report?.print()
         }
     }
 

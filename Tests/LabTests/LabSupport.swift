@@ -52,12 +52,13 @@ enum Lab {
     }()
 
     /// Runs `affinity-lab args…` and collects its output.
-    static func run(_ args: [String]) throws -> LabRun {
+    static func run(_ args: [String], environment extra: [String: String] = [:]) throws -> LabRun {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
         p.arguments = args
         var env = ProcessInfo.processInfo.environment
         env["OPENBLAS_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] ?? "2"
+        env.merge(extra) { _, new in new }
         p.environment = env
         // stderr goes to a file, stdout through a pipe read to the end before waiting.
         let errPath = FileManager.default.temporaryDirectory.appendingPathComponent("labtests-stderr-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path

@@ -1,0 +1,7 @@
+#include "counters.h"
+
+static _Thread_local int64_t macs;
+
+void affinity_macs_add(int64_t n) { macs += n; }
+int64_t affinity_macs_get(void) { return macs; }
+void affinity_macs_set(int64_t n) { macs = n; }
