@@ -416,7 +416,7 @@ struct BusServiceTests {
                                      method: "Never") } catch let e as BusError { inFlight.append(e) } catch {}
             done.signal()
         }
-        #expect(waitUntil { state.parked.count == 2 })
+        #expect(waitUntil { state.parkedCount == 2 })
         client.close()
         #expect(done.wait(timeout: .now() + 5) == .success)
         #expect(inFlight.all.first?.name == BusError.Name.disconnected)
@@ -427,7 +427,7 @@ struct BusServiceTests {
         client.close()  // idempotent
 
         // Dropping parked replies answers with Failed rather than leaving callers waiting.
-        state.parked.removeAll()
+        state.dropParked()
         service.close()
         #expect(!service.isThreadRunning && service.isFinalized)
     }

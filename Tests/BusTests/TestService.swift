@@ -36,8 +36,20 @@ enum TestService {
             get { lock.lock(); defer { lock.unlock() }; return counterValue }
             set { lock.lock(); counterValue = newValue; lock.unlock() }
         }
-        /// Deferred replies parked by `Never` (answered only when the test lets go).
-        var parked: [PendingReply] = []
+        /// Deferred replies parked by `Never` (answered only when the test lets go); the handlers
+        /// park them on the bus's worker threads while the test counts them (under the lock: a
+        /// race ThreadSanitizer found, issue 16).
+        private var parkedReplies: [PendingReply] = []
+        func park(_ reply: PendingReply) { lock.lock(); parkedReplies.append(reply); lock.unlock() }
+        var parkedCount: Int { lock.lock(); defer { lock.unlock() }; return parkedReplies.count }
+        /// Drops every parked reply (outside the lock: dropping one answers its caller).
+        func dropParked() {
+            lock.lock()
+            let dropped = parkedReplies
+            parkedReplies.removeAll()
+            lock.unlock()
+            _ = dropped
+        }
     }
 
     /// The test interface; `state` holds the property values.
@@ -68,7 +80,7 @@ enum TestService {
             DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(ms))) { reply.reply([.uint32(ms)]) }
         }
         i.deferredMethod("Never", in: "", out: "") { _, reply in
-            state.parked.append(reply)
+            state.park(reply)
         }
         i.method("BadReply", in: "", out: "s") { _ in [.int32(1)] }
         i.workerMethod("ReadFD", in: "h", out: "ay") { call in

@@ -77,7 +77,9 @@ final class NotifySocket: @unchecked Sendable {
     /// Every message, each possibly several `KEY=value` lines.
     var messages: [String] { lock.withLock { received } }
     /// Every `KEY=value` line, in order.
-    var lines: [String] { messages.flatMap { $0.split(separator: "\n").map(String.init) } }
+    /// (Split under the lock: ThreadSanitizer saw the receiving thread's append race with a
+    /// reader's copy of the array, issue 16.)
+    var lines: [String] { lock.withLock { received.flatMap { $0.split(separator: "\n").map(String.init) } } }
 
     /// Stops the receiving thread, then closes the socket (idempotent).
     func close() {
