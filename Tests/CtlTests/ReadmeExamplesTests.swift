@@ -115,7 +115,13 @@ struct ReadmeExamplesTests {
                 if !known.isEmpty {
                     #expect(sub != nil, "\(command): no subcommand of \(command.program) (\(known.sorted()))")
                 }
-                let helpText = rootHelp + (sub.map { (try? Self.help(exe, [$0])) ?? "" } ?? "")
+                let subHelp = sub.map { (try? Self.help(exe, [$0])) ?? "" } ?? ""
+                var helpText = rootHelp + subHelp
+                // A nested subcommand (`affinity-lab bench predict --roofline`): its own help too.
+                if let sub, let i = args.firstIndex(of: sub), i + 1 < args.count,
+                   Self.subcommands(subHelp).contains(args[i + 1]), let nested = try? Self.help(exe, [sub, args[i + 1]]) {
+                    helpText += nested
+                }
                 for token in args where token.hasPrefix("--") {
                     let option = String(token.split(separator: "=").first ?? "")
                     #expect(helpText.range(of: option + #"(?![\w-])"#, options: .regularExpression) != nil,
