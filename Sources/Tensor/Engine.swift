@@ -22,15 +22,17 @@ public enum Engine {
     /// im2col + GEMM (default on; `AFFINITY_WINOGRAD=0` turns it off). The results agree to float
     /// rounding (about 1e-6 of the outputs' scale).
     nonisolated(unsafe) public static var winograd: Bool = ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD"] != "0"
-    /// Winograd is used when both channel counts are at least this (default 128): with fewer, its
+    /// Winograd is used when both channel counts are at least this (default 64): with fewer, its
     /// 16 GEMMs have too short an inner dimension to beat one im2col GEMM.
     nonisolated(unsafe) public static var winogradMinChannels: Int =
-        Int(ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD_MIN_CHANNELS"] ?? "") ?? 128
-    /// … and when the convolution runs over at least this many images at once (default 2: the
-    /// RoI batches of the mask heads). On one large image (the backbone, the FPN, the RPN) im2col's
-    /// single GEMM measured faster here than Winograd's 16 narrower ones.
+        Int(ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD_MIN_CHANNELS"] ?? "") ?? 64
+    /// … and when the convolution runs over at least this many images at once (default 1: the
+    /// backbone's, the FPN's and the RPN's 3×3 convolutions on one image too). Measured with the
+    /// roofline (issue 18) on a 2-core AMD EPYC: against Winograd only for the RoI batches (2, 128),
+    /// the backbone took 0.086–0.093 s instead of 0.102–0.106 s (8.0 → 4.3 GMAC), inference 0.38 s
+    /// instead of 0.40 s and an Algorithm 1 iteration 1.04–1.08 s instead of 1.14–1.16 s, every round.
     nonisolated(unsafe) public static var winogradMinImages: Int =
-        Int(ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD_MIN_IMAGES"] ?? "") ?? 2
+        Int(ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD_MIN_IMAGES"] ?? "") ?? 1
 
     /// GEMMs by kgemm (Sources/CKernels: an AVX-512 micro-kernel, this package's threads) rather
     /// than OpenBLAS: on when the processor has AVX-512 (the machine's OpenBLAS may be pinned to
