@@ -158,7 +158,7 @@ public final class MaskHead: Module {
     /// ReLU(mask_fcn1(x)): [R, 256, 14, 14] → [R, 256, 14, 14].
     /// - Throws: `TensorError` for an input of the wrong rank or channel count.
     public func forward(_ x: Tensor, workspace ws: Workspace) throws -> Tensor {
-        let y = try fcn1(x, workspace: ws); reluInPlace(y); return y
+        try fcn1(x, workspace: ws, relu: true)
     }
 
     /// Accumulates the gradients of `mask_fcn1` and returns dL/dx.
@@ -200,6 +200,32 @@ public final class MaskPredictor: Module {
     public func forward(_ x: Tensor, workspace ws: Workspace) throws -> (logits: Tensor, up: Tensor) {
         let up = try convMask(x, workspace: ws, relu: true)
         return (try logits(up, workspace: ws), up)
+    }
+
+    /// The mask probabilities of each detection's own class only (inference): for detection
+    /// `range.lowerBound + i`, sigmoid(mask_fcn_logits(up[i])) of its label's channel, into its `mask28`.
+    /// One product of a single row per detection instead of every class's logits.
+    /// - Parameters:
+    ///   - up: `forward`'s `up` for the detections of `range`, [range.count, 256, 28, 28].
+    /// - Throws: `TensorError` for an `up` of the wrong shape or a label outside the classes.
+    public func labelProbabilities(_ up: Tensor, detections dets: inout [Detection], range: Range<Int>) throws {
+        let channels = logits.geometry.inChannels, classes = logits.geometry.outChannels
+        try up.expectRank(4, "mask_fcn_logits", "up")
+        let plane = up.shape[2] * up.shape[3]
+        try up.expectShape([range.count, channels, up.shape[2], up.shape[3]], "mask_fcn_logits", "up")
+        let labels = dets[range].map(\.label)
+        if let bad = labels.first(where: { !(0..<classes).contains($0) }) {
+            throw TensorError.invalidArgument(op: "mask_fcn_logits", detail: "label \(bad) is not one of the \(classes) classes")
+        }
+        let out = Tensor(uninitializedShape: [range.count, plane])
+        let weight = logits.weight.value.data, bias = logits.bias?.value.data
+        parallelFor(range.count) { i in  // one thread's product each (too small to split)
+            sgemm(m: 1, n: plane, k: channels, a: weight + labels[i] * channels, lda: channels,
+                  b: up.data + i * channels * plane, ldb: plane, c: out.data + i * plane, ldc: plane)
+            let b = bias?[labels[i]] ?? 0, p = out.data + i * plane
+            for j in 0..<plane { p[j] = sigmoid(p[j] + b) }
+        }
+        for (i, d) in range.enumerated() { dets[d].mask28 = Array(UnsafeBufferPointer(start: out.data + i * plane, count: plane)) }
     }
 
     /// Accumulates both layers' gradients and returns dL/dx.

@@ -322,12 +322,8 @@ public final class MaskRCNN: Module {
             let pooled = try roiAlignForward(features: features, boxes: dets[range].map(\.box), outputSize: 14, spatialScale: 1.0 / 16,
                                              samplingRatio: 2)
             let h = try maskHead.forward(pooled, workspace: workspace)
-            let (logits, _) = try maskPredictor.forward(h, workspace: workspace)
-            let classes = logits.shape[1], plane = 28 * 28
-            for (i, d) in range.enumerated() {
-                let src = logits.data + (i * classes + dets[d].label) * plane
-                dets[d].mask28 = (0..<plane).map { sigmoid(src[$0]) }
-            }
+            let up = try maskPredictor.convMask(h, workspace: workspace, relu: true)
+            try maskPredictor.labelProbabilities(up, detections: &dets, range: range)
         }
     }
 

@@ -39,9 +39,10 @@ public final class Conv2d: Module {
     }
 
     /// out = conv(x)
-    public func callAsFunction(_ x: Tensor, workspace: Workspace) throws -> Tensor {
+    /// `relu`: ReLU(conv(x)), fused into the convolution's last pass where it can be.
+    public func callAsFunction(_ x: Tensor, workspace: Workspace, relu: Bool = false) throws -> Tensor {
         let out = Tensor(uninitializedShape: try outputShape(x.shape))
-        try conv2dForward(out: out, input: x, weight: weight.value, bias: bias?.value, geometry: geometry, workspace: workspace)
+        try conv2dForward(out: out, input: x, weight: weight.value, bias: bias?.value, geometry: geometry, workspace: workspace, relu: relu)
         return out
     }
 
@@ -278,7 +279,7 @@ public func reluInPlace(_ x: Tensor) {
 
 /// dx = dy where y > 0 (a new tensor).
 public func reluGradient(_ dy: Tensor, output y: Tensor) throws -> Tensor {
-    let dx = Tensor(shape: y.shape)
-    try reluBackward(dInput: dx, dOut: dy, output: y)
+    let dx = Tensor(uninitializedShape: y.shape)
+    try reluBackward(dInput: dx, dOut: dy, output: y, accumulate: false)
     return dx
 }

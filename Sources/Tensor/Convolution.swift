@@ -224,23 +224,29 @@ func checkConv(_ op: String, input: Tensor, weight: Tensor, bias: Tensor?, out: 
 /// - Precondition: input is [n, g.inChannels, h, w]; weight [g.outChannels, g.inChannels, kH, kW];
 ///   out is [n, g.outChannels, oh, ow] with (oh, ow) = `g.outputSize(h:w:)`.
 /// - Throws: `TensorError` naming the shapes when they do not fit.
-public func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?, geometry g: ConvGeometry, workspace: Workspace) throws {
-    try conv2dForward(out: out, input: input, weight: weight, bias: bias, geometry: g, workspace: workspace, winograd: nil)
+/// `relu`: max(0, ·) of the result (fused into the Winograd output transform where that runs).
+public func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?, geometry g: ConvGeometry, workspace: Workspace,
+                          relu: Bool = false) throws {
+    try conv2dForward(out: out, input: input, weight: weight, bias: bias, geometry: g, workspace: workspace, winograd: nil, relu: relu)
 }
 
 /// `winograd`: nil chooses by `ConvGeometry.usesWinograd`; true forces Winograd (when eligible),
-/// false im2col (for tests, which must not change the process-wide settings).
+/// false im2col (for tests, which must not change the process-wide settings); `winogradTile` 2 or 4
+/// overrides `Engine.winogradTile` (tests).
 /// `implicitPatches: false` keeps im2col where kgemm would pack the patches from the image (for tests).
 func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?, geometry g: ConvGeometry, workspace: Workspace,
-                   winograd: Bool?, implicitPatches: Bool = true) throws {
+                   winograd: Bool?, winogradTile requestedTile: Int? = nil, implicitPatches: Bool = true, relu: Bool = false) throws {
     let (n, h, w, oh, ow) = try checkConv("conv2d", input: input, weight: weight, bias: bias, out: out, g: g)
     if winograd.map({ $0 && g.isWinogradEligible }) ?? g.usesWinograd(images: n, h: h, w: w) {
-        let u = workspace.buffer(4, count: 16 * g.outChannels * g.inChannels)
-        winogradTransformWeights(weight.data, outChannels: g.outChannels, inChannels: g.inChannels, flipped: false, u: u)
+        let tile = winogradTile(requestedTile, h: h, w: w)
+        let u = workspace.buffer(4, count: winogradWeightCount(tile: tile, outChannels: g.outChannels, inChannels: g.inChannels))
+        winogradTransformWeights(weight.data, outChannels: g.outChannels, inChannels: g.inChannels, flipped: false, u: u, tile: tile)
         winogradConvolve(input: input.data, images: n, inChannels: g.inChannels, h: h, w: w, u: u, outChannels: g.outChannels,
-                         bias: bias.map { UnsafePointer($0.data) }, out: out.data, accumulate: false, workspace: workspace)
+                         bias: bias.map { UnsafePointer($0.data) }, out: out.data, accumulate: false, workspace: workspace,
+                         tile: tile, relu: relu)
         return
     }
+    defer { if relu { try? reluForward(out: out, input: out) } }
     let k = g.patchSize, plane = oh * ow, cout = g.outChannels
     let per = imagesPerGEMM(images: n, plane: plane, rows: k)
     if per > 1 {
@@ -290,7 +296,7 @@ public func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dO
 
 /// `winograd` as in `conv2dForward(…, winograd:)`, for the input gradient.
 func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dOut: Tensor, input: Tensor, weight: Tensor,
-                    geometry g: ConvGeometry, workspace: Workspace, winograd: Bool?) throws {
+                    geometry g: ConvGeometry, workspace: Workspace, winograd: Bool?, winogradTile requestedTile: Int? = nil) throws {
     let (n, h, w, oh, ow) = try checkConv("conv2d backward", input: input, weight: weight, bias: dBias, out: dOut, g: g)
     if let dInput { try dInput.expectShape(input.shape, "conv2d backward", "dInput") }
     if let dWeight { try dWeight.expectShape(weight.shape, "conv2d backward", "dWeight") }
@@ -300,10 +306,11 @@ func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dOut: Ten
     // the kernels turned 180° and the channel axes swapped: Winograd, accumulated into dInput.
     let winogradInput = dInput != nil && (winograd.map { $0 && g.isWinogradEligible } ?? g.usesWinograd(images: n, h: oh, w: ow))
     if winogradInput, let dInput {
-        let u = workspace.buffer(4, count: 16 * cin * cout)
-        winogradTransformWeights(weight.data, outChannels: cin, inChannels: cout, flipped: true, u: u)
+        let tile = winogradTile(requestedTile, h: oh, w: ow)
+        let u = workspace.buffer(4, count: winogradWeightCount(tile: tile, outChannels: cin, inChannels: cout))
+        winogradTransformWeights(weight.data, outChannels: cin, inChannels: cout, flipped: true, u: u, tile: tile)
         winogradConvolve(input: dOut.data, images: n, inChannels: cout, h: oh, w: ow, u: u, outChannels: cin, bias: nil,
-                         out: dInput.data, accumulate: true, workspace: workspace)
+                         out: dInput.data, accumulate: true, workspace: workspace, tile: tile)
     }
     let per = imagesPerGEMM(images: n, plane: plane, rows: k)
     if per > 1 {

@@ -33,6 +33,18 @@ public enum Engine {
     /// instead of 0.40 s and an Algorithm 1 iteration 1.04–1.08 s instead of 1.14–1.16 s, every round.
     nonisolated(unsafe) public static var winogradMinImages: Int =
         Int(ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD_MIN_IMAGES"] ?? "") ?? 1
+    /// The Winograd tile: 4, F(4×4, 3×3) (36 products for 16 outputs), where the processor has
+    /// AVX-512 (its transforms exist only there); else, or with `AFFINITY_WINOGRAD_TILE=2`, 2,
+    /// F(2×2, 3×3) (16 for 4).
+    nonisolated(unsafe) public static var winogradTile: Int =
+        ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD_TILE"] == "2" || kgemm_available() != 1 ? 2 : 4
+    /// F(4×4) only on planes whose larger side is at most this (default 32: the RoI heads' 14×14
+    /// and 28×28), F(2×2) on larger ones (`AFFINITY_WINOGRAD4_MAX_SIDE`). F(4×4)'s rounding error is
+    /// about 15 times F(2×2)'s (WinogradTests), and through the backbone's many layers and the
+    /// affinity layer's batch statistics it took the six-phantom parity of X1 from 5.3e-4 to 1.35e-3 of
+    /// its scale, over the suite's 1e-3; on the RoI heads alone, 6.6e-4 → 6.8e-4.
+    nonisolated(unsafe) public static var winograd4MaxSide: Int =
+        Int(ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD4_MAX_SIDE"] ?? "") ?? 32
 
     /// GEMMs by kgemm (Sources/CKernels: an AVX-512 micro-kernel, this package's threads) rather
     /// than OpenBLAS: on when the processor has AVX-512 (the machine's OpenBLAS may be pinned to

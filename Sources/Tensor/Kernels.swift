@@ -178,13 +178,19 @@ public func reluForward(out: Tensor, input: Tensor) throws {
     }
 }
 
-/// dInput += dOut where the forward output was positive (PyTorch's rule: the gradient at 0 is 0).
-public func reluBackward(dInput: Tensor, dOut: Tensor, output: Tensor) throws {
+/// dInput += dOut where the forward output was positive (PyTorch's rule: the gradient at 0 is 0);
+/// with `accumulate: false`, dInput = that (dInput's old contents are not read).
+public func reluBackward(dInput: Tensor, dOut: Tensor, output: Tensor, accumulate: Bool = true) throws {
     try dOut.expectShape(output.shape, "relu backward", "dOut")
     try dInput.expectShape(output.shape, "relu backward", "dInput")
     let y = output.data, g = dOut.data, d = dInput.data, n = output.count, chunk = 1 << 16
+    // Selects rather than a branch, so that the loops vectorise.
     parallelFor((n + chunk - 1) / chunk) { c in
-        for i in c * chunk..<min(n, (c + 1) * chunk) where y[i] > 0 { d[i] += g[i] }
+        if accumulate {
+            for i in c * chunk..<min(n, (c + 1) * chunk) { d[i] += y[i] > 0 ? g[i] : 0 }
+        } else {
+            for i in c * chunk..<min(n, (c + 1) * chunk) { d[i] = y[i] > 0 ? g[i] : 0 }
+        }
     }
 }
 
@@ -294,8 +300,9 @@ public func maxPool2dForward(out: Tensor, indices: UnsafeMutablePointer<Int32>, 
                         let x0 = ox * stride - padding, xLo = max(x0, 0), xHi = min(x0 + kernel, w)
                         var best = xr[xLo], bi = xLo
                         for xx in (xLo + 1)..<max(xHi, xLo + 1) {
-                            let v = xr[xx]
-                            if v > best || v.isNaN { best = v; bi = xx }
+                            // v > best, or v NaN (never both): without a branch, which random data mispredicts
+                            let v = xr[xx], take = (v > best) != v.isNaN
+                            best = take ? v : best; bi = take ? xx : bi
                         }
                         br[ox] = best
                         ar[ox] = Int32(yy * w + bi)
@@ -306,8 +313,8 @@ public func maxPool2dForward(out: Tensor, indices: UnsafeMutablePointer<Int32>, 
                     for ox in 0..<ow {
                         var best = rowBest[yLo * ow + ox], bi = rowArg[yLo * ow + ox]
                         for yy in (yLo + 1)..<max(yHi, yLo + 1) {
-                            let v = rowBest[yy * ow + ox]
-                            if v > best || v.isNaN { best = v; bi = rowArg[yy * ow + ox] }
+                            let v = rowBest[yy * ow + ox], take = (v > best) != v.isNaN
+                            best = take ? v : best; bi = take ? rowArg[yy * ow + ox] : bi
                         }
                         y[oy * ow + ox] = best
                         ix[oy * ow + ox] = bi

@@ -1,8 +1,11 @@
 import CKernels
+import Foundation
 
-// Winograd F(2×2, 3×3) for the 3×3, stride-1, padding-1 convolutions (Lavin & Gray 2016): each
-// 2×2 block of outputs from a 4×4 block of input with 16 multiplications instead of 36. The 16
-// element-wise products over channels become 16 GEMMs [K×C]·[C×tiles]; the transforms are additions.
+// Winograd convolution for the 3×3, stride-1, padding-1 convolutions (Lavin & Gray 2016).
+// F(2×2, 3×3): each 2×2 block of outputs from a 4×4 block of input with 16 multiplications instead
+// of 36; F(4×4, 3×3) (`Engine.winogradTile` 4, where the processor has AVX-512): each 4×4 block
+// from a 6×6 block with 36 instead of 144. The element-wise products over channels become 16 (36)
+// GEMMs [K×C]·[C×tiles]; the transforms are additions and multiplications by constants.
 // Used by conv2dForward and by conv2dBackward's input gradient (a 3×3 convolution with the weights
 // turned 180° and their channel axes swapped).
 
@@ -20,13 +23,33 @@ extension ConvGeometry {
     }
 }
 
+/// The transformed weights' size for tiles of `tile` (2 or 4): (tile + 2)² matrices [K × C].
+func winogradWeightCount(tile: Int, outChannels K: Int, inChannels C: Int) -> Int { (tile + 2) * (tile + 2) * K * C }
+
+/// The tile a Winograd convolution of h×w planes uses: `requested` (tests), else
+/// `Engine.winogradTile` on planes no larger than `Engine.winograd4MaxSide`; 4 only where the
+/// AVX-512 transforms exist.
+func winogradTile(_ requested: Int? = nil, h: Int, w: Int) -> Int {
+    if let requested { return requested == 4 && Engine.kgemmAvailable ? 4 : 2 }
+    return Engine.winogradTile == 4 && Engine.kgemmAvailable && max(h, w) <= Engine.winograd4MaxSide ? 4 : 2
+}
+
+
 /// The 16 transformed weights U = G·g·Gᵀ of every (out, in) channel pair, stored as 16 matrices
 /// [outChannels × inChannels]: u[(ξ·K + k)·C + c]. `weight` is [K, C, 3, 3]; with `flipped` it is
 /// [C, K, 3, 3] and each kernel is used turned by 180° (the input gradient's convolution).
 /// `vector`: by the AVX-512 kernel of Sources/CKernels/winograd.c (the same sums in the same order).
 func winogradTransformWeights(_ weight: UnsafePointer<Float>, outChannels K: Int, inChannels C: Int, flipped: Bool,
-                              u: UnsafeMutablePointer<Float>, vector: Bool = Engine.kgemmAvailable) {
+                              u: UnsafeMutablePointer<Float>, vector: Bool = Engine.kgemmAvailable, tile: Int = 2) {
     let plane = K * C
+    if tile == 4 {
+        precondition(Engine.kgemmAvailable, "Winograd F(4×4, 3×3) needs the AVX-512 transforms")
+        let chunks = min(K, max(1, Engine.threads))
+        parallelFor(chunks) { i in
+            winograd4_weight_tiles(weight, Int32(K), Int32(C), flipped ? 1 : 0, Int32(K * i / chunks), Int32(K * (i + 1) / chunks), u)
+        }
+        return
+    }
     if vector {
         let chunks = min(K, max(1, Engine.threads))
         parallelFor(chunks) { i in
@@ -66,7 +89,20 @@ func winogradTransformWeights(_ weight: UnsafePointer<Float>, outChannels K: Int
 func winogradConvolve(input: UnsafePointer<Float>, images n: Int, inChannels C: Int, h: Int, w: Int,
                       u: UnsafePointer<Float>, outChannels K: Int, bias: UnsafePointer<Float>?,
                       out: UnsafeMutablePointer<Float>, accumulate: Bool, workspace: Workspace,
-                      vectorTransforms: Bool = Engine.kgemmAvailable) {
+                      vectorTransforms: Bool = Engine.kgemmAvailable, tile: Int = 2, relu: Bool = false) {
+    if tile == 4 {
+        winograd4Convolve(input: input, images: n, inChannels: C, h: h, w: w, u: u, outChannels: K, bias: bias, out: out,
+                          accumulate: accumulate, relu: relu, workspace: workspace)
+        return
+    }
+    defer {
+        if relu {  // F(2×2): a pass of its own
+            parallelFor(n * K, minChunk: 16) { i in
+                let p = out + i * h * w
+                for j in 0..<(h * w) { p[j] = max(p[j], 0) }
+            }
+        }
+    }
     let th = (h + 1) / 2, tw = (w + 1) / 2, tilesPerImage = th * tw
     let perChunk = max(1, min(n, 2048 / max(tilesPerImage, 1)))
     let imagePlane = h * w
@@ -156,6 +192,45 @@ func winogradConvolve(input: UnsafePointer<Float>, images n: Int, inChannels C: 
                     }
                 }
             }
+        }
+        start += count
+    }
+}
+
+/// Tiles per chunk of a F(4×4, 3×3) convolution: the transformed input (36·C·tiles floats) and the
+/// products (36·K·tiles) of one chunk stay within a few MB, in the last-level cache, while the 36 GEMMs
+/// still have a wide n (`AFFINITY_WINOGRAD4_TILES`, for measurements).
+let winograd4ChunkTiles: Int = Int(ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD4_TILES"] ?? "") ?? 512
+
+/// F(4×4, 3×3): as `winogradConvolve`, with 6×6 input tiles, 36 GEMMs and `u` from
+/// `winogradTransformWeights(…, tile: 4)`. `relu`: max(0, ·) of the result (after the bias, or after
+/// the sum when accumulating), fused into the output transform.
+func winograd4Convolve(input: UnsafePointer<Float>, images n: Int, inChannels C: Int, h: Int, w: Int,
+                       u: UnsafePointer<Float>, outChannels K: Int, bias: UnsafePointer<Float>?,
+                       out: UnsafeMutablePointer<Float>, accumulate: Bool, relu: Bool, workspace: Workspace) {
+    precondition(Engine.kgemmAvailable, "Winograd F(4×4, 3×3) needs the AVX-512 transforms")
+    let th = (h + 3) / 4, tw = (w + 3) / 4, tilesPerImage = th * tw
+    let perChunk = max(1, min(n, winograd4ChunkTiles / max(tilesPerImage, 1)))
+    let imagePlane = h * w
+    var start = 0
+    while start < n {
+        let count = min(perChunk, n - start)
+        let tiles = count * tilesPerImage
+        let v = workspace.buffer(5, count: 36 * C * tiles)
+        let m = workspace.buffer(6, count: 36 * K * tiles)
+        let vStride = C * tiles, mStride = K * tiles
+        parallelFor(count * C, minChunk: 4) { idx in
+            let img = idx / C, c = idx % C
+            winograd4_input_tiles(input + ((start + img) * C + c) * imagePlane, Int32(h), Int32(w),
+                                  v + c * tiles + img * tilesPerImage, vStride)
+        }
+        for xi in 0..<36 {
+            sgemm(m: K, n: tiles, k: C, a: u + xi * K * C, lda: C, b: v + xi * vStride, ldb: tiles, c: m + xi * mStride, ldc: tiles)
+        }
+        parallelFor(count * K, minChunk: 4) { idx in
+            let img = idx / K, k = idx % K
+            winograd4_output_tiles(m + k * tiles + img * tilesPerImage, mStride, Int32(h), Int32(w), bias?[k] ?? 0,
+                                   accumulate ? 1 : 0, relu ? 1 : 0, out + ((start + img) * K + k) * imagePlane)
         }
         start += count
     }

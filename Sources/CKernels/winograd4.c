@@ -1,0 +1,292 @@
+// Winograd F(4×4, 3×3) transforms in AVX-512: see include/winograd.h. Sixteen tiles of one tile row
+// at a time, one per lane. With the interpolation points 0, ±1, ±2 (Lavin & Gray 2016):
+//   Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1]
+//   G  = [1/4 0 0; −1/6 −1/6 −1/6; −1/6 1/6 −1/6; 1/24 1/12 1/6; 1/24 −1/12 1/6; 0 0 1]
+//   Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1]
+#include "winograd.h"
+
+#include <immintrin.h>
+
+#define AVX512 __attribute__((target("avx512f")))
+#define INLINE static inline __attribute__((always_inline, target("avx512f")))
+
+static inline __mmask16 lanes(int count) { return count <= 0 ? 0 : count >= 16 ? 0xFFFF : (__mmask16)((1u << count) - 1u); }
+
+// Lanes of a 16-float load at row[col0 …] that fall inside 0 ≤ col < w.
+static inline __mmask16 within(int col0, int w) {
+    int lo = -col0, hi = w - col0;
+    if (lo < 0) lo = 0;
+    if (hi > 16) hi = 16;
+    return hi > lo ? (__mmask16)(lanes(hi) & ~lanes(lo)) : 0;
+}
+
+// t = Bᵀ·d along one axis (six values per lane).
+INLINE void bt6(const __m512 d[6], __m512 t[6]) {
+    const __m512 four = _mm512_set1_ps(4), five = _mm512_set1_ps(5), two = _mm512_set1_ps(2);
+    t[0] = _mm512_fnmadd_ps(five, d[2], _mm512_fmadd_ps(four, d[0], d[4]));   // 4d0 − 5d2 + d4
+    __m512 a = _mm512_fnmadd_ps(four, d[2], d[4]);                            // d4 − 4d2
+    __m512 b = _mm512_fnmadd_ps(four, d[1], d[3]);                            // d3 − 4d1
+    t[1] = _mm512_add_ps(a, b);
+    t[2] = _mm512_sub_ps(a, b);
+    __m512 c = _mm512_sub_ps(d[4], d[2]);                                     // d4 − d2
+    __m512 e = _mm512_mul_ps(two, _mm512_sub_ps(d[3], d[1]));                 // 2(d3 − d1)
+    t[3] = _mm512_add_ps(c, e);
+    t[4] = _mm512_sub_ps(c, e);
+    t[5] = _mm512_fnmadd_ps(five, d[3], _mm512_fmadd_ps(four, d[1], d[5]));   // 4d1 − 5d3 + d5
+}
+
+// y = Aᵀ·m along one axis (six values in, four out).
+INLINE void at6(const __m512 m[6], __m512 y[4]) {
+    const __m512 two = _mm512_set1_ps(2), four = _mm512_set1_ps(4), eight = _mm512_set1_ps(8);
+    __m512 p = _mm512_add_ps(m[1], m[2]), q = _mm512_sub_ps(m[1], m[2]);
+    __m512 r = _mm512_add_ps(m[3], m[4]), s = _mm512_sub_ps(m[3], m[4]);
+    y[0] = _mm512_add_ps(_mm512_add_ps(m[0], p), r);
+    y[1] = _mm512_fmadd_ps(two, s, q);
+    y[2] = _mm512_fmadd_ps(four, r, p);
+    y[3] = _mm512_add_ps(_mm512_fmadd_ps(eight, s, q), m[5]);
+}
+
+// g·Gᵀ along one axis (three values in, six out).
+INLINE void g6(__m512 r0, __m512 r1, __m512 r2, __m512 u[6]) {
+    const __m512 quarter = _mm512_set1_ps(0.25f), minusSixth = _mm512_set1_ps(-1.0f / 6);
+    const __m512 sixth = _mm512_set1_ps(1.0f / 6), twelfth = _mm512_set1_ps(1.0f / 12), twentyFourth = _mm512_set1_ps(1.0f / 24);
+    u[0] = _mm512_mul_ps(quarter, r0);
+    u[1] = _mm512_mul_ps(minusSixth, _mm512_add_ps(_mm512_add_ps(r0, r1), r2));
+    u[2] = _mm512_mul_ps(minusSixth, _mm512_add_ps(_mm512_sub_ps(r0, r1), r2));
+    __m512 outer = _mm512_fmadd_ps(twentyFourth, r0, _mm512_mul_ps(sixth, r2));   // r0/24 + r2/6
+    u[3] = _mm512_fmadd_ps(twelfth, r1, outer);
+    u[4] = _mm512_fnmadd_ps(twelfth, r1, outer);
+    u[5] = r2;
+}
+
+static AVX512 void input_by_rows(const float *x, int h, int w, float *v, long vstride) {
+    // Picking every fourth float: from a pair of vectors (32 floats) the 8 at 4j + c, then two such
+    // halves joined (_mm512_shuffle_f32x4 0x44: the low 256 bits of each).
+    const __m512i pick[4] = {
+        _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28),
+        _mm512_setr_epi32(1, 5, 9, 13, 17, 21, 25, 29, 1, 5, 9, 13, 17, 21, 25, 29),
+        _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 2, 6, 10, 14, 18, 22, 26, 30),
+        _mm512_setr_epi32(3, 7, 11, 15, 19, 23, 27, 31, 3, 7, 11, 15, 19, 23, 27, 31),
+    };
+    const int th = (h + 3) / 4, tw = (w + 3) / 4;
+    for (int i = 0; i < th; i++) {
+        for (int j0 = 0; j0 < tw; j0 += 16) {
+            const int count = tw - j0 < 16 ? tw - j0 : 16;
+            // s[r][c]: lane j holds (Bᵀ applied along the columns of) input row 4i−1+r; first d, the
+            // row's columns 4(j0+j)−1+c, c = 0…5 (zero outside the image).
+            __m512 s[6][6];
+            for (int r = 0; r < 6; r++) {
+                const int row = 4 * i - 1 + r;
+                if (row < 0 || row >= h) {
+                    for (int c = 0; c < 6; c++) s[r][c] = _mm512_setzero_ps();
+                    continue;
+                }
+                const float *src = x + (long)row * w;
+                const int base = 4 * j0 - 1;
+                __m512 a0 = _mm512_maskz_loadu_ps(within(base, w), src + base);
+                __m512 a1 = _mm512_maskz_loadu_ps(within(base + 16, w), src + base + 16);
+                __m512 a2 = _mm512_maskz_loadu_ps(within(base + 32, w), src + base + 32);
+                __m512 a3 = _mm512_maskz_loadu_ps(within(base + 48, w), src + base + 48);
+                __m512 d[6];
+                for (int c = 0; c < 4; c++)
+                    d[c] = _mm512_shuffle_f32x4(_mm512_permutex2var_ps(a0, pick[c], a1), _mm512_permutex2var_ps(a2, pick[c], a3), 0x44);
+                // Columns 4j+3 and 4j+4 (c = 4, 5) are those of c = 0, 1 one tile on: lanes shifted down by one,
+                // the last lane from base+64, base+65.
+                const float e0 = base + 64 < w ? src[base + 64] : 0.0f, e1 = base + 65 < w ? src[base + 65] : 0.0f;
+                d[4] = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(_mm512_set1_ps(e0)), _mm512_castps_si512(d[0]), 1));
+                d[5] = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(_mm512_set1_ps(e1)), _mm512_castps_si512(d[1]), 1));
+                bt6(d, s[r]);  // along the row: s[r][c'] = Σ_c Bᵀ[c'][c]·d[c]
+            }
+            // Then along the columns: V[r'][c'] = Σ_r Bᵀ[r'][r]·s[r][c'].
+            const __mmask16 m = lanes(count);
+            float *dst = v + (long)i * tw + j0;
+            for (int c = 0; c < 6; c++) {
+                __m512 col[6] = {s[0][c], s[1][c], s[2][c], s[3][c], s[4][c], s[5][c]}, t[6];
+                bt6(col, t);
+                for (int r = 0; r < 6; r++) _mm512_mask_storeu_ps(dst + (6 * r + c) * vstride, m, t[r]);
+            }
+        }
+    }
+}
+
+static AVX512 void output_by_rows(const float *mat, long mstride, int h, int w, float bias, int accumulate, int relu, float *y) {
+    // Interleaving four vectors of tile values (lane j: output columns 4j…4j+3) into 64 columns: pairs
+    // of 32-bit values first, then pairs of 64-bit ones.
+    const __m512i lo32 = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi32 = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    const __m512i lo64 = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), hi64 = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+    const int th = (h + 3) / 4, tw = (w + 3) / 4;
+    const __m512 b = _mm512_set1_ps(bias), zero = _mm512_setzero_ps();
+    for (int i = 0; i < th; i++) {
+        for (int j0 = 0; j0 < tw; j0 += 16) {
+            const int count = tw - j0 < 16 ? tw - j0 : 16;
+            const __mmask16 m = lanes(count);
+            const float *src = mat + (long)i * tw + j0;
+            // z[o][c] = Σ_r Aᵀ[o][r]·M[r][c], then y[o][o'] = Σ_c Aᵀ[o'][c]·z[o][c].
+            __m512 z[4][6];
+            for (int c = 0; c < 6; c++) {
+                __m512 col[6], out[4];
+                for (int r = 0; r < 6; r++) col[r] = _mm512_maskz_loadu_ps(m, src + (6 * r + c) * mstride);
+                at6(col, out);
+                for (int o = 0; o < 4; o++) z[o][c] = out[o];
+            }
+            const int col0 = 4 * j0;
+            for (int o = 0; o < 4 && 4 * i + o < h; o++) {
+                __m512 yv[4];
+                at6(z[o], yv);
+                for (int q = 0; q < 4; q++) {
+                    yv[q] = _mm512_add_ps(yv[q], b);
+                    if (relu && !accumulate) yv[q] = _mm512_max_ps(yv[q], zero);
+                }
+                __m512 alo = _mm512_permutex2var_ps(yv[0], lo32, yv[1]), ahi = _mm512_permutex2var_ps(yv[0], hi32, yv[1]);
+                __m512 blo = _mm512_permutex2var_ps(yv[2], lo32, yv[3]), bhi = _mm512_permutex2var_ps(yv[2], hi32, yv[3]);
+                __m512 out[4] = {
+                    _mm512_castpd_ps(_mm512_permutex2var_pd(_mm512_castps_pd(alo), lo64, _mm512_castps_pd(blo))),
+                    _mm512_castpd_ps(_mm512_permutex2var_pd(_mm512_castps_pd(alo), hi64, _mm512_castps_pd(blo))),
+                    _mm512_castpd_ps(_mm512_permutex2var_pd(_mm512_castps_pd(ahi), lo64, _mm512_castps_pd(bhi))),
+                    _mm512_castpd_ps(_mm512_permutex2var_pd(_mm512_castps_pd(ahi), hi64, _mm512_castps_pd(bhi))),
+                };
+                float *dst = y + (long)(4 * i + o) * w + col0;
+                for (int q = 0; q < 4; q++) {
+                    const __mmask16 sm = within(col0 + 16 * q, w);
+                    if (!sm) break;
+                    __m512 val = out[q];
+                    if (accumulate) {
+                        val = _mm512_add_ps(_mm512_maskz_loadu_ps(sm, dst + 16 * q), val);
+                        if (relu) val = _mm512_max_ps(val, zero);
+                    }
+                    _mm512_mask_storeu_ps(dst + 16 * q, sm, val);
+                }
+            }
+        }
+    }
+}
+
+// Planes with few tiles to a row (the RoI heads' 14×14 and 28×28): sixteen consecutive tiles at a
+// time, across rows, one per lane; the input gathered, the output scattered, each element where it
+// falls inside the plane. The same arithmetic as the row-wise functions.
+
+// Lanes [count) of the group starting at tile t0: the tile's first input row and column (4i−1,
+// 4j−1) and the masks of the lanes whose row r / column c (0…5) of the tile lies inside the plane.
+typedef struct { __m512i first; __mmask16 rowIn[6], colIn[6], valid; } group;
+
+static AVX512 group group_at(int t0, int count, int h, int w, int tw) {
+    group g;
+    g.valid = lanes(count);
+    __m512i t = _mm512_add_epi32(_mm512_set1_epi32(t0), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    int ti[16], tj[16];
+    int tv[16];
+    _mm512_storeu_si512(tv, t);
+    for (int l = 0; l < 16; l++) { ti[l] = tv[l] / tw; tj[l] = tv[l] % tw; }
+    __m512i row0 = _mm512_sub_epi32(_mm512_slli_epi32(_mm512_loadu_si512(ti), 2), _mm512_set1_epi32(1));
+    __m512i col0 = _mm512_sub_epi32(_mm512_slli_epi32(_mm512_loadu_si512(tj), 2), _mm512_set1_epi32(1));
+    g.first = _mm512_add_epi32(_mm512_mullo_epi32(row0, _mm512_set1_epi32(w)), col0);
+    for (int q = 0; q < 6; q++) {
+        __m512i r = _mm512_add_epi32(row0, _mm512_set1_epi32(q)), c = _mm512_add_epi32(col0, _mm512_set1_epi32(q));
+        g.rowIn[q] = _mm512_mask_cmpge_epi32_mask(g.valid, r, _mm512_setzero_si512()) & _mm512_cmplt_epi32_mask(r, _mm512_set1_epi32(h));
+        g.colIn[q] = _mm512_mask_cmpge_epi32_mask(g.valid, c, _mm512_setzero_si512()) & _mm512_cmplt_epi32_mask(c, _mm512_set1_epi32(w));
+    }
+    return g;
+}
+
+static AVX512 void input_by_groups(const float *x, int h, int w, float *v, long vstride) {
+    const int th = (h + 3) / 4, tw = (w + 3) / 4, tiles = th * tw;
+    for (int t0 = 0; t0 < tiles; t0 += 16) {
+        const int count = tiles - t0 < 16 ? tiles - t0 : 16;
+        group g = group_at(t0, count, h, w, tw);
+        __m512 s[6][6];
+        for (int r = 0; r < 6; r++) {
+            __m512i rowIdx = _mm512_add_epi32(g.first, _mm512_set1_epi32(r * w));
+            __m512 d[6];
+            for (int c = 0; c < 6; c++)
+                d[c] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), g.rowIn[r] & g.colIn[c], _mm512_add_epi32(rowIdx, _mm512_set1_epi32(c)), x, 4);
+            bt6(d, s[r]);
+        }
+        float *dst = v + t0;
+        for (int c = 0; c < 6; c++) {
+            __m512 col[6] = {s[0][c], s[1][c], s[2][c], s[3][c], s[4][c], s[5][c]}, t[6];
+            bt6(col, t);
+            for (int r = 0; r < 6; r++) _mm512_mask_storeu_ps(dst + (6 * r + c) * vstride, g.valid, t[r]);
+        }
+    }
+}
+
+static AVX512 void output_by_groups(const float *mat, long mstride, int h, int w, float bias, int accumulate, int relu, float *y) {
+    const int th = (h + 3) / 4, tw = (w + 3) / 4, tiles = th * tw;
+    const __m512 b = _mm512_set1_ps(bias), zero = _mm512_setzero_ps();
+    for (int t0 = 0; t0 < tiles; t0 += 16) {
+        const int count = tiles - t0 < 16 ? tiles - t0 : 16;
+        group g = group_at(t0, count, h, w, tw);
+        // Output pixel (o, q) of a tile is its input element (o + 1, q + 1).
+        const __m512i first = _mm512_add_epi32(g.first, _mm512_set1_epi32(w + 1));
+        const float *src = mat + t0;
+        __m512 z[4][6];
+        for (int c = 0; c < 6; c++) {
+            __m512 col[6], out[4];
+            for (int r = 0; r < 6; r++) col[r] = _mm512_maskz_loadu_ps(g.valid, src + (6 * r + c) * mstride);
+            at6(col, out);
+            for (int o = 0; o < 4; o++) z[o][c] = out[o];
+        }
+        for (int o = 0; o < 4; o++) {
+            __m512 yv[4];
+            at6(z[o], yv);
+            for (int q = 0; q < 4; q++) {
+                const __mmask16 in = g.rowIn[o + 1] & g.colIn[q + 1];
+                if (!in) continue;
+                const __m512i idx = _mm512_add_epi32(first, _mm512_set1_epi32(o * w + q));
+                __m512 val = _mm512_add_ps(yv[q], b);
+                if (accumulate) val = _mm512_add_ps(_mm512_mask_i32gather_ps(zero, in, idx, y, 4), val);
+                if (relu) val = _mm512_max_ps(val, zero);
+                _mm512_mask_i32scatter_ps(y, in, idx, val, 4);
+            }
+        }
+    }
+}
+
+// Row-wise where a tile row fills most of the sixteen lanes, else by groups across rows.
+void winograd4_input_tiles(const float *x, int h, int w, float *v, long vstride) {
+    if ((w + 3) / 4 >= 12) input_by_rows(x, h, w, v, vstride);
+    else input_by_groups(x, h, w, v, vstride);
+}
+
+void winograd4_output_tiles(const float *mat, long mstride, int h, int w, float bias, int accumulate, int relu, float *y) {
+    if ((w + 3) / 4 >= 12) output_by_rows(mat, mstride, h, w, bias, accumulate, relu, y);
+    else output_by_groups(mat, mstride, h, w, bias, accumulate, relu, y);
+}
+
+AVX512 void winograd4_weight_tiles(const float *weight, int K, int C, int flipped, int k0, int k1, float *u) {
+    const long plane = (long)K * C;
+    const __m512i step = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int k = k0; k < k1; k++) {
+        for (int c0 = 0; c0 < C; c0 += 16) {
+            const int count = C - c0 < 16 ? C - c0 : 16;
+            const __mmask16 m = lanes(count);
+            // g[t]: tap t of the 16 kernels (c0 + lane, k), turned 180° when flipped.
+            __m512i idx;
+            const float *base;
+            if (flipped) {  // weight [C, K, 3, 3]: kernel (c, k) at (c·K + k)·9, tap t read at 8 − t
+                idx = _mm512_mullo_epi32(step, _mm512_set1_epi32(K * 9));
+                base = weight + ((long)c0 * K + k) * 9;
+            } else {        // weight [K, C, 3, 3]: kernel (k, c) at (k·C + c)·9
+                idx = _mm512_mullo_epi32(step, _mm512_set1_epi32(9));
+                base = weight + ((long)k * C + c0) * 9;
+            }
+            __m512 g[9];
+            for (int t = 0; t < 9; t++)
+                g[t] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + (flipped ? 8 - t : t), 4);
+            // G·g: each of the kernel's three columns (rows g0, g1, g2) to six values; then ·Gᵀ on each row.
+            __m512 gg[6][3];
+            for (int j = 0; j < 3; j++) {
+                __m512 col[6];
+                g6(g[j], g[3 + j], g[6 + j], col);
+                for (int r = 0; r < 6; r++) gg[r][j] = col[r];
+            }
+            float *dst = u + (long)k * C + c0;
+            for (int r = 0; r < 6; r++) {
+                __m512 row[6];
+                g6(gg[r][0], gg[r][1], gg[r][2], row);
+                for (int c = 0; c < 6; c++) _mm512_mask_storeu_ps(dst + (6 * r + c) * plane, m, row[c]);
+            }
+        }
+    }
+}
