@@ -18,9 +18,10 @@ public enum Engine {
         set { _threads = max(1, newValue); openblas_set_num_threads(Int32(_threads)); configured = true }
     }
 
-    /// 3×3 stride-1 convolutions (forward and input gradient) by Winograd F(2×2, 3×3) instead of
-    /// im2col + GEMM (default on; `AFFINITY_WINOGRAD=0` turns it off). The results agree to float
-    /// rounding (about 1e-6 of the outputs' scale).
+    /// 3×3 stride-1 convolutions (forward and input gradient) by Winograd (F(2×2, 3×3), or F(4×4, 3×3)
+    /// on small planes: `winogradTile`) instead of im2col + GEMM (default on; `AFFINITY_WINOGRAD=0`
+    /// turns it off). The results agree to float rounding (about 1e-6 of the outputs' scale for
+    /// F(2×2), 1e-5 for F(4×4)).
     nonisolated(unsafe) public static var winograd: Bool = ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD"] != "0"
     /// Winograd is used when both channel counts are at least this (default 64): with fewer, its
     /// 16 GEMMs have too short an inner dimension to beat one im2col GEMM.
