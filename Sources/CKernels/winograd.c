@@ -142,3 +142,139 @@ void winograd_weight_tiles(const float *weight, int K, int C, int flipped, int k
         }
     }
 }
+
+// The same transforms in AVX2 (processors without AVX-512): eight tiles of a tile row at a time,
+// the same operations in the same order (no fused ones), so the same bits as the AVX-512 and the
+// scalar transforms. Loads and stores at the plane's edges are masked (_mm256_maskload_ps reads
+// nothing outside its lanes).
+
+#define AVX2 __attribute__((target("avx2")))
+
+// Lanes l of an 8-float access at row[col0 + l] with 0 ≤ col0 + l < w (all bits set where inside).
+static inline AVX2 __m256i inside8(int col0, int w) {
+    __m256i col = _mm256_add_epi32(_mm256_set1_epi32(col0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256i ge0 = _mm256_cmpgt_epi32(col, _mm256_set1_epi32(-1));
+    __m256i ltw = _mm256_cmpgt_epi32(_mm256_set1_epi32(w), col);
+    return _mm256_and_si256(ge0, ltw);
+}
+
+static inline AVX2 __m256i lanes8(int count) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// Eight consecutive floats at row[col0 …], zero outside 0 ≤ col < w.
+static inline AVX2 __m256 load_inside8(const float *row, int col0, int w) {
+    if (col0 >= 0 && col0 + 8 <= w) return _mm256_loadu_ps(row + col0);
+    if (col0 >= w || col0 + 8 <= 0) return _mm256_setzero_ps();
+    return _mm256_maskload_ps(row + col0, inside8(col0, w));
+}
+
+// The even and the odd elements of the sixteen floats lo, hi, in order.
+static inline AVX2 void deinterleave8(__m256 lo, __m256 hi, __m256 *even, __m256 *odd) {
+    // shuffle_ps picks within 128-bit halves: [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6]; then the 64-bit
+    // quarters reordered 0, 2, 1, 3.
+    __m256 e = _mm256_shuffle_ps(lo, hi, 0x88), o = _mm256_shuffle_ps(lo, hi, 0xDD);
+    *even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
+    *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8));
+}
+
+AVX2 void winograd_input_tiles_avx2(const float *x, int h, int w, float *v, long vstride) {
+    int th = (h + 1) / 2, tw = (w + 1) / 2;
+    for (int i = 0; i < th; i++) {
+        for (int j0 = 0; j0 < tw; j0 += 8) {
+            int count = tw - j0 < 8 ? tw - j0 : 8;
+            __m256 d[4][4];
+            for (int r = 0; r < 4; r++) {
+                int row = 2 * i - 1 + r;
+                if (row < 0 || row >= h) {
+                    for (int c = 0; c < 4; c++) d[r][c] = _mm256_setzero_ps();
+                    continue;
+                }
+                const float *src = x + (long)row * w;
+                int a0 = 2 * j0 - 1, b0 = 2 * j0 + 1;
+                deinterleave8(load_inside8(src, a0, w), load_inside8(src, a0 + 8, w), &d[r][0], &d[r][1]);
+                deinterleave8(load_inside8(src, b0, w), load_inside8(src, b0 + 8, w), &d[r][2], &d[r][3]);
+            }
+            __m256 t[4][4];
+            for (int c = 0; c < 4; c++) {
+                t[0][c] = _mm256_sub_ps(d[0][c], d[2][c]);
+                t[1][c] = _mm256_add_ps(d[1][c], d[2][c]);
+                t[2][c] = _mm256_sub_ps(d[2][c], d[1][c]);
+                t[3][c] = _mm256_sub_ps(d[1][c], d[3][c]);
+            }
+            float *dst = v + (long)i * tw + j0;
+            __m256 out[4][4];
+            for (int r = 0; r < 4; r++) {
+                out[r][0] = _mm256_sub_ps(t[r][0], t[r][2]);
+                out[r][1] = _mm256_add_ps(t[r][1], t[r][2]);
+                out[r][2] = _mm256_sub_ps(t[r][2], t[r][1]);
+                out[r][3] = _mm256_sub_ps(t[r][1], t[r][3]);
+            }
+            if (count == 8) {
+                for (int r = 0; r < 4; r++)
+                    for (int c = 0; c < 4; c++) _mm256_storeu_ps(dst + (4 * r + c) * vstride, out[r][c]);
+            } else {
+                __m256i m = lanes8(count);
+                for (int r = 0; r < 4; r++)
+                    for (int c = 0; c < 4; c++) _mm256_maskstore_ps(dst + (4 * r + c) * vstride, m, out[r][c]);
+            }
+        }
+    }
+}
+
+AVX2 void winograd_output_tiles_avx2(const float *mat, long mstride, int h, int w, float bias, int accumulate, float *y) {
+    int th = (h + 1) / 2, tw = (w + 1) / 2;
+    __m256 b = _mm256_set1_ps(bias);
+    for (int i = 0; i < th; i++) {
+        for (int j0 = 0; j0 < tw; j0 += 8) {
+            int count = tw - j0 < 8 ? tw - j0 : 8;
+            const float *src = mat + (long)i * tw + j0;
+            __m256i m = lanes8(count);
+            __m256 a0[4], a1[4];
+            for (int c = 0; c < 4; c++) {
+                __m256 m0, m1, m2, m3;
+                if (count == 8) {
+                    m0 = _mm256_loadu_ps(src + c * mstride);
+                    m1 = _mm256_loadu_ps(src + (4 + c) * mstride);
+                    m2 = _mm256_loadu_ps(src + (8 + c) * mstride);
+                    m3 = _mm256_loadu_ps(src + (12 + c) * mstride);
+                } else {
+                    m0 = _mm256_maskload_ps(src + c * mstride, m);
+                    m1 = _mm256_maskload_ps(src + (4 + c) * mstride, m);
+                    m2 = _mm256_maskload_ps(src + (8 + c) * mstride, m);
+                    m3 = _mm256_maskload_ps(src + (12 + c) * mstride, m);
+                }
+                a0[c] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
+                a1[c] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+            }
+            __m256 y00 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0[0], a0[1]), a0[2]), b);
+            __m256 y01 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(a0[1], a0[2]), a0[3]), b);
+            __m256 y10 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a1[0], a1[1]), a1[2]), b);
+            __m256 y11 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(a1[1], a1[2]), a1[3]), b);
+            int col0 = 2 * j0;
+            for (int r = 0; r < 2 && 2 * i + r < h; r++) {
+                __m256 e = r ? y10 : y00, o = r ? y11 : y01;
+                // Interleaved: [e0 o0 e1 o1 | e4 o4 e5 o5] and [e2 o2 e3 o3 | e6 o6 e7 o7], then halves joined.
+                __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
+                __m256 v0 = _mm256_permute2f128_ps(lo, hi, 0x20), v1 = _mm256_permute2f128_ps(lo, hi, 0x31);
+                float *dst = y + (long)(2 * i + r) * w + col0;
+                if (col0 + 16 <= w) {
+                    if (accumulate) {
+                        v0 = _mm256_add_ps(_mm256_loadu_ps(dst), v0);
+                        v1 = _mm256_add_ps(_mm256_loadu_ps(dst + 8), v1);
+                    }
+                    _mm256_storeu_ps(dst, v0);
+                    _mm256_storeu_ps(dst + 8, v1);
+                } else {
+                    __m256i s0 = inside8(col0, w), s1 = inside8(col0 + 8, w);
+                    if (accumulate) {
+                        v0 = _mm256_add_ps(_mm256_maskload_ps(dst, s0), v0);
+                        v1 = _mm256_add_ps(_mm256_maskload_ps(dst + 8, s1), v1);
+                    }
+                    _mm256_maskstore_ps(dst, s0, v0);
+                    _mm256_maskstore_ps(dst + 8, s1, v1);
+                }
+            }
+        }
+    }
+}

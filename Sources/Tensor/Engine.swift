@@ -38,7 +38,7 @@ public enum Engine {
     /// AVX-512 (its transforms exist only there); else, or with `AFFINITY_WINOGRAD_TILE=2`, 2,
     /// F(2×2, 3×3) (16 for 4).
     nonisolated(unsafe) public static var winogradTile: Int =
-        ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD_TILE"] == "2" || kgemm_available() != 1 ? 2 : 4
+        ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD_TILE"] == "2" || vectorISA != .avx512 ? 2 : 4
     /// F(4×4) only on planes whose larger side is at most this (default 32: the RoI heads' 14×14
     /// and 28×28), F(2×2) on larger ones (`AFFINITY_WINOGRAD4_MAX_SIDE`). F(4×4)'s rounding error is
     /// about 15 times F(2×2)'s (WinogradTests), and through the backbone's many layers and the
@@ -47,10 +47,27 @@ public enum Engine {
     nonisolated(unsafe) public static var winograd4MaxSide: Int =
         Int(ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD4_MAX_SIDE"] ?? "") ?? 32
 
-    /// GEMMs by kgemm (Sources/CKernels: an AVX-512 micro-kernel, this package's threads) rather
-    /// than OpenBLAS: on when the processor has AVX-512 (the machine's OpenBLAS may be pinned to
-    /// its AVX2 kernels), unless `AFFINITY_GEMM=openblas`.
-    public static let kgemmAvailable = kgemm_available() == 1
+    /// The processor has AVX-512F: kgemm's AVX-512 micro-kernel and the vector Winograd transforms
+    /// (Sources/CKernels/winograd*.c), F(4×4, 3×3) among them.
+    public static let hasAVX512 = kgemm_available() == 1
+
+    /// kgemm can run here: AVX-512, or AVX2 with FMA (Sources/CKernels/kgemm_avx2.c).
+    public static let kgemmAvailable = hasAVX512 || kgemm_avx2_available() == 1
+
+    /// The vector kernels' instruction set (kgemm, the Winograd transforms): AVX-512 where the
+    /// processor has it, else AVX2 + FMA, else none (scalar transforms, OpenBLAS). `AFFINITY_ISA=avx2`
+    /// takes the AVX2 kernels on an AVX-512 processor (for comparisons; F(4×4) then stays off).
+    public static let vectorISA: VectorISA? =
+        hasAVX512 && ProcessInfo.processInfo.environment["AFFINITY_ISA"] != "avx2" ? .avx512 : kgemm_avx2_available() == 1 ? .avx2 : nil
+
+    /// kgemm's micro-kernel (meaningful where `kgemmAvailable`).
+    public static let kgemmPath: VectorISA = vectorISA ?? .avx2
+
+    /// GEMMs by kgemm (Sources/CKernels: the package's own micro-kernels, run on this package's
+    /// threads) rather than OpenBLAS: on where the processor has AVX-512 or AVX2 with FMA, unless
+    /// `AFFINITY_GEMM=openblas`. The machine's OpenBLAS is pinned to its AVX2 kernels, and its own
+    /// threads spin (sched_yield) beside the Swift loops' between products: on the 2-core Zen 3 EPYC
+    /// a fifth of the inference's CPU time.
     nonisolated(unsafe) public static var useKGEMM: Bool = kgemmAvailable && ProcessInfo.processInfo.environment["AFFINITY_GEMM"] != "openblas"
 
     /// Keeps freed tensors' memory in the process for the next ones (up to 512 MiB of it) instead
@@ -159,49 +176,68 @@ public final class Workspace: @unchecked Sendable {
     public var capacity: Int { slots.reduce(0) { $0 + ($1?.capacity ?? 0) } }
 }
 
+/// The vector instruction sets the package's kernels are written for: kgemm's two micro-kernels
+/// (Sources/CKernels/kgemm.c and kgemm_avx2.c) and the Winograd transforms (winograd.c).
+public enum VectorISA: String, Sendable {
+    case avx512, avx2
+    /// The register tile's rows and the packed B panel's columns.
+    var tileRows: Int { self == .avx512 ? 14 : 6 }
+    var panelColumns: Int { self == .avx512 ? 32 : 16 }
+}
+
 /// `sgemm` by kgemm: the C block split over `Engine.threads` threads, by columns (multiples of
-/// the 32-column panel) when C is wide, else by rows (multiples of the 14-row tile); one thread
+/// the B panel) when C is wide, else by rows (multiples of the register tile's rows); one thread
 /// when the product is small. Products of at most 4 rows without transposes (a mask predictor's
 /// 2 output channels) go to `kgemm_small_m`, split by columns.
 /// Each element of C is summed in the same order whatever the split, so the result does not depend
 /// on `threads`.
 func kgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
-           b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int = Engine.threads) {
+           b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int = Engine.threads,
+           path: VectorISA = Engine.kgemmPath) {
     let ta: Int32 = transA ? 1 : 0, tb: Int32 = transB ? 1 : 0
     let t = threads
     func block(_ m0: Int, _ m1: Int, _ n0: Int, _ n1: Int) {
-        kgemm_block(ta, tb, Int32(m0), Int32(m1), Int32(n0), Int32(n1), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        if path == .avx512 {
+            kgemm_block(ta, tb, Int32(m0), Int32(m1), Int32(n0), Int32(n1), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        } else {
+            kgemm_avx2_block(ta, tb, Int32(m0), Int32(m1), Int32(n0), Int32(n1), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        }
     }
     if m <= Int(KGEMM_SMALL_M), !transA, !transB {  // too thin to pack (whatever the thread count)
         let chunks = t <= 1 || m * n * k < 1 << 20 ? 1 : min(t, (n + 63) / 64)
         parallelFor(chunks) { i in
             let n0 = (n + 63) / 64 * i / chunks * 64, n1 = min(n, (n + 63) / 64 * (i + 1) / chunks * 64)
-            kgemm_small_m(0, Int32(m), Int32(n0), Int32(n1), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+            if path == .avx512 {
+                kgemm_small_m(0, Int32(m), Int32(n0), Int32(n1), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+            } else {
+                kgemm_avx2_small_m(0, Int32(m), Int32(n0), Int32(n1), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+            }
         }
         return
     }
-    splitGEMM(m: m, n: n, k: k, threads: t, block)
+    splitGEMM(m: m, n: n, k: k, threads: t, path: path, block)
 }
 
 /// Calls `block(m0, m1, n0, n1)` over a split of C[m×n] among `threads`: one block when the
-/// product is small, else by columns (multiples of the 32-column panel) when C is wide, else by
-/// rows (multiples of the 14-row tile).
-private func splitGEMM(m: Int, n: Int, k: Int, threads t: Int, _ block: (Int, Int, Int, Int) -> Void) {
+/// product is small, else by columns (multiples of the B panel) when C is wide, else by rows
+/// (multiples of the register tile's rows).
+private func splitGEMM(m: Int, n: Int, k: Int, threads t: Int, path: VectorISA, _ block: (Int, Int, Int, Int) -> Void) {
     if t <= 1 || m * n * k < 1 << 21 {
         block(0, m, 0, n)
         return
     }
+    let nr = path.panelColumns, mr = path.tileRows
     if n >= 64 * t || n >= m {
-        let panels = (n + 31) / 32, chunks = min(t, panels)
+        let panels = (n + nr - 1) / nr, chunks = min(t, panels)
         parallelFor(chunks) { i in
             let p0 = panels * i / chunks, p1 = panels * (i + 1) / chunks
-            block(0, m, p0 * 32, min(n, p1 * 32))
+            block(0, m, p0 * nr, min(n, p1 * nr))
         }
     } else {
-        let tiles = (m + 13) / 14, chunks = min(t, tiles)
+        let tiles = (m + mr - 1) / mr, chunks = min(t, tiles)
         parallelFor(chunks) { i in
             let q0 = tiles * i / chunks, q1 = tiles * (i + 1) / chunks
-            block(q0 * 14, min(m, q1 * 14), 0, n)
+            block(q0 * mr, min(m, q1 * mr), 0, n)
         }
     }
 }
@@ -211,15 +247,20 @@ private func splitGEMM(m: Int, n: Int, k: Int, threads t: Int, _ block: (Int, In
 /// The same result as im2col followed by `kgemm`, bit for bit, without the patch matrix.
 /// - Precondition: `Engine.kgemmAvailable`.
 func kgemmConvolve(image: UnsafePointer<Float>, channels: Int, h: Int, w: Int, g: ConvGeometry, oh: Int, ow: Int,
-                   weight: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, threads: Int = Engine.threads) {
+                   weight: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, threads: Int = Engine.threads,
+                   path: VectorISA = Engine.kgemmPath) {
     var conv = kgemm_conv(x: image, channels: Int32(channels), h: Int32(h), w: Int32(w), kh: Int32(g.kernelH), kw: Int32(g.kernelW),
                           sh: Int32(g.strideH), sw: Int32(g.strideW), ph: Int32(g.padH), pw: Int32(g.padW),
                           dh: Int32(g.dilationH), dw: Int32(g.dilationW), oh: Int32(oh), ow: Int32(ow))
     let m = g.outChannels, n = oh * ow, k = g.patchSize
     MultiplyAdds.add(m, n, k)
     withUnsafePointer(to: &conv) { cv in
-        splitGEMM(m: m, n: n, k: k, threads: threads) { m0, m1, n0, n1 in
-            kgemm_conv_block(Int32(m0), Int32(m1), Int32(n0), Int32(n1), 1, weight, Int32(k), cv, 0, out, Int32(n))
+        splitGEMM(m: m, n: n, k: k, threads: threads, path: path) { m0, m1, n0, n1 in
+            if path == .avx512 {
+                kgemm_conv_block(Int32(m0), Int32(m1), Int32(n0), Int32(n1), 1, weight, Int32(k), cv, 0, out, Int32(n))
+            } else {
+                kgemm_avx2_conv_block(Int32(m0), Int32(m1), Int32(n0), Int32(n1), 1, weight, Int32(k), cv, 0, out, Int32(n))
+            }
         }
     }
 }

@@ -3,7 +3,7 @@ import Foundation
 
 /// The machine's measured single-precision GEMM rate, the roof of `affinity-lab bench …
 /// --roofline` (issue 18): the best of `repeats` runs of one large product C[n×n] = A·B, by the
-/// engine's `sgemm` (kgemm where the processor has AVX-512) and by OpenBLAS, on `threads` threads.
+/// engine's `sgemm` (kgemm where the processor has AVX-512 or AVX2) and by OpenBLAS, on `threads` threads.
 public struct SGEMMPeak: Sendable {
     /// GFLOP/s (2 flops per multiply-add) of the engine's `sgemm` and of OpenBLAS's `cblas_sgemm`.
     public var engine: Double, openblas: Double

@@ -30,8 +30,8 @@ func winogradWeightCount(tile: Int, outChannels K: Int, inChannels C: Int) -> In
 /// `Engine.winogradTile` on planes no larger than `Engine.winograd4MaxSide`; 4 only where the
 /// AVX-512 transforms exist.
 func winogradTile(_ requested: Int? = nil, h: Int, w: Int) -> Int {
-    if let requested { return requested == 4 && Engine.kgemmAvailable ? 4 : 2 }
-    return Engine.winogradTile == 4 && Engine.kgemmAvailable && max(h, w) <= Engine.winograd4MaxSide ? 4 : 2
+    if let requested { return requested == 4 && Engine.hasAVX512 ? 4 : 2 }
+    return Engine.winogradTile == 4 && Engine.hasAVX512 && max(h, w) <= Engine.winograd4MaxSide ? 4 : 2
 }
 
 
@@ -40,10 +40,10 @@ func winogradTile(_ requested: Int? = nil, h: Int, w: Int) -> Int {
 /// [C, K, 3, 3] and each kernel is used turned by 180° (the input gradient's convolution).
 /// `vector`: by the AVX-512 kernel of Sources/CKernels/winograd.c (the same sums in the same order).
 func winogradTransformWeights(_ weight: UnsafePointer<Float>, outChannels K: Int, inChannels C: Int, flipped: Bool,
-                              u: UnsafeMutablePointer<Float>, vector: Bool = Engine.kgemmAvailable, tile: Int = 2) {
+                              u: UnsafeMutablePointer<Float>, vector: Bool = Engine.hasAVX512, tile: Int = 2) {
     let plane = K * C
     if tile == 4 {
-        precondition(Engine.kgemmAvailable, "Winograd F(4×4, 3×3) needs the AVX-512 transforms")
+        precondition(Engine.hasAVX512, "Winograd F(4×4, 3×3) needs the AVX-512 transforms")
         let chunks = min(K, max(1, Engine.threads))
         parallelFor(chunks) { i in
             winograd4_weight_tiles(weight, Int32(K), Int32(C), flipped ? 1 : 0, Int32(K * i / chunks), Int32(K * (i + 1) / chunks), u)
@@ -83,13 +83,13 @@ func winogradTransformWeights(_ weight: UnsafePointer<Float>, outChannels K: Int
 /// `u` from `winogradTransformWeights`. Images are taken in chunks of about 2,048 tiles so that
 /// the transformed input stays small.
 ///
-/// `vectorTransforms`: the transforms by the AVX-512 kernels of Sources/CKernels/winograd.c (the
-/// default where the processor has AVX-512), else by the scalar code here; both compute the same
-/// sums in the same order.
+/// `vectorTransforms`: the transforms by the AVX-512 or the AVX2 kernels of
+/// Sources/CKernels/winograd.c (by default the best the processor has), or, with nil, by the
+/// scalar code here; all compute the same sums in the same order.
 func winogradConvolve(input: UnsafePointer<Float>, images n: Int, inChannels C: Int, h: Int, w: Int,
                       u: UnsafePointer<Float>, outChannels K: Int, bias: UnsafePointer<Float>?,
                       out: UnsafeMutablePointer<Float>, accumulate: Bool, workspace: Workspace,
-                      vectorTransforms: Bool = Engine.kgemmAvailable, tile: Int = 2, relu: Bool = false) {
+                      vectorTransforms: VectorISA? = Engine.vectorISA, tile: Int = 2, relu: Bool = false) {
     if tile == 4 {
         winograd4Convolve(input: input, images: n, inChannels: C, h: h, w: w, u: u, outChannels: K, bias: bias, out: out,
                           accumulate: accumulate, relu: relu, workspace: workspace)
@@ -121,9 +121,10 @@ func winogradConvolve(input: UnsafePointer<Float>, images n: Int, inChannels C: 
             let img = idx / C, c = idx % C
             let x = input + ((start + img) * C + c) * imagePlane
             let vBase = v + c * tiles + img * tilesPerImage
-            if vectorTransforms {
-                winograd_input_tiles(x, Int32(h), Int32(w), vBase, vStride)
-                return
+            switch vectorTransforms {
+            case .avx512?: winograd_input_tiles(x, Int32(h), Int32(w), vBase, vStride); return
+            case .avx2?: winograd_input_tiles_avx2(x, Int32(h), Int32(w), vBase, vStride); return
+            case nil: break
             }
             withUnsafeTemporaryAllocation(of: Float.self, capacity: ph * pw) { buf in
                 let pad = buf.baseAddress!
@@ -163,9 +164,10 @@ func winogradConvolve(input: UnsafePointer<Float>, images n: Int, inChannels C: 
             let y = out + ((start + img) * K + k) * imagePlane
             let b = bias?[k] ?? 0
             let mBase = m + k * tiles + img * tilesPerImage
-            if vectorTransforms {
-                winograd_output_tiles(mBase, mStride, Int32(h), Int32(w), b, accumulate ? 1 : 0, y)
-                return
+            switch vectorTransforms {
+            case .avx512?: winograd_output_tiles(mBase, mStride, Int32(h), Int32(w), b, accumulate ? 1 : 0, y); return
+            case .avx2?: winograd_output_tiles_avx2(mBase, mStride, Int32(h), Int32(w), b, accumulate ? 1 : 0, y); return
+            case nil: break
             }
             for i in 0..<th {
                 for j in 0..<tw {
@@ -208,7 +210,7 @@ let winograd4ChunkTiles: Int = Int(ProcessInfo.processInfo.environment["AFFINITY
 func winograd4Convolve(input: UnsafePointer<Float>, images n: Int, inChannels C: Int, h: Int, w: Int,
                        u: UnsafePointer<Float>, outChannels K: Int, bias: UnsafePointer<Float>?,
                        out: UnsafeMutablePointer<Float>, accumulate: Bool, relu: Bool, workspace: Workspace) {
-    precondition(Engine.kgemmAvailable, "Winograd F(4×4, 3×3) needs the AVX-512 transforms")
+    precondition(Engine.hasAVX512, "Winograd F(4×4, 3×3) needs the AVX-512 transforms")
     let th = (h + 3) / 4, tw = (w + 3) / 4, tilesPerImage = th * tw
     let perChunk = max(1, min(n, winograd4ChunkTiles / max(tilesPerImage, 1)))
     let imagePlane = h * w

@@ -158,6 +158,31 @@ import TestSupport
         Self.expectSame(implicit, [explicit], exact: true, "\(c)")
     }
 
+    /// Each of kgemm's kernels this processor has (AVX-512 and AVX2 on an AVX-512 machine) packs the
+    /// patches from the image to the same bits as its GEMM over im2col's patch matrix.
+    @Test(arguments: implicitCases)
+    func implicitPatchesMatchIm2colOnEveryKernel(_ c: Case) throws {
+        let paths: [VectorISA] = Engine.hasAVX512 ? [.avx512, .avx2] : Engine.kgemmAvailable ? [.avx2] : []
+        let (oh, ow) = c.g.outputSize(h: c.h, w: c.w)
+        let x = randomTensor([c.g.inChannels, c.h, c.w], seed: 61)
+        let wt = randomTensor([c.g.outChannels, c.g.inChannels, c.g.kernelH, c.g.kernelW], seed: 62, scale: 0.3)
+        let k = c.g.patchSize, plane = oh * ow
+        let col = Tensor(shape: [k, plane])
+        im2col(x.data, channels: c.g.inChannels, h: c.h, w: c.w, g: c.g, oh: oh, ow: ow, col: col.data)
+        for path in paths {
+            for threads in [1, 2] {
+                let implicit = Tensor(shape: [c.g.outChannels, plane]), explicit = Tensor(shape: implicit.shape)
+                kgemmConvolve(image: x.data, channels: c.g.inChannels, h: c.h, w: c.w, g: c.g, oh: oh, ow: ow,
+                              weight: wt.data, out: implicit.data, threads: threads, path: path)
+                kgemm(transA: false, transB: false, m: c.g.outChannels, n: plane, k: k, alpha: 1, a: wt.data, lda: k,
+                      b: col.data, ldb: plane, beta: 0, c: explicit.data, ldc: plane, threads: threads, path: path)
+                var differing = 0
+                for i in 0..<implicit.count where implicit.data[i] != explicit.data[i] { differing += 1 }
+                #expect(differing == 0, "\(path), \(threads) threads, \(c): \(differing) of \(implicit.count) differ")
+            }
+        }
+    }
+
     @Test func batchingRule() {
         #expect(imagesPerGEMM(images: 1, plane: 196, rows: 1024) == 1)
         #expect(imagesPerGEMM(images: 100, plane: 4096, rows: 576) == 1)      // wide enough alone

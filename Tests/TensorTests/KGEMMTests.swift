@@ -1,6 +1,7 @@
-// kgemm (the AVX-512 GEMM) against OpenBLAS's cblas_sgemm: every transpose case, odd shapes that
-// leave partial register tiles, panels and 16×16 transposes, the thin-product path (≤ 4 rows),
-// alpha, beta (beta = 0 never reads C), one thread and two.
+// kgemm (the package's GEMM: its AVX-512 and its AVX2 micro-kernels, each where the processor has
+// it) against OpenBLAS's cblas_sgemm: every transpose case, odd shapes that leave partial register
+// tiles, panels and 16×16 transposes, the thin-product path (≤ 4 rows), alpha, beta (beta = 0 never
+// reads C), one thread and two.
 @testable import Tensor
 import Testing
 import TestSupport
@@ -28,13 +29,20 @@ struct KGEMMTests {
         Case(m: 2, n: 33, k: 40, transA: false, transB: true, alpha: 1, beta: 0),
     ]
 
+    /// The kernels this processor can run (every AVX-512 processor has AVX2 and FMA too).
+    static let paths: [VectorISA] = Engine.hasAVX512 ? [.avx512, .avx2] : Engine.kgemmAvailable ? [.avx2] : []
+
+    @Test func pathFollowsTheProcessor() {
+        if Engine.kgemmAvailable { #expect(Self.paths.contains(Engine.kgemmPath)) }
+        if !Engine.kgemmAvailable { #expect(!Engine.useKGEMM) }
+    }
+
     @Test(arguments: cases, [1, 2])
     func agreesWithOpenBLAS(_ c: Case, _ threads: Int) throws {
-        guard Engine.kgemmAvailable else {
-            // Without AVX-512 every GEMM is OpenBLAS's; nothing else to compare.
-            #expect(!Engine.useKGEMM)
-            return
-        }
+        for path in Self.paths { try agrees(c, threads, path) }
+    }
+
+    func agrees(_ c: Case, _ threads: Int, _ path: VectorISA) throws {
         let (m, n, k) = (c.m, c.n, c.k)
         let a = randomTensor(c.transA ? [k, m] : [m, k], seed: 1)
         let b = randomTensor(c.transB ? [n, k] : [k, n], seed: 2)
@@ -47,7 +55,7 @@ struct KGEMMTests {
             if c.beta == 0 { out.fill(.nan) } else { for i in 0..<out.count { out.data[i] = c0.data[i] } }
             if useKGEMM {
                 kgemm(transA: c.transA, transB: c.transB, m: m, n: n, k: k, alpha: c.alpha, a: a.data, lda: lda,
-                      b: b.data, ldb: ldb, beta: c.beta, c: out.data, ldc: n, threads: threads)
+                      b: b.data, ldb: ldb, beta: c.beta, c: out.data, ldc: n, threads: threads, path: path)
             } else {
                 openblasSGEMM(transA: c.transA, transB: c.transB, m: m, n: n, k: k, alpha: c.alpha, a: a.data, lda: lda,
                               b: b.data, ldb: ldb, beta: c.beta, c: out.data, ldc: n)
@@ -56,22 +64,26 @@ struct KGEMMTests {
         }
         let ours = run(true), reference = run(false)
         let cmp = compare(ours, reference)
-        #expect(cmp.maxAbsError <= 1e-5 * max(1, cmp.maxExpectedMagnitude), "\(c), \(threads) threads: \(cmp)")
+        #expect(cmp.maxAbsError <= 1e-5 * max(1, cmp.maxExpectedMagnitude), "\(path) \(c), \(threads) threads: \(cmp)")
         var finite = true
         for i in 0..<ours.count where !ours.data[i].isFinite { finite = false }
         #expect(finite, "beta = 0 must not read C (it held NaN)")
     }
 
-    @Test func sameResultForAnyThreadCount() throws {
-        guard Engine.kgemmAvailable else { return }
-        let a = randomTensor([100, 700], seed: 4), b = randomTensor([700, 300], seed: 5)
-        let x = Tensor(shape: [100, 300]), y = Tensor(shape: [100, 300])
-        kgemm(transA: false, transB: false, m: 100, n: 300, k: 700, alpha: 1, a: a.data, lda: 700, b: b.data, ldb: 300,
-              beta: 0, c: x.data, ldc: 300, threads: 1)
-        kgemm(transA: false, transB: false, m: 100, n: 300, k: 700, alpha: 1, a: a.data, lda: 700, b: b.data, ldb: 300,
-              beta: 0, c: y.data, ldc: 300, threads: 2)
-        var same = true
-        for i in 0..<x.count where x.data[i] != y.data[i] { same = false }
-        #expect(same, "a GEMM's result must not depend on the thread split (resumed training relies on it)")
+    @Test(arguments: paths)
+    func sameResultForAnyThreadCount(_ path: VectorISA) throws {
+        // Wide (split by columns) and tall (split by rows), beta 0 and 1.
+        for (m, n, beta) in [(100, 300, Float(0)), (301, 70, Float(1))] {
+            let a = randomTensor([m, 700], seed: 4), b = randomTensor([700, n], seed: 5), c0 = randomTensor([m, n], seed: 6)
+            let x = Tensor(shape: [m, n]), y = Tensor(shape: [m, n])
+            for i in 0..<x.count { x.data[i] = c0.data[i]; y.data[i] = c0.data[i] }
+            kgemm(transA: false, transB: false, m: m, n: n, k: 700, alpha: 1, a: a.data, lda: 700, b: b.data, ldb: n,
+                  beta: beta, c: x.data, ldc: n, threads: 1, path: path)
+            kgemm(transA: false, transB: false, m: m, n: n, k: 700, alpha: 1, a: a.data, lda: 700, b: b.data, ldb: n,
+                  beta: beta, c: y.data, ldc: n, threads: 2, path: path)
+            var same = true
+            for i in 0..<x.count where x.data[i] != y.data[i] { same = false }
+            #expect(same, "\(path) \(m)×\(n): a GEMM's result must not depend on the thread split (resumed training relies on it)")
+        }
     }
 }

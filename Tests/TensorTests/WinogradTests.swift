@@ -14,7 +14,7 @@ struct WinogradTests {
     }
 
     /// The tiles under test: F(2×2) everywhere, F(4×4) where its AVX-512 transforms exist.
-    static let tiles = Engine.kgemmAvailable ? [2, 4] : [2]
+    static let tiles = Engine.hasAVX512 ? [2, 4] : [2]
 
     @Test(arguments: [(1, 3, 5, 7, 7), (2, 8, 16, 14, 14), (1, 64, 32, 33, 20), (3, 17, 9, 1, 6), (1, 5, 4, 2, 2), (2, 7, 6, 70, 69),
                       (1, 4, 3, 5, 3)], tiles)
@@ -60,11 +60,16 @@ struct WinogradTests {
         #expect(cw.maxAbsError == 0, "dWeight takes the same path either way: \(cw)")
     }
 
-    /// The AVX-512 transforms (Sources/CKernels/winograd.c) against the scalar ones: the same sums
-    /// in the same order, so the same bits; odd and even sides, more than 16 tiles to a row, one pixel.
-    @Test(arguments: [(14, 14), (28, 28), (7, 9), (1, 1), (1, 40), (35, 66), (2, 2)], [false, true])
+    /// The vector transforms this processor has (Sources/CKernels/winograd.c: AVX-512 and AVX2 on an
+    /// AVX-512 processor, AVX2 on the others) against the scalar ones: the same sums in the same
+    /// order, so the same bits; odd and even sides, more than 16 (8) tiles to a row, one pixel.
+    @Test(arguments: [(14, 14), (28, 28), (7, 9), (1, 1), (1, 40), (35, 66), (2, 2), (17, 33)], [false, true])
     func vectorTransformsMatchScalar(_ size: (Int, Int), _ accumulate: Bool) throws {
-        guard Engine.kgemmAvailable else { return }  // no AVX-512: the scalar transforms are the only ones
+        let isas: [VectorISA] = Engine.hasAVX512 ? [.avx512, .avx2] : Engine.vectorISA == .avx2 ? [.avx2] : []
+        for isa in isas { try vectorTransformsMatchScalar(size, accumulate, isa) }
+    }
+
+    func vectorTransformsMatchScalar(_ size: (Int, Int), _ accumulate: Bool, _ isa: VectorISA) throws {
         let (h, w) = size, n = 3, cin = 5, cout = 4
         let x = randomTensor([n, cin, h, w], seed: 8)
         let wt = randomTensor([cout, cin, 3, 3], seed: 9, scale: 0.3)
@@ -74,26 +79,26 @@ struct WinogradTests {
         let u = UnsafeMutablePointer<Float>.allocate(capacity: 16 * cout * cin)
         defer { u.deallocate() }
         winogradTransformWeights(wt.data, outChannels: cout, inChannels: cin, flipped: false, u: u)
-        func run(_ vector: Bool) -> Tensor {
+        func run(_ vector: VectorISA?) -> Tensor {
             let out = Tensor(shape: [n, cout, h, w])
             for i in 0..<out.count { out.data[i] = accumulate ? start.data[i] : .nan }
             winogradConvolve(input: x.data, images: n, inChannels: cin, h: h, w: w, u: u, outChannels: cout, bias: bias.data,
                              out: out.data, accumulate: accumulate, workspace: ws, vectorTransforms: vector)
             return out
         }
-        let vector = run(true), scalar = run(false)
+        let vector = run(isa), scalar = run(nil)
         var differing = 0, nonFinite = 0
         for i in 0..<vector.count {
             if vector.data[i] != scalar.data[i] { differing += 1 }
             if !vector.data[i].isFinite { nonFinite += 1 }
         }
-        #expect(differing == 0 && nonFinite == 0, "\(h)×\(w): \(differing) differ, \(nonFinite) not finite")
+        #expect(differing == 0 && nonFinite == 0, "\(isa) \(h)×\(w): \(differing) differ, \(nonFinite) not finite")
     }
 
     /// The AVX-512 weight transform against the scalar one, plain and turned (the input gradient's).
     @Test(arguments: [(4, 5), (17, 33), (256, 256), (1, 1)], [false, true])
     func vectorWeightTransformMatchesScalar(_ channels: (Int, Int), _ flipped: Bool) {
-        guard Engine.kgemmAvailable else { return }
+        guard Engine.hasAVX512 else { return }
         let (k, c) = channels
         let wt = randomTensor(flipped ? [c, k, 3, 3] : [k, c, 3, 3], seed: 12)
         let a = UnsafeMutablePointer<Float>.allocate(capacity: 16 * k * c), b = UnsafeMutablePointer<Float>.allocate(capacity: 16 * k * c)

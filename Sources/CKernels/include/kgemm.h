@@ -1,13 +1,18 @@
-// kgemm: a row-major single-precision GEMM with an AVX-512 micro-kernel, used in place of
-// OpenBLAS's GEMM on processors that have AVX-512 (the machine's OpenBLAS is pinned to its AVX2
-// kernels). Goto-style: B packed in 32-column panels, A in 14-row panels, a 14×32 register tile.
+// kgemm: a row-major single-precision GEMM, used in place of OpenBLAS's GEMM with this package's
+// threads. Goto-style, with one micro-kernel per instruction set: AVX-512 (kgemm.c: B packed in
+// 32-column panels, A in 14-row panels, a 14×32 register tile) and AVX2 + FMA (kgemm_avx2.c: 16-column
+// panels, 6-row panels, a 6×16 tile). The machine's OpenBLAS is pinned to its AVX2 kernels and runs
+// its own spinning threads beside ours.
 #ifndef KGEMM_H
 #define KGEMM_H
 
 #include <stddef.h>
 
-/// 1 when this processor can run kgemm (AVX-512F), else 0.
+/// 1 when this processor can run kgemm's AVX-512 path (AVX-512F), else 0.
 int kgemm_available(void);
+
+/// 1 when this processor can run kgemm's AVX2 path (AVX2 and FMA), else 0.
+int kgemm_avx2_available(void);
 
 /// C[m0..<m1, n0..<n1] = alpha · op(A)·op(B) + beta · C for that block of rows and columns, where
 /// op(A) is m×k (A stored m×k with row stride lda, or k×m when transA), op(B) is k×n (B stored k×n
@@ -39,5 +44,14 @@ void kgemm_conv_block(int m0, int m1, int n0, int n1, float alpha, const float *
 /// (m1 − m0 ≤ 4), without packing. Each element of C sums its k products in order, in one pass.
 void kgemm_small_m(int m0, int m1, int n0, int n1, int k, float alpha, const float *a, int lda, const float *b, int ldb,
                    float beta, float *c, int ldc);
+
+/// The AVX2 + FMA path (requires kgemm_avx2_available()): the same contracts as kgemm_block,
+/// kgemm_conv_block and kgemm_small_m, with 6-row and 16-column register tiles.
+void kgemm_avx2_block(int transA, int transB, int m0, int m1, int n0, int n1, int k, float alpha,
+                      const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+void kgemm_avx2_conv_block(int m0, int m1, int n0, int n1, float alpha, const float *a, int lda, const kgemm_conv *conv,
+                           float beta, float *c, int ldc);
+void kgemm_avx2_small_m(int m0, int m1, int n0, int n1, int k, float alpha, const float *a, int lda, const float *b, int ldb,
+                        float beta, float *c, int ldc);
 
 #endif

@@ -1,4 +1,5 @@
-// Winograd F(2×2, 3×3) transforms of one image plane, in AVX-512 (used when kgemm_available()).
+// Winograd F(2×2, 3×3) transforms of one image plane, in AVX-512 (used when kgemm_available()) and
+// AVX2.
 // Tiles are numbered t = i·tw + j (th = ⌈h/2⌉ rows, tw = ⌈w/2⌉ columns of tiles); tile (i, j)
 // reads input rows 2i−1…2i+2 and columns 2j−1…2j+2 (zero outside: padding 1) and gives the output
 // pixels (2i…2i+1, 2j…2j+1) that fall inside the plane.
@@ -16,6 +17,11 @@ void winograd_output_tiles(const float *mat, long mstride, int h, int w, float b
 /// kernel turned 180°); element ξ of the pair (k, c) goes to u[ξ·K·C + k·C + c]. Output channels
 /// k0 ..< k1 only (threads take disjoint ranges).
 void winograd_weight_tiles(const float *weight, int K, int C, int flipped, int k0, int k1, float *u);
+
+/// winograd_input_tiles and winograd_output_tiles in AVX2 (the same bits), for processors without
+/// AVX-512.
+void winograd_input_tiles_avx2(const float *x, int h, int w, float *v, long vstride);
+void winograd_output_tiles_avx2(const float *mat, long mstride, int h, int w, float bias, int accumulate, float *y);
 
 // Winograd F(4×4, 3×3) (Lavin & Gray 2016, interpolation points 0, ±1, ±2): 36 products for each
 // 4×4 block of outputs instead of 144. Tiles t = i·tw + j with th = ⌈h/4⌉, tw = ⌈w/4⌉; tile (i, j)
