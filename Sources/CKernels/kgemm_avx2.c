@@ -65,6 +65,25 @@ AVX2 static void kernel(int kc, const float *pa, const float *pb, float *c, int 
     }
 }
 
+// An 8×8 transpose in registers: r[i] holds row i on entry, column i on return.
+static inline __attribute__((always_inline, target("avx2,fma"))) void transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);      // rows 2i, 2i+1: columns 0,1 | 4,5 interleaved
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);  // columns 2,3 | 6,7
+    }
+    for (int i = 0; i < 2; i++) {
+        u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);      // column 0 | 4 of rows 4i…4i+3
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);  // column 1 | 5
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);  // column 2 | 6
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);  // column 3 | 7
+    }
+    for (int q = 0; q < 4; q++) {
+        r[q] = _mm256_permute2f128_ps(u[q], u[4 + q], 0x20);
+        r[q + 4] = _mm256_permute2f128_ps(u[q], u[4 + q], 0x31);
+    }
+}
+
 // op(A)[r0.., p0..] as 6-row panels: panel q holds pa[q·6·kc + p·6 + i] = op(A)[r0 + 6q + i][p0 + p].
 AVX2 static void pack_a(int transA, int mc, int kc, const float *a, int lda, int r0, int p0, float *pa) {
     for (int r = 0; r < mc; r += MR) {
@@ -75,10 +94,20 @@ AVX2 static void pack_a(int transA, int mc, int kc, const float *a, int lda, int
                 float *dst = pa + p * MR;
                 for (int i = 0; i < MR; i++) dst[i] = i < mr ? src[i] : 0.0f;
             }
-        } else if (mr == MR) {  // the six rows read along
+        } else if (mr == MR) {  // eight columns of the six rows at a time, transposed in registers
             const float *rows[MR];
             for (int i = 0; i < MR; i++) rows[i] = a + (size_t)(r0 + r + i) * lda + p0;
-            for (int p = 0; p < kc; p++)
+            int p = 0;
+            for (; p + 8 <= kc; p += 8) {
+                __m256 v[8];
+                for (int i = 0; i < MR; i++) v[i] = _mm256_loadu_ps(rows[i] + p);
+                v[6] = v[7] = _mm256_setzero_ps();
+                transpose8(v);
+                // Column q's six values, then two that the next column's store overwrites (the
+                // buffer has a panel's room beyond the block).
+                for (int q = 0; q < 8; q++) _mm256_storeu_ps(pa + (size_t)(p + q) * MR, v[q]);
+            }
+            for (; p < kc; p++)
                 for (int i = 0; i < MR; i++) pa[p * MR + i] = rows[i][p];
         } else {
             for (int p = 0; p < kc; p++)

@@ -278,3 +278,44 @@ AVX2 void winograd_output_tiles_avx2(const float *mat, long mstride, int h, int 
         }
     }
 }
+
+AVX2 void winograd_weight_tiles_avx2(const float *weight, int K, int C, int flipped, int k0, int k1, float *u) {
+    long plane = (long)K * C;
+    const __m256 half = _mm256_set1_ps(0.5f);
+    const __m256i step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int k = k0; k < k1; k++) {
+        for (int c0 = 0; c0 < C; c0 += 8) {
+            int count = C - c0 < 8 ? C - c0 : 8;
+            __m256i m = lanes8(count);
+            // g[t]: tap t of the 8 kernels (c0 + lane, k), turned 180° when flipped.
+            __m256i idx;
+            const float *base;
+            if (flipped) {
+                idx = _mm256_mullo_epi32(step, _mm256_set1_epi32(K * 9));
+                base = weight + ((long)c0 * K + k) * 9;
+            } else {
+                idx = _mm256_mullo_epi32(step, _mm256_set1_epi32(9));
+                base = weight + ((long)k * C + c0) * 9;
+            }
+            __m256 g[9];
+            for (int t = 0; t < 9; t++)
+                g[t] = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base + (flipped ? 8 - t : t), idx, _mm256_castsi256_ps(m), 4);
+            __m256 rows[4][3];
+            for (int j = 0; j < 3; j++) {
+                __m256 r0 = g[j], r1 = g[3 + j], r2 = g[6 + j];
+                rows[0][j] = r0;
+                rows[1][j] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(r0, r1), r2));
+                rows[2][j] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(r0, r1), r2));
+                rows[3][j] = r2;
+            }
+            float *dst = u + (long)k * C + c0;
+            for (int r = 0; r < 4; r++) {
+                __m256 a = rows[r][0], b = rows[r][1], d = rows[r][2];
+                _mm256_maskstore_ps(dst + (4 * r) * plane, m, a);
+                _mm256_maskstore_ps(dst + (4 * r + 1) * plane, m, _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(a, b), d)));
+                _mm256_maskstore_ps(dst + (4 * r + 2) * plane, m, _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(a, b), d)));
+                _mm256_maskstore_ps(dst + (4 * r + 3) * plane, m, d);
+            }
+        }
+    }
+}

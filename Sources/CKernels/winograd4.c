@@ -290,3 +290,189 @@ AVX512 void winograd4_weight_tiles(const float *weight, int K, int C, int flippe
         }
     }
 }
+
+// ---- The same transforms in AVX2 + FMA (processors without AVX-512) -------------------------------
+// Eight consecutive tiles at a time, across rows (the groups path above, for every plane size: F(4×4)
+// runs on small planes only, `Engine.winograd4MaxSide`), the same operations in the same order, so
+// the same bits as the AVX-512 functions. The input gathered with per-lane masks (a masked-out lane
+// reads nothing); the output transposed to one 4-float row per tile and stored row by row.
+
+#define AVX2F __attribute__((target("avx2,fma")))
+#define INLINE8 static inline __attribute__((always_inline, target("avx2,fma")))
+
+INLINE8 __m256i lanes8(int count) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+INLINE8 void bt6_8(const __m256 d[6], __m256 t[6]) {
+    const __m256 four = _mm256_set1_ps(4), five = _mm256_set1_ps(5), two = _mm256_set1_ps(2);
+    t[0] = _mm256_fnmadd_ps(five, d[2], _mm256_fmadd_ps(four, d[0], d[4]));
+    __m256 a = _mm256_fnmadd_ps(four, d[2], d[4]);
+    __m256 b = _mm256_fnmadd_ps(four, d[1], d[3]);
+    t[1] = _mm256_add_ps(a, b);
+    t[2] = _mm256_sub_ps(a, b);
+    __m256 c = _mm256_sub_ps(d[4], d[2]);
+    __m256 e = _mm256_mul_ps(two, _mm256_sub_ps(d[3], d[1]));
+    t[3] = _mm256_add_ps(c, e);
+    t[4] = _mm256_sub_ps(c, e);
+    t[5] = _mm256_fnmadd_ps(five, d[3], _mm256_fmadd_ps(four, d[1], d[5]));
+}
+
+INLINE8 void at6_8(const __m256 m[6], __m256 y[4]) {
+    const __m256 two = _mm256_set1_ps(2), four = _mm256_set1_ps(4), eight = _mm256_set1_ps(8);
+    __m256 p = _mm256_add_ps(m[1], m[2]), q = _mm256_sub_ps(m[1], m[2]);
+    __m256 r = _mm256_add_ps(m[3], m[4]), s = _mm256_sub_ps(m[3], m[4]);
+    y[0] = _mm256_add_ps(_mm256_add_ps(m[0], p), r);
+    y[1] = _mm256_fmadd_ps(two, s, q);
+    y[2] = _mm256_fmadd_ps(four, r, p);
+    y[3] = _mm256_add_ps(_mm256_fmadd_ps(eight, s, q), m[5]);
+}
+
+INLINE8 void g6_8(__m256 r0, __m256 r1, __m256 r2, __m256 u[6]) {
+    const __m256 quarter = _mm256_set1_ps(0.25f), minusSixth = _mm256_set1_ps(-1.0f / 6);
+    const __m256 sixth = _mm256_set1_ps(1.0f / 6), twelfth = _mm256_set1_ps(1.0f / 12), twentyFourth = _mm256_set1_ps(1.0f / 24);
+    u[0] = _mm256_mul_ps(quarter, r0);
+    u[1] = _mm256_mul_ps(minusSixth, _mm256_add_ps(_mm256_add_ps(r0, r1), r2));
+    u[2] = _mm256_mul_ps(minusSixth, _mm256_add_ps(_mm256_sub_ps(r0, r1), r2));
+    __m256 outer = _mm256_fmadd_ps(twentyFourth, r0, _mm256_mul_ps(sixth, r2));
+    u[3] = _mm256_fmadd_ps(twelfth, r1, outer);
+    u[4] = _mm256_fnmadd_ps(twelfth, r1, outer);
+    u[5] = r2;
+}
+
+// Lanes [count) of the group of tiles from t0: each tile's first input row and column (4i−1, 4j−1)
+// and the lanes whose row r / column c (0…5) of the tile lies inside the plane.
+typedef struct { int ti[8], tj[8]; __m256i first, valid, rowIn[6], colIn[6]; } group8;
+
+INLINE8 group8 group8_at(int t0, int count, int h, int w, int tw) {
+    group8 g;
+    for (int l = 0; l < 8; l++) {
+        int t = t0 + (l < count ? l : 0);
+        g.ti[l] = t / tw;
+        g.tj[l] = t % tw;
+    }
+    g.valid = lanes8(count);
+    const __m256i one = _mm256_set1_epi32(1), minusOne = _mm256_set1_epi32(-1);
+    __m256i row0 = _mm256_sub_epi32(_mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)g.ti), 2), one);
+    __m256i col0 = _mm256_sub_epi32(_mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)g.tj), 2), one);
+    g.first = _mm256_add_epi32(_mm256_mullo_epi32(row0, _mm256_set1_epi32(w)), col0);
+    for (int q = 0; q < 6; q++) {
+        __m256i r = _mm256_add_epi32(row0, _mm256_set1_epi32(q)), c = _mm256_add_epi32(col0, _mm256_set1_epi32(q));
+        g.rowIn[q] = _mm256_and_si256(g.valid, _mm256_and_si256(_mm256_cmpgt_epi32(r, minusOne), _mm256_cmpgt_epi32(_mm256_set1_epi32(h), r)));
+        g.colIn[q] = _mm256_and_si256(g.valid, _mm256_and_si256(_mm256_cmpgt_epi32(c, minusOne), _mm256_cmpgt_epi32(_mm256_set1_epi32(w), c)));
+    }
+    return g;
+}
+
+AVX2F void winograd4_input_tiles_avx2(const float *x, int h, int w, float *v, long vstride) {
+    const int th = (h + 3) / 4, tw = (w + 3) / 4, tiles = th * tw;
+    for (int t0 = 0; t0 < tiles; t0 += 8) {
+        const int count = tiles - t0 < 8 ? tiles - t0 : 8;
+        group8 g = group8_at(t0, count, h, w, tw);
+        __m256 s[6][6];
+        for (int r = 0; r < 6; r++) {
+            __m256i rowIdx = _mm256_add_epi32(g.first, _mm256_set1_epi32(r * w));
+            __m256 d[6];
+            for (int c = 0; c < 6; c++) {
+                __m256 m = _mm256_castsi256_ps(_mm256_and_si256(g.rowIn[r], g.colIn[c]));
+                d[c] = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), x, _mm256_add_epi32(rowIdx, _mm256_set1_epi32(c)), m, 4);
+            }
+            bt6_8(d, s[r]);
+        }
+        float *dst = v + t0;
+        for (int c = 0; c < 6; c++) {
+            __m256 col[6] = {s[0][c], s[1][c], s[2][c], s[3][c], s[4][c], s[5][c]}, t[6];
+            bt6_8(col, t);
+            if (count == 8)
+                for (int r = 0; r < 6; r++) _mm256_storeu_ps(dst + (6 * r + c) * vstride, t[r]);
+            else
+                for (int r = 0; r < 6; r++) _mm256_maskstore_ps(dst + (6 * r + c) * vstride, g.valid, t[r]);
+        }
+    }
+}
+
+AVX2F void winograd4_output_tiles_avx2(const float *mat, long mstride, int h, int w, float bias, int accumulate, int relu, float *y) {
+    const int th = (h + 3) / 4, tw = (w + 3) / 4, tiles = th * tw;
+    const __m128 b = _mm_set1_ps(bias), zero = _mm_setzero_ps();
+    for (int t0 = 0; t0 < tiles; t0 += 8) {
+        const int count = tiles - t0 < 8 ? tiles - t0 : 8;
+        group8 g = group8_at(t0, count, h, w, tw);
+        const float *src = mat + t0;
+        __m256 z[4][6];
+        for (int c = 0; c < 6; c++) {
+            __m256 col[6], out[4];
+            for (int r = 0; r < 6; r++)
+                col[r] = count == 8 ? _mm256_loadu_ps(src + (6 * r + c) * mstride) : _mm256_maskload_ps(src + (6 * r + c) * mstride, g.valid);
+            at6_8(col, out);
+            for (int o = 0; o < 4; o++) z[o][c] = out[o];
+        }
+        for (int o = 0; o < 4; o++) {
+            __m256 yv[4];
+            at6_8(z[o], yv);
+            // Lane l's four outputs of row o side by side: 4×4 transposes in each 128-bit half.
+            __m256 t0v = _mm256_unpacklo_ps(yv[0], yv[1]), t1v = _mm256_unpackhi_ps(yv[0], yv[1]);
+            __m256 t2v = _mm256_unpacklo_ps(yv[2], yv[3]), t3v = _mm256_unpackhi_ps(yv[2], yv[3]);
+            __m256 r0 = _mm256_shuffle_ps(t0v, t2v, 0x44), r1 = _mm256_shuffle_ps(t0v, t2v, 0xEE);
+            __m256 r2 = _mm256_shuffle_ps(t1v, t3v, 0x44), r3 = _mm256_shuffle_ps(t1v, t3v, 0xEE);
+            const __m128 rows[8] = {
+                _mm256_castps256_ps128(r0), _mm256_castps256_ps128(r1), _mm256_castps256_ps128(r2), _mm256_castps256_ps128(r3),
+                _mm256_extractf128_ps(r0, 1), _mm256_extractf128_ps(r1, 1), _mm256_extractf128_ps(r2, 1), _mm256_extractf128_ps(r3, 1),
+            };
+            for (int l = 0; l < count; l++) {
+                const int oy = 4 * g.ti[l] + o, ox = 4 * g.tj[l];
+                if (oy >= h) continue;
+                float *dst = y + (long)oy * w + ox;
+                __m128 val = _mm_add_ps(rows[l], b);
+                if (ox + 4 <= w) {
+                    if (accumulate) val = _mm_add_ps(_mm_loadu_ps(dst), val);
+                    if (relu) val = _mm_max_ps(val, zero);
+                    _mm_storeu_ps(dst, val);
+                } else {
+                    float part[4];
+                    _mm_storeu_ps(part, val);
+                    for (int q = 0; ox + q < w; q++) {
+                        float e = part[q];
+                        if (accumulate) e = dst[q] + e;
+                        if (relu) e = e > 0 ? e : 0.0f;  // as max_ps(e, 0): 0 for NaN
+                        dst[q] = e;
+                    }
+                }
+            }
+        }
+    }
+}
+
+AVX2F void winograd4_weight_tiles_avx2(const float *weight, int K, int C, int flipped, int k0, int k1, float *u) {
+    const long plane = (long)K * C;
+    const __m256i step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int k = k0; k < k1; k++) {
+        for (int c0 = 0; c0 < C; c0 += 8) {
+            const int count = C - c0 < 8 ? C - c0 : 8;
+            const __m256i m = lanes8(count);
+            __m256i idx;
+            const float *base;
+            if (flipped) {
+                idx = _mm256_mullo_epi32(step, _mm256_set1_epi32(K * 9));
+                base = weight + ((long)c0 * K + k) * 9;
+            } else {
+                idx = _mm256_mullo_epi32(step, _mm256_set1_epi32(9));
+                base = weight + ((long)k * C + c0) * 9;
+            }
+            __m256 g[9];
+            for (int t = 0; t < 9; t++)
+                g[t] = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base + (flipped ? 8 - t : t), idx, _mm256_castsi256_ps(m), 4);
+            __m256 gg[6][3];
+            for (int j = 0; j < 3; j++) {
+                __m256 col[6];
+                g6_8(g[j], g[3 + j], g[6 + j], col);
+                for (int r = 0; r < 6; r++) gg[r][j] = col[r];
+            }
+            float *dst = u + (long)k * C + c0;
+            for (int r = 0; r < 6; r++) {
+                __m256 row[6];
+                g6_8(gg[r][0], gg[r][1], gg[r][2], row);
+                for (int c = 0; c < 6; c++) _mm256_maskstore_ps(dst + (6 * r + c) * plane, m, row[c]);
+            }
+        }
+    }
+}

@@ -35,10 +35,10 @@ public enum Engine {
     nonisolated(unsafe) public static var winogradMinImages: Int =
         Int(ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD_MIN_IMAGES"] ?? "") ?? 1
     /// The Winograd tile: 4, F(4×4, 3×3) (36 products for 16 outputs), where the processor has
-    /// AVX-512 (its transforms exist only there); else, or with `AFFINITY_WINOGRAD_TILE=2`, 2,
-    /// F(2×2, 3×3) (16 for 4).
+    /// AVX-512 or AVX2 (its transforms exist only in vector code); else, or with
+    /// `AFFINITY_WINOGRAD_TILE=2`, 2, F(2×2, 3×3) (16 for 4).
     nonisolated(unsafe) public static var winogradTile: Int =
-        ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD_TILE"] == "2" || vectorISA != .avx512 ? 2 : 4
+        ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD_TILE"] == "2" || vectorISA == nil ? 2 : 4
     /// F(4×4) only on planes whose larger side is at most this (default 32: the RoI heads' 14×14
     /// and 28×28), F(2×2) on larger ones (`AFFINITY_WINOGRAD4_MAX_SIDE`). F(4×4)'s rounding error is
     /// about 15 times F(2×2)'s (WinogradTests), and through the backbone's many layers and the
@@ -56,7 +56,7 @@ public enum Engine {
 
     /// The vector kernels' instruction set (kgemm, the Winograd transforms): AVX-512 where the
     /// processor has it, else AVX2 + FMA, else none (scalar transforms, OpenBLAS). `AFFINITY_ISA=avx2`
-    /// takes the AVX2 kernels on an AVX-512 processor (for comparisons; F(4×4) then stays off).
+    /// takes the AVX2 kernels on an AVX-512 processor (for comparisons).
     public static let vectorISA: VectorISA? =
         hasAVX512 && ProcessInfo.processInfo.environment["AFFINITY_ISA"] != "avx2" ? .avx512 : kgemm_avx2_available() == 1 ? .avx2 : nil
 

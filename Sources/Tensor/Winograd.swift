@@ -3,7 +3,7 @@ import Foundation
 
 // Winograd convolution for the 3×3, stride-1, padding-1 convolutions (Lavin & Gray 2016).
 // F(2×2, 3×3): each 2×2 block of outputs from a 4×4 block of input with 16 multiplications instead
-// of 36; F(4×4, 3×3) (`Engine.winogradTile` 4, where the processor has AVX-512): each 4×4 block
+// of 36; F(4×4, 3×3) (`Engine.winogradTile` 4, where the processor has AVX-512 or AVX2): each 4×4 block
 // from a 6×6 block with 36 instead of 144. The element-wise products over channels become 16 (36)
 // GEMMs [K×C]·[C×tiles]; the transforms are additions and multiplications by constants.
 // Used by conv2dForward and by conv2dBackward's input gradient (a 3×3 convolution with the weights
@@ -28,32 +28,37 @@ func winogradWeightCount(tile: Int, outChannels K: Int, inChannels C: Int) -> In
 
 /// The tile a Winograd convolution of h×w planes uses: `requested` (tests), else
 /// `Engine.winogradTile` on planes no larger than `Engine.winograd4MaxSide`; 4 only where the
-/// AVX-512 transforms exist.
+/// vector transforms exist (AVX-512 or AVX2).
 func winogradTile(_ requested: Int? = nil, h: Int, w: Int) -> Int {
-    if let requested { return requested == 4 && Engine.hasAVX512 ? 4 : 2 }
-    return Engine.winogradTile == 4 && Engine.hasAVX512 && max(h, w) <= Engine.winograd4MaxSide ? 4 : 2
+    if let requested { return requested == 4 && Engine.vectorISA != nil ? 4 : 2 }
+    return Engine.winogradTile == 4 && Engine.vectorISA != nil && max(h, w) <= Engine.winograd4MaxSide ? 4 : 2
 }
 
 
 /// The 16 transformed weights U = G·g·Gᵀ of every (out, in) channel pair, stored as 16 matrices
 /// [outChannels × inChannels]: u[(ξ·K + k)·C + c]. `weight` is [K, C, 3, 3]; with `flipped` it is
 /// [C, K, 3, 3] and each kernel is used turned by 180° (the input gradient's convolution).
-/// `vector`: by the AVX-512 kernel of Sources/CKernels/winograd.c (the same sums in the same order).
+/// `vector`: by the AVX-512 or AVX2 kernel of Sources/CKernels/winograd.c (the same sums in the same
+/// order), nil: by the scalar code here.
 func winogradTransformWeights(_ weight: UnsafePointer<Float>, outChannels K: Int, inChannels C: Int, flipped: Bool,
-                              u: UnsafeMutablePointer<Float>, vector: Bool = Engine.hasAVX512, tile: Int = 2) {
+                              u: UnsafeMutablePointer<Float>, vector: VectorISA? = Engine.vectorISA, tile: Int = 2) {
     let plane = K * C
     if tile == 4 {
-        precondition(Engine.hasAVX512, "Winograd F(4×4, 3×3) needs the AVX-512 transforms")
+        guard let isa = vector else { preconditionFailure("Winograd F(4×4, 3×3) needs the vector transforms (AVX-512 or AVX2)") }
         let chunks = min(K, max(1, Engine.threads))
         parallelFor(chunks) { i in
-            winograd4_weight_tiles(weight, Int32(K), Int32(C), flipped ? 1 : 0, Int32(K * i / chunks), Int32(K * (i + 1) / chunks), u)
+            let k0 = Int32(K * i / chunks), k1 = Int32(K * (i + 1) / chunks)
+            if isa == .avx512 { winograd4_weight_tiles(weight, Int32(K), Int32(C), flipped ? 1 : 0, k0, k1, u) }
+            else { winograd4_weight_tiles_avx2(weight, Int32(K), Int32(C), flipped ? 1 : 0, k0, k1, u) }
         }
         return
     }
-    if vector {
+    if let vector {
         let chunks = min(K, max(1, Engine.threads))
         parallelFor(chunks) { i in
-            winograd_weight_tiles(weight, Int32(K), Int32(C), flipped ? 1 : 0, Int32(K * i / chunks), Int32(K * (i + 1) / chunks), u)
+            let k0 = Int32(K * i / chunks), k1 = Int32(K * (i + 1) / chunks)
+            if vector == .avx512 { winograd_weight_tiles(weight, Int32(K), Int32(C), flipped ? 1 : 0, k0, k1, u) }
+            else { winograd_weight_tiles_avx2(weight, Int32(K), Int32(C), flipped ? 1 : 0, k0, k1, u) }
         }
         return
     }
@@ -91,8 +96,9 @@ func winogradConvolve(input: UnsafePointer<Float>, images n: Int, inChannels C: 
                       out: UnsafeMutablePointer<Float>, accumulate: Bool, workspace: Workspace,
                       vectorTransforms: VectorISA? = Engine.vectorISA, tile: Int = 2, relu: Bool = false) {
     if tile == 4 {
+        guard let isa = vectorTransforms else { preconditionFailure("Winograd F(4×4, 3×3) needs the vector transforms (AVX-512 or AVX2)") }
         winograd4Convolve(input: input, images: n, inChannels: C, h: h, w: w, u: u, outChannels: K, bias: bias, out: out,
-                          accumulate: accumulate, relu: relu, workspace: workspace)
+                          accumulate: accumulate, relu: relu, workspace: workspace, isa: isa)
         return
     }
     defer {
@@ -209,8 +215,8 @@ let winograd4ChunkTiles: Int = Int(ProcessInfo.processInfo.environment["AFFINITY
 /// the sum when accumulating), fused into the output transform.
 func winograd4Convolve(input: UnsafePointer<Float>, images n: Int, inChannels C: Int, h: Int, w: Int,
                        u: UnsafePointer<Float>, outChannels K: Int, bias: UnsafePointer<Float>?,
-                       out: UnsafeMutablePointer<Float>, accumulate: Bool, relu: Bool, workspace: Workspace) {
-    precondition(Engine.hasAVX512, "Winograd F(4×4, 3×3) needs the AVX-512 transforms")
+                       out: UnsafeMutablePointer<Float>, accumulate: Bool, relu: Bool, workspace: Workspace,
+                       isa: VectorISA) {
     let th = (h + 3) / 4, tw = (w + 3) / 4, tilesPerImage = th * tw
     let perChunk = max(1, min(n, winograd4ChunkTiles / max(tilesPerImage, 1)))
     let imagePlane = h * w
@@ -223,16 +229,21 @@ func winograd4Convolve(input: UnsafePointer<Float>, images n: Int, inChannels C:
         let vStride = C * tiles, mStride = K * tiles
         parallelFor(count * C, minChunk: 4) { idx in
             let img = idx / C, c = idx % C
-            winograd4_input_tiles(input + ((start + img) * C + c) * imagePlane, Int32(h), Int32(w),
-                                  v + c * tiles + img * tilesPerImage, vStride)
+            let x = input + ((start + img) * C + c) * imagePlane, dst = v + c * tiles + img * tilesPerImage
+            if isa == .avx512 { winograd4_input_tiles(x, Int32(h), Int32(w), dst, vStride) }
+            else { winograd4_input_tiles_avx2(x, Int32(h), Int32(w), dst, vStride) }
         }
         for xi in 0..<36 {
             sgemm(m: K, n: tiles, k: C, a: u + xi * K * C, lda: C, b: v + xi * vStride, ldb: tiles, c: m + xi * mStride, ldc: tiles)
         }
         parallelFor(count * K, minChunk: 4) { idx in
             let img = idx / K, k = idx % K
-            winograd4_output_tiles(m + k * tiles + img * tilesPerImage, mStride, Int32(h), Int32(w), bias?[k] ?? 0,
-                                   accumulate ? 1 : 0, relu ? 1 : 0, out + ((start + img) * K + k) * imagePlane)
+            let src = m + k * tiles + img * tilesPerImage, y = out + ((start + img) * K + k) * imagePlane
+            if isa == .avx512 {
+                winograd4_output_tiles(src, mStride, Int32(h), Int32(w), bias?[k] ?? 0, accumulate ? 1 : 0, relu ? 1 : 0, y)
+            } else {
+                winograd4_output_tiles_avx2(src, mStride, Int32(h), Int32(w), bias?[k] ?? 0, accumulate ? 1 : 0, relu ? 1 : 0, y)
+            }
         }
         start += count
     }

@@ -14,7 +14,7 @@ struct WinogradTests {
     }
 
     /// The tiles under test: F(2×2) everywhere, F(4×4) where its AVX-512 transforms exist.
-    static let tiles = Engine.hasAVX512 ? [2, 4] : [2]
+    static let tiles = Engine.vectorISA != nil ? [2, 4] : [2]
 
     @Test(arguments: [(1, 3, 5, 7, 7), (2, 8, 16, 14, 14), (1, 64, 32, 33, 20), (3, 17, 9, 1, 6), (1, 5, 4, 2, 2), (2, 7, 6, 70, 69),
                       (1, 4, 3, 5, 3)], tiles)
@@ -95,21 +95,78 @@ struct WinogradTests {
         #expect(differing == 0 && nonFinite == 0, "\(isa) \(h)×\(w): \(differing) differ, \(nonFinite) not finite")
     }
 
-    /// The AVX-512 weight transform against the scalar one, plain and turned (the input gradient's).
+    /// The vector weight transforms (AVX-512, AVX2: those the processor has) against the scalar one,
+    /// plain and turned (the input gradient's).
     @Test(arguments: [(4, 5), (17, 33), (256, 256), (1, 1)], [false, true])
     func vectorWeightTransformMatchesScalar(_ channels: (Int, Int), _ flipped: Bool) {
-        guard Engine.hasAVX512 else { return }
+        let isas: [VectorISA] = Engine.hasAVX512 ? [.avx512, .avx2] : Engine.vectorISA == .avx2 ? [.avx2] : []
+        for isa in isas { vectorWeightTransformMatchesScalar(channels, flipped, isa) }
+    }
+
+    func vectorWeightTransformMatchesScalar(_ channels: (Int, Int), _ flipped: Bool, _ isa: VectorISA) {
         let (k, c) = channels
         let wt = randomTensor(flipped ? [c, k, 3, 3] : [k, c, 3, 3], seed: 12)
         let a = UnsafeMutablePointer<Float>.allocate(capacity: 16 * k * c), b = UnsafeMutablePointer<Float>.allocate(capacity: 16 * k * c)
         defer { a.deallocate(); b.deallocate() }
         a.update(repeating: .nan, count: 16 * k * c)
         b.update(repeating: .nan, count: 16 * k * c)
-        winogradTransformWeights(wt.data, outChannels: k, inChannels: c, flipped: flipped, u: a, vector: true)
-        winogradTransformWeights(wt.data, outChannels: k, inChannels: c, flipped: flipped, u: b, vector: false)
+        winogradTransformWeights(wt.data, outChannels: k, inChannels: c, flipped: flipped, u: a, vector: isa)
+        winogradTransformWeights(wt.data, outChannels: k, inChannels: c, flipped: flipped, u: b, vector: nil)
         var differing = 0
         for i in 0..<16 * k * c where !(a[i] == b[i]) { differing += 1 }  // NaN (a value not written) differs too
-        #expect(differing == 0, "\(k)×\(c) flipped \(flipped): \(differing) differ")
+        #expect(differing == 0, "\(isa) \(k)×\(c) flipped \(flipped): \(differing) differ")
+    }
+
+    /// F(4×4)'s AVX2 transforms against its AVX-512 ones (on a processor that has both): the same
+    /// operations in the same order, so the same bits, for the weights (plain and turned) and for a
+    /// whole convolution, with and without accumulation and ReLU; planes of 1 to more than 8 tiles
+    /// to a row (the AVX-512 code's row path among them).
+    @Test(arguments: [(14, 14), (28, 28), (7, 9), (1, 1), (5, 61), (16, 16), (33, 3)])
+    func winograd4AVX2MatchesAVX512(_ size: (Int, Int)) throws {
+        guard Engine.hasAVX512 else { return }  // one ISA only: checked against im2col above
+        let (h, w) = size, n = 3, cin = 6, cout = 5
+        let x = randomTensor([n, cin, h, w], seed: 21)
+        let wt = randomTensor([cout, cin, 3, 3], seed: 22, scale: 0.3)
+        let bias = randomTensor([cout], seed: 23)
+        let start = randomTensor([n, cout, h, w], seed: 24)
+        let count = winogradWeightCount(tile: 4, outChannels: cout, inChannels: cin)
+        for flipped in [false, true] {
+            var u: [[Float]] = []
+            for isa in [VectorISA.avx512, .avx2] {
+                let buf = UnsafeMutablePointer<Float>.allocate(capacity: count)
+                defer { buf.deallocate() }
+                buf.update(repeating: .nan, count: count)
+                // Turned: wt read as [C=cout, K=cin, 3, 3].
+                winogradTransformWeights(wt.data, outChannels: flipped ? cin : cout, inChannels: flipped ? cout : cin, flipped: flipped,
+                                         u: buf, vector: isa, tile: 4)
+                u.append(Array(UnsafeBufferPointer(start: buf, count: count)))
+            }
+            let differing = zip(u[0], u[1]).filter { !($0 == $1) }.count
+            #expect(differing == 0, "weights flipped \(flipped): \(differing) of \(count) differ")
+        }
+        let ws = Workspace()
+        let u = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer { u.deallocate() }
+        winogradTransformWeights(wt.data, outChannels: cout, inChannels: cin, flipped: false, u: u, vector: .avx512, tile: 4)
+        for accumulate in [false, true] {
+            for relu in [false, true] {
+                var outs: [Tensor] = []
+                for isa in [VectorISA.avx512, .avx2] {
+                    let out = Tensor(shape: [n, cout, h, w])
+                    for i in 0..<out.count { out.data[i] = accumulate ? start.data[i] : .nan }
+                    winogradConvolve(input: x.data, images: n, inChannels: cin, h: h, w: w, u: u, outChannels: cout, bias: bias.data,
+                                     out: out.data, accumulate: accumulate, workspace: ws, vectorTransforms: isa, tile: 4, relu: relu)
+                    outs.append(out)
+                }
+                var differing = 0, nonFinite = 0
+                for i in 0..<outs[0].count {
+                    if outs[0].data[i] != outs[1].data[i] { differing += 1 }
+                    if !outs[1].data[i].isFinite { nonFinite += 1 }
+                }
+                #expect(differing == 0 && nonFinite == 0,
+                        "\(h)×\(w) accumulate \(accumulate) relu \(relu): \(differing) differ, \(nonFinite) not finite")
+            }
+        }
     }
 
     /// ReLU fused into the convolution: the same as a ReLU pass after it, by either path.

@@ -18,15 +18,16 @@ void winograd_output_tiles(const float *mat, long mstride, int h, int w, float b
 /// k0 ..< k1 only (threads take disjoint ranges).
 void winograd_weight_tiles(const float *weight, int K, int C, int flipped, int k0, int k1, float *u);
 
-/// winograd_input_tiles and winograd_output_tiles in AVX2 (the same bits), for processors without
+/// winograd_input_tiles, winograd_output_tiles and winograd_weight_tiles in AVX2 (the same bits), for processors without
 /// AVX-512.
 void winograd_input_tiles_avx2(const float *x, int h, int w, float *v, long vstride);
 void winograd_output_tiles_avx2(const float *mat, long mstride, int h, int w, float bias, int accumulate, float *y);
+void winograd_weight_tiles_avx2(const float *weight, int K, int C, int flipped, int k0, int k1, float *u);
 
 // Winograd F(4×4, 3×3) (Lavin & Gray 2016, interpolation points 0, ±1, ±2): 36 products for each
 // 4×4 block of outputs instead of 144. Tiles t = i·tw + j with th = ⌈h/4⌉, tw = ⌈w/4⌉; tile (i, j)
 // reads input rows 4i−1…4i+4 and columns 4j−1…4j+4 (zero outside) and gives the output pixels
-// (4i…4i+3, 4j…4j+3) inside the plane. AVX-512 only (Sources/CKernels/winograd4.c).
+// (4i…4i+3, 4j…4j+3) inside the plane. AVX-512 and AVX2 + FMA (Sources/CKernels/winograd4.c).
 
 /// V = Bᵀ·d·B of every 6×6 tile of x: element ξ (0…35, row-major) of tile t to v[ξ·vstride + t].
 void winograd4_input_tiles(const float *x, int h, int w, float *v, long vstride);
@@ -37,5 +38,11 @@ void winograd4_output_tiles(const float *mat, long mstride, int h, int w, float 
 
 /// U = G·g·Gᵀ (6×6) of every kernel, laid out as winograd_weight_tiles does with 36 planes.
 void winograd4_weight_tiles(const float *weight, int K, int C, int flipped, int k0, int k1, float *u);
+
+/// The three F(4×4) transforms in AVX2 + FMA, the same bits as the AVX-512 ones (eight tiles at a
+/// time across rows, for every plane size).
+void winograd4_input_tiles_avx2(const float *x, int h, int w, float *v, long vstride);
+void winograd4_output_tiles_avx2(const float *mat, long mstride, int h, int w, float bias, int accumulate, int relu, float *y);
+void winograd4_weight_tiles_avx2(const float *weight, int K, int C, int flipped, int k0, int k1, float *u);
 
 #endif
