@@ -89,10 +89,10 @@ AVX2 static void pack_a(int transA, int mc, int kc, const float *a, int lda, int
     for (int r = 0; r < mc; r += MR) {
         int mr = mc - r < MR ? mc - r : MR;
         if (transA) {  // A is k×m: a row of A holds the panel's six values.
+            const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(mr), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
             for (int p = 0; p < kc; p++) {
-                const float *src = a + (size_t)(p0 + p) * lda + r0 + r;
-                float *dst = pa + p * MR;
-                for (int i = 0; i < MR; i++) dst[i] = i < mr ? src[i] : 0.0f;
+                // Eight stored, the last two overwritten by the next row's (room beyond the block).
+                _mm256_storeu_ps(pa + p * MR, _mm256_maskload_ps(a + (size_t)(p0 + p) * lda + r0 + r, m));
             }
         } else if (mr == MR) {  // eight columns of the six rows at a time, transposed in registers
             const float *rows[MR];
@@ -134,17 +134,29 @@ AVX2 static void pack_b(int transB, int kc, int nc, const float *b, int ldb, int
         }
         return;
     }
-    // B is n×k: each row of B is one column of a panel.
+    // B is n×k: each row of B is one column of a panel; 8×8 blocks transposed in registers.
     for (int q = 0; q < panels; q++) {
         int nr = nc - q * NR < NR ? nc - q * NR : NR;
         float *dst = pb + (size_t)q * NR * kc;
-        for (int j = 0; j < NR; j++) {
-            if (j >= nr) {
-                for (int p = 0; p < kc; p++) dst[p * NR + j] = 0.0f;
+        for (int half = 0; half < 2; half++) {
+            int rows_here = nr - 8 * half;
+            if (rows_here > 8) rows_here = 8;
+            float *d = dst + 8 * half;
+            if (rows_here <= 0) {
+                for (int p = 0; p < kc; p++) _mm256_storeu_ps(d + p * NR, _mm256_setzero_ps());
                 continue;
             }
-            const float *src = b + (size_t)(c0 + q * NR + j) * ldb + p0;
-            for (int p = 0; p < kc; p++) dst[p * NR + j] = src[p];
+            const float *rows[8];
+            for (int i = 0; i < 8; i++) rows[i] = i < rows_here ? b + (size_t)(c0 + q * NR + 8 * half + i) * ldb + p0 : NULL;
+            int p = 0;
+            for (; p + 8 <= kc; p += 8) {
+                __m256 v[8];
+                for (int i = 0; i < 8; i++) v[i] = rows[i] ? _mm256_loadu_ps(rows[i] + p) : _mm256_setzero_ps();
+                transpose8(v);
+                for (int j = 0; j < 8; j++) _mm256_storeu_ps(d + (p + j) * NR, v[j]);
+            }
+            for (; p < kc; p++)
+                for (int i = 0; i < 8; i++) d[p * NR + i] = rows[i] ? rows[i][p] : 0.0f;
         }
     }
 }
