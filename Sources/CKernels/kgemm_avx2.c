@@ -4,6 +4,7 @@
 // Each element of C is summed as in kgemm.c (the first product, then one fused multiply-add per
 // step of k, KC steps at a time), whatever tile or thread it falls to.
 #include "kgemm.h"
+#include "avx2_tools.h"
 
 #include <immintrin.h>
 #include <pthread.h>
@@ -62,25 +63,6 @@ AVX2 static void kernel(int kc, const float *pa, const float *pb, float *c, int 
     for (int i = 0; i < mr; i++) {
         float *ci = c + (size_t)i * ldc;
         for (int j = 0; j < nr; j++) ci[j] = beta != 0 ? __builtin_fmaf(beta, ci[j], tmp[i * NR + j]) : tmp[i * NR + j];
-    }
-}
-
-// An 8×8 transpose in registers: r[i] holds row i on entry, column i on return.
-static inline __attribute__((always_inline, target("avx2,fma"))) void transpose8(__m256 r[8]) {
-    __m256 t[8], u[8];
-    for (int i = 0; i < 4; i++) {
-        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);      // rows 2i, 2i+1: columns 0,1 | 4,5 interleaved
-        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);  // columns 2,3 | 6,7
-    }
-    for (int i = 0; i < 2; i++) {
-        u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);      // column 0 | 4 of rows 4i…4i+3
-        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);  // column 1 | 5
-        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);  // column 2 | 6
-        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);  // column 3 | 7
-    }
-    for (int q = 0; q < 4; q++) {
-        r[q] = _mm256_permute2f128_ps(u[q], u[4 + q], 0x20);
-        r[q + 4] = _mm256_permute2f128_ps(u[q], u[4 + q], 0x31);
     }
 }
 

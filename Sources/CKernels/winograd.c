@@ -2,6 +2,7 @@
 // Sixteen tiles of one tile row at a time, one per lane; the arithmetic is that of the scalar
 // transforms in Sources/Tensor/Winograd.swift, in the same order.
 #include "winograd.h"
+#include "avx2_tools.h"
 
 #include <immintrin.h>
 
@@ -282,24 +283,15 @@ AVX2 void winograd_output_tiles_avx2(const float *mat, long mstride, int h, int 
 AVX2 void winograd_weight_tiles_avx2(const float *weight, int K, int C, int flipped, int k0, int k1, float *u) {
     long plane = (long)K * C;
     const __m256 half = _mm256_set1_ps(0.5f);
-    const __m256i step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int k = k0; k < k1; k++) {
         for (int c0 = 0; c0 < C; c0 += 8) {
             int count = C - c0 < 8 ? C - c0 : 8;
             __m256i m = lanes8(count);
-            // g[t]: tap t of the 8 kernels (c0 + lane, k), turned 180° when flipped.
-            __m256i idx;
-            const float *base;
-            if (flipped) {
-                idx = _mm256_mullo_epi32(step, _mm256_set1_epi32(K * 9));
-                base = weight + ((long)c0 * K + k) * 9;
-            } else {
-                idx = _mm256_mullo_epi32(step, _mm256_set1_epi32(9));
-                base = weight + ((long)k * C + c0) * 9;
-            }
+            // g[t]: tap t of the 8 kernels (c0 + lane, k), turned 180° when flipped: weight [C, K, 3, 3]
+            // (kernel (c, k) at (c·K + k)·9), else [K, C, 3, 3] (kernel (k, c) at (k·C + c)·9).
             __m256 g[9];
-            for (int t = 0; t < 9; t++)
-                g[t] = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base + (flipped ? 8 - t : t), idx, _mm256_castsi256_ps(m), 4);
+            if (flipped) load_kernels8(weight + ((long)c0 * K + k) * 9, (long)K * 9, count, 1, g);
+            else load_kernels8(weight + ((long)k * C + c0) * 9, 9, count, 0, g);
             __m256 rows[4][3];
             for (int j = 0; j < 3; j++) {
                 __m256 r0 = g[j], r1 = g[3 + j], r2 = g[6 + j];

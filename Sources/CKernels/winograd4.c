@@ -4,6 +4,7 @@
 //   G  = [1/4 0 0; −1/6 −1/6 −1/6; −1/6 1/6 −1/6; 1/24 1/12 1/6; 1/24 −1/12 1/6; 0 0 1]
 //   Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1]
 #include "winograd.h"
+#include "avx2_tools.h"
 
 #include <immintrin.h>
 
@@ -444,23 +445,13 @@ AVX2F void winograd4_output_tiles_avx2(const float *mat, long mstride, int h, in
 
 AVX2F void winograd4_weight_tiles_avx2(const float *weight, int K, int C, int flipped, int k0, int k1, float *u) {
     const long plane = (long)K * C;
-    const __m256i step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int k = k0; k < k1; k++) {
         for (int c0 = 0; c0 < C; c0 += 8) {
             const int count = C - c0 < 8 ? C - c0 : 8;
             const __m256i m = lanes8(count);
-            __m256i idx;
-            const float *base;
-            if (flipped) {
-                idx = _mm256_mullo_epi32(step, _mm256_set1_epi32(K * 9));
-                base = weight + ((long)c0 * K + k) * 9;
-            } else {
-                idx = _mm256_mullo_epi32(step, _mm256_set1_epi32(9));
-                base = weight + ((long)k * C + c0) * 9;
-            }
-            __m256 g[9];
-            for (int t = 0; t < 9; t++)
-                g[t] = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base + (flipped ? 8 - t : t), idx, _mm256_castsi256_ps(m), 4);
+            __m256 g[9];  // as in winograd_weight_tiles_avx2
+            if (flipped) load_kernels8(weight + ((long)c0 * K + k) * 9, (long)K * 9, count, 1, g);
+            else load_kernels8(weight + ((long)k * C + c0) * 9, 9, count, 0, g);
             __m256 gg[6][3];
             for (int j = 0; j < 3; j++) {
                 __m256 col[6];
