@@ -14,8 +14,12 @@
 #define MR 6
 #define NR 16
 #define KC 256
+#ifndef MC
 #define MC 120
+#endif
+#ifndef NC
 #define NC 1024
+#endif
 
 #define AVX2 __attribute__((target("avx2,fma")))
 
