@@ -192,65 +192,9 @@ AVX2 static void pack_b_conv(const kgemm_conv *cv, int kc, int nc, int p0, int c
     }
 }
 
-static _Thread_local float *tls_pa, *tls_pb;
-static pthread_key_t tls_key;
-static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
-
-static void free_packing(void *block) {
-    free(block);
-    tls_pa = NULL;
-    tls_pb = NULL;
-}
-
-static void make_tls_key(void) {
-    if (pthread_key_create(&tls_key, free_packing) != 0) abort();
-}
-
-static void gemm(int transA, int transB, int m0, int m1, int n0, int n1, int k, float alpha,
-                 const float *a, int lda, const float *b, int ldb, const kgemm_conv *cv, float beta, float *c, int ldc) {
-    if (!tls_pa) {
-        const size_t na = (size_t)(MC + MR) * KC, nb = (size_t)(NC + NR) * KC;
-        float *block = aligned_alloc(64, sizeof(float) * (na + nb));
-        if (!block) abort();  // 1.2 MB: out of memory is not recoverable here
-        pthread_once(&tls_once, make_tls_key);
-        if (pthread_setspecific(tls_key, block) != 0) abort();
-        tls_pa = block;
-        tls_pb = block + na;
-    }
-    float *pa = tls_pa, *pb = tls_pb;
-    for (int jc = n0; jc < n1; jc += NC) {
-        int nc = n1 - jc < NC ? n1 - jc : NC;
-        for (int pc = 0; pc < k; pc += KC) {
-            int kc = k - pc < KC ? k - pc : KC;
-            float bt = pc == 0 ? beta : 1.0f;
-            if (cv) pack_b_conv(cv, kc, nc, pc, jc, pb);
-            else pack_b(transB, kc, nc, b, ldb, pc, jc, pb);
-            for (int ic = m0; ic < m1; ic += MC) {
-                int mc = m1 - ic < MC ? m1 - ic : MC;
-                pack_a(transA, mc, kc, a, lda, ic, pc, pa);
-                for (int jr = 0; jr < nc; jr += NR) {
-                    int nr = nc - jr < NR ? nc - jr : NR;
-                    for (int ir = 0; ir < mc; ir += MR) {
-                        int mr = mc - ir < MR ? mc - ir : MR;
-                        kernel(kc, pa + (size_t)(ir / MR) * MR * kc, pb + (size_t)(jr / NR) * NR * kc,
-                               c + (size_t)(ic + ir) * ldc + jc + jr, ldc, mr, nr, alpha, bt);
-                    }
-                }
-            }
-        }
-    }
-}
-
-void kgemm_avx2_block(int transA, int transB, int m0, int m1, int n0, int n1, int k, float alpha,
-                      const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
-    gemm(transA, transB, m0, m1, n0, n1, k, alpha, a, lda, b, ldb, NULL, beta, c, ldc);
-}
-
-void kgemm_avx2_conv_block(int m0, int m1, int n0, int n1, float alpha, const float *a, int lda, const kgemm_conv *conv,
-                           float beta, float *c, int ldc) {
-    int k = conv->channels * conv->kh * conv->kw;
-    gemm(0, 0, m0, m1, n0, n1, k, alpha, a, lda, NULL, 0, conv, beta, c, ldc);
-}
+#define KGEMM_BLOCK kgemm_avx2_block
+#define KGEMM_CONV_BLOCK kgemm_avx2_conv_block
+#include "kgemm_driver.h"
 
 // As kgemm.c's kgemm_small_m: 24 columns at a time (three vectors, four rows: twelve accumulators),
 // the columns left over one at a time with the same fused operations in the same order.
