@@ -113,17 +113,16 @@ public final class AffinityLayer: Module {
         var sieve: [(Tensor, Tensor, BatchNormSaved, Tensor)] = []
         for _ in 0..<sieveApplications {
             let d = try convDown(x, workspace: ws)
-            let (b, s) = try sieveBN(d, training: true)
-            reluInPlace(b)
+            let (b, s) = try sieveBN(d, training: true, relu: true)
             let up = try convUp(b, workspace: ws)
             sieve.append((x, d, s, b))
             x = up
         }
-        let c1 = try convD1(x, workspace: ws); reluInPlace(c1)
+        let c1 = try convD1(x, workspace: ws, relu: true)
         let (h1, s1) = try bn1(c1, training: true)
-        let c2 = try convD2(h1, workspace: ws); reluInPlace(c2)
+        let c2 = try convD2(h1, workspace: ws, relu: true)
         let (h2, s2) = try bn2(c2, training: true)
-        let c3 = try convDFinal(h2, workspace: ws); reluInPlace(c3)
+        let c3 = try convDFinal(h2, workspace: ws, relu: true)
         let (h3, s3) = try bn3(c3, training: true)
         let x1 = try h3.reshaped([batchSize, h3.shape[1]])
         let n = x1.shape[1], k = affinities

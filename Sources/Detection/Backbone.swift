@@ -48,8 +48,7 @@ public final class BasicBlock: Module {
     /// `keep: false` (inference) normalises in place: the pre-BN activations are not kept.
     public func forward(_ x: Tensor, training: Bool, workspace ws: Workspace, keep: Bool = true) throws -> (Tensor, Saved) {
         let c1 = try conv1(x, workspace: ws)
-        let (r1, s1) = try bn1(c1, training: training, inPlace: !keep)
-        reluInPlace(r1)
+        let (r1, s1) = try bn1(c1, training: training, inPlace: !keep, relu: true)
         let c2 = try conv2(r1, workspace: ws)
         let (out, s2) = try bn2(c2, training: training, inPlace: !keep)
         var dsConv: Tensor? = nil, dsSaved: BatchNormSaved? = nil
@@ -150,8 +149,7 @@ public final class Backbone: Module {
         try x.expectRank(4, "backbone", "image")
         guard x.shape[1] == 3 else { throw TensorError.shapeMismatch(op: "backbone", detail: "image is \(shapeString(x.shape)), expected 3 channels") }
         let c1 = try conv1(x, workspace: ws)
-        let (r1, s1) = try bn1(c1, training: training, inPlace: !keep)
-        reluInPlace(r1)
+        let (r1, s1) = try bn1(c1, training: training, inPlace: !keep, relu: true)
         var (h, idx) = try pool(r1, indices: keep)
         var saves: [BasicBlock.Saved] = []
         for b in blocks {

@@ -201,11 +201,13 @@ public final class BatchNorm2d: Module {
     }
 
     /// Normalises x with the batch statistics (training; updates the running ones) or the running
-    /// statistics (eval). Returns the output and what backward needs.
-    public func callAsFunction(_ x: Tensor, training: Bool, inPlace: Bool = false) throws -> (Tensor, BatchNormSaved) {
+    /// statistics (eval); with `relu`, the ReLU that follows in the same pass (backward then takes
+    /// the ReLU's gradient from this output first, as after a separate ReLU). Returns the output and
+    /// what backward needs.
+    public func callAsFunction(_ x: Tensor, training: Bool, inPlace: Bool = false, relu: Bool = false) throws -> (Tensor, BatchNormSaved) {
         let out = inPlace ? x : Tensor(uninitializedShape: x.shape)
         let saved = try batchNorm2dForward(out: out, input: x, gamma: weight.value, beta: bias.value, runningMean: runningMean,
-                                           runningVar: runningVar, training: training, momentum: momentum, eps: eps)
+                                           runningVar: runningVar, training: training, momentum: momentum, eps: eps, relu: relu)
         if training { numBatchesTracked.value += 1 }
         return (out, saved)
     }

@@ -62,10 +62,12 @@ public struct BatchNormSaved {
 /// Training: normalises with the batch mean and biased variance, then updates
 /// running_mean ← (1−m)·running_mean + m·mean and running_var ← (1−m)·running_var + m·var·n/(n−1)
 /// (the unbiased variance). Eval: normalises with the running statistics.
-/// out = gamma · (x − mean)/√(var + eps) + beta.
+/// out = gamma · (x − mean)/√(var + eps) + beta; with `relu`, then max(0, ·) in the same pass (the
+/// ReLU that follows the backbone's BatchNorms: one pass over the activations instead of two, the
+/// same values as `reluForward` after it).
 /// - Precondition: input and out are [n, c, h, w]; gamma, beta, runningMean, runningVar are [c].
 public func batchNorm2dForward(out: Tensor, input: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
-                               training: Bool, momentum: Float = 0.1, eps: Float = 1e-5) throws -> BatchNormSaved {
+                               training: Bool, momentum: Float = 0.1, eps: Float = 1e-5, relu: Bool = false) throws -> BatchNormSaved {
     let op = "batch_norm2d"
     try input.expectRank(4, op, "input")
     let n = input.shape[0], c = input.shape[1], plane = input.shape[2] * input.shape[3]
@@ -113,7 +115,11 @@ public func batchNorm2dForward(out: Tensor, input: Tensor, gamma: Tensor, beta: 
                 let a = gamma.data[ch] * inv, sh = beta.data[ch] - m * a
                 for b in 0..<n {
                     let xr = x + (b * c + ch) * plane, yr = y + (b * c + ch) * plane
-                    for i in 0..<plane { yr[i] = a * xr[i] + sh }
+                    if relu {  // the ReLU that follows, in the same pass (as reluForward: 0 for NaN too)
+                        for i in 0..<plane { let v = a * xr[i] + sh; yr[i] = v > 0 ? v : 0 }
+                    } else {
+                        for i in 0..<plane { yr[i] = a * xr[i] + sh }
+                    }
                 }
             }
         }

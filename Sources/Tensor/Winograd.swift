@@ -105,7 +105,7 @@ func winogradConvolve(input: UnsafePointer<Float>, images n: Int, inChannels C: 
         if relu {  // F(2×2): a pass of its own
             parallelFor(n * K, minChunk: 16) { i in
                 let p = out + i * h * w
-                for j in 0..<(h * w) { p[j] = max(p[j], 0) }
+                for j in 0..<(h * w) { let v = p[j]; p[j] = v > 0 ? v : 0 }  // reluForward's rule (0 for NaN)
             }
         }
     }

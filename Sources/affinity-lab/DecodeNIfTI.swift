@@ -39,7 +39,7 @@ struct NIfTIDecodeSource: DecodeSource {
         let display = Self.displayGeometry(slice, transform)
         let (bits, signed) = Self.bits(h.datatype)
         let scaled = h.sclSlope != 0 && h.sclSlope.isFinite && h.sclInter.isFinite
-        var fields: [String: Any] = [
+        let fields: [String: Any] = [
             "width": width, "height": height, "frames": h.nz, "bits": bits, "signed": signed,
             "pixel_spacing": [display.spacing.row, display.spacing.column].map { jsonNumber($0) },
             "slice_thickness": jsonNumber(slice.sliceThickness),

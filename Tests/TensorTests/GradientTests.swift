@@ -101,6 +101,30 @@ import TestSupport
         #expect(report.maxRelativeError < 5e-3, "\(report)")
     }
 
+    /// BatchNorm with the following ReLU in the same pass gives the bits of BatchNorm then
+    /// `reluForward`, training (also the same running statistics) and eval, in place and not.
+    @Test(arguments: [true, false], [true, false])
+    func batchNormWithFusedReLU(_ training: Bool, _ inPlace: Bool) throws {
+        let shape = [2, 5, 7, 6], c = 5
+        let x = randomTensor(shape, seed: 20, scale: 2), g = randomTensor([c], seed: 21), b = randomTensor([c], seed: 22)
+        let rm = randomTensor([c], seed: 23, scale: 0.1), rv = Tensor(shape: [c], repeating: 1.3)
+        let (m1, v1, m2, v2) = (rm.clone(), rv.clone(), rm.clone(), rv.clone())
+        let plain = Tensor(shape: shape)
+        let s1 = try batchNorm2dForward(out: plain, input: x, gamma: g, beta: b, runningMean: m1, runningVar: v1, training: training)
+        try reluForward(out: plain, input: plain)
+        let xin = x.clone()
+        let fused = inPlace ? xin : Tensor(shape: shape)
+        let s2 = try batchNorm2dForward(out: fused, input: xin, gamma: g, beta: b, runningMean: m2, runningVar: v2, training: training, relu: true)
+        var differing = 0, zeros = 0
+        for i in 0..<plain.count {
+            if plain.data[i] != fused.data[i] { differing += 1 }
+            if fused.data[i] == 0 { zeros += 1 }
+        }
+        #expect(differing == 0 && zeros > 0 && zeros < plain.count, "\(differing) differ, \(zeros) zeros")
+        #expect(s1.mean == s2.mean && s1.invStd == s2.invStd)
+        for i in 0..<c { #expect(m1.data[i] == m2.data[i] && v1.data[i] == v2.data[i]) }
+    }
+
     @Test(arguments: [(3, 2, 1, [2, 2, 9, 8]), (2, 2, 0, [1, 3, 6, 7]), (3, 1, 1, [1, 1, 5, 5])])
     func maxPool(_ k: Int, _ s: Int, _ p: Int, _ shape: [Int]) throws {
         let x = randomTensor(shape, seed: 14)
