@@ -253,7 +253,7 @@ func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?, ge
         let col = workspace.buffer(0, count: k * per * plane), y = workspace.buffer(2, count: cout * per * plane)
         forEachImageRun(n, per: per) { first, count in
             let width = count * plane
-            for i in 0..<count {
+            parallelFor(count) { i in
                 im2col(input.data + (first + i) * g.inChannels * h * w, channels: g.inChannels, h: h, w: w, g: g, oh: oh, ow: ow,
                        col: col + i * plane, ld: width)
             }
@@ -322,7 +322,7 @@ func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dOut: Ten
                 let width = count * plane
                 gatherImages(dOut.data + first * cout * plane, count: count, channels: cout, plane: plane, into: dy)
                 if let dWeight {
-                    for i in 0..<count {
+                    parallelFor(count) { i in
                         im2col(input.data + (first + i) * cin * h * w, channels: cin, h: h, w: w, g: g, oh: oh, ow: ow,
                                col: col + i * plane, ld: width)
                     }
@@ -330,7 +330,7 @@ func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dOut: Ten
                 }
                 if dInputByGEMM, let dInput {
                     sgemm(transA: true, m: k, n: width, k: cout, a: weight.data, lda: k, b: dy, ldb: width, c: col, ldc: width)
-                    for i in 0..<count {
+                    parallelFor(count) { i in
                         col2im(col + i * plane, channels: cin, h: h, w: w, g: g, oh: oh, ow: ow,
                                x: dInput.data + (first + i) * cin * h * w, ld: width)
                     }
@@ -410,15 +410,21 @@ public func convTranspose2dForward(out: Tensor, input: Tensor, weight: Tensor, b
         && g.dilationW == 1 && outputPadding == (0, 0)
     // Image i's columns (row stride ld) onto its output: written once per pixel when the kernel
     // tiles the output (kernel = stride, the mask predictors and the sieve), else zeroed and folded.
-    func place(_ cols: UnsafePointer<Float>, ld: Int, image: Int) {
-        let y = out.data + image * cout * oh * ow
+    // Several images' columns (image i's at cols + i·plane) go out in one parallel loop.
+    func place(_ cols: UnsafePointer<Float>, ld: Int, image: Int, count: Int = 1) {
         if tiles {
-            parallelFor(cout, minChunk: 16) { co in
-                scatterTiles(cols + co * kk * ld, ld: ld, h: h, w: w, kh: g.kernelH, kw: g.kernelW, out: y + co * oh * ow,
-                             bias: bias?.data[co] ?? 0, relu: relu)
+            parallelFor(count * cout, minChunk: 16) { idx in
+                let i = idx / cout, co = idx % cout
+                scatterTiles(cols + i * plane + co * kk * ld, ld: ld, h: h, w: w, kh: g.kernelH, kw: g.kernelW,
+                             out: out.data + ((image + i) * cout + co) * oh * ow, bias: bias?.data[co] ?? 0, relu: relu)
             }
             return
         }
+        if count > 1 {
+            parallelFor(count) { i in place(cols + i * plane, ld: ld, image: image + i) }
+            return
+        }
+        let y = out.data + image * cout * oh * ow
         y.update(repeating: 0, count: cout * oh * ow)
         col2im(cols, channels: cout, h: oh, w: ow, g: view, oh: h, ow: w, x: y, ld: ld)
         if let bias { addBias(y, bias: bias.data, channels: cout, plane: oh * ow) }
@@ -431,7 +437,7 @@ public func convTranspose2dForward(out: Tensor, input: Tensor, weight: Tensor, b
             let width = count * plane
             gatherImages(input.data + first * cin * plane, count: count, channels: cin, plane: plane, into: xs)
             sgemm(transA: true, m: cout * kk, n: width, k: cin, a: weight.data, lda: cout * kk, b: xs, ldb: width, c: cols, ldc: width)
-            for i in 0..<count { place(cols + i * plane, ld: width, image: first + i) }
+            place(cols, ld: width, image: first, count: count)
         }
         return
     }

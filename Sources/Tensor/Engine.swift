@@ -99,11 +99,13 @@ public enum MultiplyAdds {
 }
 
 /// Runs `body(i)` for i in 0..<n, split into contiguous chunks over `Engine.threads` threads.
-/// Small loops (`n · costPerItem` below a threshold) run inline.
+/// Small loops (fewer than 2 · `minChunk` items) run inline, and so does a loop started inside
+/// another loop's chunk (the outer loop has every thread busy already: a product of a batch of
+/// products split over the threads runs whole on its thread).
 @inline(__always)
 public func parallelFor(_ n: Int, minChunk: Int = 1, _ body: (Int) -> Void) {
     let t = Engine.threads
-    if t <= 1 || n < 2 * minChunk {
+    if t <= 1 || n < 2 * minChunk || affinity_in_parallel() != 0 {
         for i in 0..<n { body(i) }
         return
     }
@@ -113,9 +115,10 @@ public func parallelFor(_ n: Int, minChunk: Int = 1, _ body: (Int) -> Void) {
     withUnsafeTemporaryAllocation(of: Int64.self, capacity: chunks) { found in
         withoutActuallyEscaping(body) { body in
             DispatchQueue.concurrentPerform(iterations: chunks) { c in
-                let before = affinity_macs_get()
+                let before = affinity_macs_get(), wasInside = affinity_set_in_parallel(1)
                 let lo = n * c / chunks, hi = n * (c + 1) / chunks
                 for i in lo..<hi { body(i) }
+                affinity_set_in_parallel(wasInside)
                 found[c] = affinity_macs_get() &- before
                 affinity_macs_set(before)
             }
@@ -123,6 +126,27 @@ public func parallelFor(_ n: Int, minChunk: Int = 1, _ body: (Int) -> Void) {
         var sum: Int64 = 0
         for c in 0..<chunks { sum &+= found[c] }
         affinity_macs_add(sum)
+    }
+}
+
+/// Runs `body(chunk, range)` over `chunks` contiguous ranges of 0..<n, concurrently (one after
+/// another inside a parallel loop's chunk, as `parallelFor`).
+@inline(__always)
+public func parallelChunks(_ n: Int, chunks: Int, _ body: (Int, Range<Int>) -> Void) {
+    if chunks <= 1 || n <= 1 {
+        body(0, 0..<n)
+        return
+    }
+    if affinity_in_parallel() != 0 {  // inside a parallel loop's chunk: the chunks one after another
+        for c in 0..<chunks { body(c, (n * c / chunks)..<(n * (c + 1) / chunks)) }
+        return
+    }
+    withoutActuallyEscaping(body) { body in
+        DispatchQueue.concurrentPerform(iterations: chunks) { c in
+            let wasInside = affinity_set_in_parallel(1)
+            body(c, (n * c / chunks)..<(n * (c + 1) / chunks))
+            affinity_set_in_parallel(wasInside)
+        }
     }
 }
 

@@ -159,8 +159,9 @@ func winogradConvolve(input: UnsafePointer<Float>, images n: Int, inChannels C: 
                 }
             }
         }
-        // M_ξ = U_ξ · V_ξ, 16 GEMMs [K×C]·[C×tiles].
-        for xi in 0..<16 {
+        // M_ξ = U_ξ · V_ξ, 16 GEMMs [K×C]·[C×tiles], whole GEMMs split over the threads (each GEMM
+        // too small to be worth a split of its own; the same sums either way).
+        parallelFor(16) { xi in
             sgemm(m: K, n: tiles, k: C, a: u + xi * K * C, lda: C, b: v + xi * vStride, ldb: tiles, c: m + xi * K * tiles, ldc: tiles)
         }
         // Y = Aᵀ·M·A for every tile: rows m0+m1+m2, m1−m2−m3; then the same on the columns.
@@ -233,7 +234,7 @@ func winograd4Convolve(input: UnsafePointer<Float>, images n: Int, inChannels C:
             if isa == .avx512 { winograd4_input_tiles(x, Int32(h), Int32(w), dst, vStride) }
             else { winograd4_input_tiles_avx2(x, Int32(h), Int32(w), dst, vStride) }
         }
-        for xi in 0..<36 {
+        parallelFor(36) { xi in  // whole GEMMs over the threads, as in F(2×2)
             sgemm(m: K, n: tiles, k: C, a: u + xi * K * C, lda: C, b: v + xi * vStride, ldb: tiles, c: m + xi * mStride, ldc: tiles)
         }
         parallelFor(count * K, minChunk: 4) { idx in

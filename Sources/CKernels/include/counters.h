@@ -13,4 +13,10 @@ int64_t affinity_macs_get(void);
 /// Sets this thread's multiply-add count (a parallel loop's worker puts back what it found).
 void affinity_macs_set(int64_t n);
 
+/// Whether this thread is running a parallel loop's chunk: a parallel loop started there runs
+/// inline (the outer loop already has every thread busy).
+int affinity_in_parallel(void);
+/// Marks (1) or unmarks (0) this thread as running a parallel loop's chunk; returns the previous mark.
+int affinity_set_in_parallel(int on);
+
 #endif

@@ -106,20 +106,6 @@ struct RoIAxis {
     }
 }
 
-/// Runs `body(chunk, range)` over `chunks` contiguous ranges of 0..<n, concurrently.
-@inline(__always)
-func parallelChunks(_ n: Int, chunks: Int, _ body: (Int, Range<Int>) -> Void) {
-    if chunks <= 1 || n <= 1 {
-        body(0, 0..<n)
-        return
-    }
-    withoutActuallyEscaping(body) { body in
-        DispatchQueue.concurrentPerform(iterations: chunks) { c in
-            body(c, (n * c / chunks)..<(n * (c + 1) / chunks))
-        }
-    }
-}
-
 /// Workspace slots used by RoIAlign (scratch: their contents are overwritten by every call).
 enum RoIAlignSlot {
     static let channelsLast = 8
