@@ -86,10 +86,14 @@ public final class AffinityLayer: Module {
         Init.normal(w2.value, std: 1, rng: &rng)
     }
 
-    /// What backward needs from one forward.
+    /// What backward needs from one forward. The sieve works in the patch layout of its 2×2,
+    /// stride-2 convolutions (`tilePatches`): x is each application's input as conv_down's patch
+    /// matrix [1024, B, 14, 14], d and b conv_down's output before and after its BN + ReLU, channels
+    /// first [128, B, 14, 14].
     public struct Saved {
         var sieve: [(x: Tensor, d: Tensor, s: BatchNormSaved, b: Tensor)] = []
-        var sieveOut: Tensor
+        /// The last application's output, as conv_d1's patch matrix.
+        var sievePatches: Tensor
         var c1: Tensor, s1: BatchNormSaved, c2: Tensor, s2: BatchNormSaved, c3: Tensor, s3: BatchNormSaved
         var h1: Tensor, h2: Tensor
         /// X1 [B, 256] of the forward.
@@ -107,18 +111,23 @@ public final class AffinityLayer: Module {
     }
 
     /// [B, 256, 28, 28] lesion mask features → x3 [1, 256].
+    ///
+    /// conv_down, conv_up and conv_d1 have kernel = stride = 2, so the nine sieve applications and
+    /// conv_d1 run on the features' patch layout (`tiledConv2dForward`, `tiledConvTranspose2dForward`):
+    /// conv_up's product is the next conv_down's patch matrix as it stands. The same values as the
+    /// layers' own forward passes (tested).
     public func forward(_ features: Tensor, workspace ws: Workspace) throws -> (Output, Saved) {
         try features.expectShape([batchSize, convDown.geometry.inChannels, 28, 28], "affinity layer", "lesion mask features")
-        var x = features
+        var x = try tilePatches(features, kernel: 2)
         var sieve: [(Tensor, Tensor, BatchNormSaved, Tensor)] = []
         for _ in 0..<sieveApplications {
-            let d = try convDown(x, workspace: ws)
-            let (b, s) = try sieveBN(d, training: true, relu: true)
-            let up = try convUp(b, workspace: ws)
+            let d = try tiledConv2dForward(patches: x, weight: convDown.weight.value, bias: convDown.bias?.value)
+            let (b, s) = try sieveBN(d, training: true, relu: true, channelsFirst: true)
+            let up = try tiledConvTranspose2dForward(b, weight: convUp.weight.value, bias: convUp.bias?.value)
             sieve.append((x, d, s, b))
             x = up
         }
-        let c1 = try convD1(x, workspace: ws, relu: true)
+        let c1 = try swapLeadingAxes(try tiledConv2dForward(patches: x, weight: convD1.weight.value, bias: convD1.bias?.value, relu: true))
         let (h1, s1) = try bn1(c1, training: true)
         let c2 = try convD2(h1, workspace: ws, relu: true)
         let (h2, s2) = try bn2(c2, training: true)
@@ -130,9 +139,9 @@ public final class AffinityLayer: Module {
         sgemm(transA: true, m: k, n: n, k: batchSize, a: w1.value.data, lda: k, b: x1.data, ldb: n, c: x2.data, ldc: n)
         let x3 = Tensor(shape: [1, n])
         sgemm(transA: true, m: n, n: 1, k: k, a: x2.data, lda: n, b: w2.value.data, ldb: 1, c: x3.data, ldc: 1)
-        let saved = Saved(sieve: sieve.map { (x: $0.0, d: $0.1, s: $0.2, b: $0.3) }, sieveOut: x, c1: c1, s1: s1, c2: c2, s2: s2, c3: c3, s3: s3,
-                          h1: h1, h2: h2, x1: x1, x2: x2)
-        return (Output(sieveOut: x, x1: x1, x2: x2, x3: x3), saved)
+        let saved = Saved(sieve: sieve.map { (x: $0.0, d: $0.1, s: $0.2, b: $0.3) }, sievePatches: x, c1: c1, s1: s1, c2: c2, s2: s2,
+                          c3: c3, s3: s3, h1: h1, h2: h2, x1: x1, x2: x2)
+        return (Output(sieveOut: try untilePatches(x, kernel: 2), x1: x1, x2: x2, x3: x3), saved)
     }
 
     /// Accumulates parameter gradients from dL/dx3 [1, 256] and returns dL/d(features).
@@ -154,14 +163,19 @@ public final class AffinityLayer: Module {
         d = try bn2.backward(d, input: s.c2, saved: s.s2)!
         d = try convD2.backward(try reluGradient(d, output: s.c2), input: s.h1, workspace: ws)!
         d = try bn1.backward(d, input: s.c1, saved: s.s1)!
-        d = try convD1.backward(try reluGradient(d, output: s.c1), input: s.sieveOut, workspace: ws)!
-        // The sieve, applied 9 times: 9 backward passes through the one block.
+        // conv_d1 and the sieve's 9 backward passes through the one block, in the patch layout.
+        d = try tiledConv2dBackward(dOut: try swapLeadingAxes(try reluGradient(d, output: s.c1)), patches: s.sievePatches,
+                                    weight: convD1.weight.value, dWeight: convD1.weight.grad, dBias: convD1.bias?.grad)!
         for e in s.sieve.reversed() {
-            let db = try convUp.backward(d, input: e.b, workspace: ws)!
+            let db = try tiledConvTranspose2dBackward(dOut: d, input: e.b, weight: convUp.weight.value, dWeight: convUp.weight.grad,
+                                                      dBias: convUp.bias?.grad)!
             let dd = try sieveBN.backward(try reluGradient(db, output: e.b), input: e.d, saved: e.s)!
-            d = try convDown.backward(dd, input: e.x, workspace: ws)!
+            d = try tiledConv2dBackward(dOut: dd, patches: e.x, weight: convDown.weight.value, dWeight: convDown.weight.grad,
+                                        dBias: convDown.bias?.grad)!
         }
-        return d
+        for c in [convD1, convDown] as [Conv2d] { c.weight.hasGradient = true; c.bias?.hasGradient = true }
+        convUp.weight.hasGradient = true; convUp.bias?.hasGradient = true
+        return try untilePatches(d, kernel: 2)
     }
 }
 
@@ -218,3 +232,4 @@ public final class ImageClassifier: Module {
         return try fc1.backward(try reluGradient(d, output: s.h1), input: s.x)!
     }
 }
+

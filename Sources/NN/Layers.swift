@@ -204,10 +204,13 @@ public final class BatchNorm2d: Module {
     /// statistics (eval); with `relu`, the ReLU that follows in the same pass (backward then takes
     /// the ReLU's gradient from this output first, as after a separate ReLU). Returns the output and
     /// what backward needs.
-    public func callAsFunction(_ x: Tensor, training: Bool, inPlace: Bool = false, relu: Bool = false) throws -> (Tensor, BatchNormSaved) {
+    /// `channelsFirst`: x is [C, N, H, W] (backward then reads the layout from the saved statistics).
+    public func callAsFunction(_ x: Tensor, training: Bool, inPlace: Bool = false, relu: Bool = false,
+                               channelsFirst: Bool = false) throws -> (Tensor, BatchNormSaved) {
         let out = inPlace ? x : Tensor(uninitializedShape: x.shape)
         let saved = try batchNorm2dForward(out: out, input: x, gamma: weight.value, beta: bias.value, runningMean: runningMean,
-                                           runningVar: runningVar, training: training, momentum: momentum, eps: eps, relu: relu)
+                                           runningVar: runningVar, training: training, momentum: momentum, eps: eps, relu: relu,
+                                           channelsFirst: channelsFirst)
         if training { numBatchesTracked.value += 1 }
         return (out, saved)
     }

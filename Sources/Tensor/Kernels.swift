@@ -56,6 +56,8 @@ public struct BatchNormSaved {
     public var mean: [Float]
     public var invStd: [Float]
     public var training: Bool
+    /// Whether the forward's tensors were [C, N, H, W] (channels first, `channelsFirst: true`).
+    public var channelsFirst = false
 }
 
 /// Batch normalisation over N×H×W per channel.
@@ -65,12 +67,17 @@ public struct BatchNormSaved {
 /// out = gamma · (x − mean)/√(var + eps) + beta; with `relu`, then max(0, ·) in the same pass (the
 /// ReLU that follows the backbone's BatchNorms: one pass over the activations instead of two, the
 /// same values as `reluForward` after it).
+/// `channelsFirst`: input and out are [c, n, h, w] (a convolution's product before its images are
+/// laid out, as `tiledConv2dForward` gives it), the same statistics and values.
 /// - Precondition: input and out are [n, c, h, w]; gamma, beta, runningMean, runningVar are [c].
 public func batchNorm2dForward(out: Tensor, input: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
-                               training: Bool, momentum: Float = 0.1, eps: Float = 1e-5, relu: Bool = false) throws -> BatchNormSaved {
+                               training: Bool, momentum: Float = 0.1, eps: Float = 1e-5, relu: Bool = false,
+                               channelsFirst: Bool = false) throws -> BatchNormSaved {
     let op = "batch_norm2d"
     try input.expectRank(4, op, "input")
-    let n = input.shape[0], c = input.shape[1], plane = input.shape[2] * input.shape[3]
+    let n = input.shape[channelsFirst ? 1 : 0], c = input.shape[channelsFirst ? 0 : 1], plane = input.shape[2] * input.shape[3]
+    // The plane of image b, channel ch (the same sums in the same order in either layout).
+    @inline(__always) func at(_ b: Int, _ ch: Int) -> Int { (channelsFirst ? ch * n + b : b * c + ch) * plane }
     try out.expectShape(input.shape, op, "out")
     for (t, name) in [(gamma, "weight"), (beta, "bias"), (runningMean, "running_mean"), (runningVar, "running_var")] {
         try t.expectShape([c], op, name)
@@ -89,7 +96,7 @@ public func batchNorm2dForward(out: Tensor, input: Tensor, gamma: Tensor, beta: 
                 if training {
                     var s = 0.0
                     for b in 0..<n {
-                        let xr = x + (b * c + ch) * plane
+                        let xr = x + at(b, ch)
                         var ps: Float = 0
                         for i in 0..<plane { ps += xr[i] }
                         s += Double(ps)
@@ -97,7 +104,7 @@ public func batchNorm2dForward(out: Tensor, input: Tensor, gamma: Tensor, beta: 
                     let md = s / Double(count)
                     var ss = 0.0
                     for b in 0..<n {
-                        let xr = x + (b * c + ch) * plane
+                        let xr = x + at(b, ch)
                         let mf = Float(md)
                         var ps: Float = 0
                         for i in 0..<plane { let d = xr[i] - mf; ps += d * d }
@@ -114,7 +121,7 @@ public func batchNorm2dForward(out: Tensor, input: Tensor, gamma: Tensor, beta: 
                 meanB[ch] = m; invB[ch] = inv
                 let a = gamma.data[ch] * inv, sh = beta.data[ch] - m * a
                 for b in 0..<n {
-                    let xr = x + (b * c + ch) * plane, yr = y + (b * c + ch) * plane
+                    let xr = x + at(b, ch), yr = y + at(b, ch)
                     if relu {  // the ReLU that follows, in the same pass (as reluForward: 0 for NaN too)
                         for i in 0..<plane { let v = a * xr[i] + sh; yr[i] = v > 0 ? v : 0 }
                     } else {
@@ -124,7 +131,7 @@ public func batchNorm2dForward(out: Tensor, input: Tensor, gamma: Tensor, beta: 
             }
         }
     }
-    return BatchNormSaved(mean: mean, invStd: invStd, training: training)
+    return BatchNormSaved(mean: mean, invStd: invStd, training: training, channelsFirst: channelsFirst)
 }
 
 /// Gradients of `batchNorm2dForward` (through the batch statistics in training mode), accumulated.
@@ -133,7 +140,9 @@ public func batchNorm2dBackward(dInput: Tensor?, dGamma: Tensor?, dBeta: Tensor?
     let op = "batch_norm2d backward"
     try input.expectRank(4, op, "input")
     try dOut.expectShape(input.shape, op, "dOut")
-    let n = input.shape[0], c = input.shape[1], plane = input.shape[2] * input.shape[3]
+    let channelsFirst = saved.channelsFirst
+    let n = input.shape[channelsFirst ? 1 : 0], c = input.shape[channelsFirst ? 0 : 1], plane = input.shape[2] * input.shape[3]
+    @inline(__always) func at(_ b: Int, _ ch: Int) -> Int { (channelsFirst ? ch * n + b : b * c + ch) * plane }
     try gamma.expectShape([c], op, "weight")
     if let dInput { try dInput.expectShape(input.shape, op, "dInput") }
     if let dGamma { try dGamma.expectShape([c], op, "dWeight") }
@@ -145,7 +154,7 @@ public func batchNorm2dBackward(dInput: Tensor?, dGamma: Tensor?, dBeta: Tensor?
         let m = saved.mean[ch], inv = saved.invStd[ch]
         var sdy = 0.0, sdyx = 0.0
         for b in 0..<n {
-            let xr = x + (b * c + ch) * plane, gr = dy + (b * c + ch) * plane
+            let xr = x + at(b, ch), gr = dy + at(b, ch)
             var a: Float = 0, bb: Float = 0
             for i in 0..<plane { a += gr[i]; bb += gr[i] * (xr[i] - m) }
             sdy += Double(a); sdyx += Double(bb)
@@ -158,7 +167,7 @@ public func batchNorm2dBackward(dInput: Tensor?, dGamma: Tensor?, dBeta: Tensor?
         if saved.training {
             let k1 = sumDy / count, k2 = sumDyXhat / count
             for b in 0..<n {
-                let xr = x + (b * c + ch) * plane, gr = dy + (b * c + ch) * plane, dr = dInput.data + (b * c + ch) * plane
+                let xr = x + at(b, ch), gr = dy + at(b, ch), dr = dInput.data + at(b, ch)
                 for i in 0..<plane {
                     let xhat = (xr[i] - m) * inv
                     dr[i] += g * (gr[i] - k1 - xhat * k2)
@@ -166,7 +175,7 @@ public func batchNorm2dBackward(dInput: Tensor?, dGamma: Tensor?, dBeta: Tensor?
             }
         } else {
             for b in 0..<n {
-                let gr = dy + (b * c + ch) * plane, dr = dInput.data + (b * c + ch) * plane
+                let gr = dy + at(b, ch), dr = dInput.data + at(b, ch)
                 for i in 0..<plane { dr[i] += g * gr[i] }
             }
         }
