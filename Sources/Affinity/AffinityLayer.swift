@@ -104,8 +104,10 @@ public final class AffinityLayer: Module {
 
     /// The intermediate results a caller may want to look at.
     public struct Output {
-        /// The sieve's output after its last application [B, 256, 28, 28].
-        public var sieveOut: Tensor
+        /// The sieve's output after its last application as conv_d1's patch matrix [1024, B, 14, 14].
+        public var sievePatches: Tensor
+        /// The sieve's output after its last application [B, 256, 28, 28] (laid out on demand).
+        public var sieveOut: Tensor { get throws { try untilePatches(sievePatches, kernel: 2) } }
         /// X1 [B, 256], X2 [C', 256], x3 [1, 256].
         public var x1: Tensor, x2: Tensor, x3: Tensor
     }
@@ -141,7 +143,7 @@ public final class AffinityLayer: Module {
         sgemm(transA: true, m: n, n: 1, k: k, a: x2.data, lda: n, b: w2.value.data, ldb: 1, c: x3.data, ldc: 1)
         let saved = Saved(sieve: sieve.map { (x: $0.0, d: $0.1, s: $0.2, b: $0.3) }, sievePatches: x, c1: c1, s1: s1, c2: c2, s2: s2,
                           c3: c3, s3: s3, h1: h1, h2: h2, x1: x1, x2: x2)
-        return (Output(sieveOut: try untilePatches(x, kernel: 2), x1: x1, x2: x2, x3: x3), saved)
+        return (Output(sievePatches: x, x1: x1, x2: x2, x3: x3), saved)
     }
 
     /// Accumulates parameter gradients from dL/dx3 [1, 256] and returns dL/d(features).

@@ -47,7 +47,7 @@ import TestSupport
         let c1 = try layer.convD1(x, workspace: ws, relu: true)
 
         let (out, saved) = try layer.forward(features, workspace: ws)
-        Self.expectSame(out.sieveOut, x, "sieve output")
+        Self.expectSame(try out.sieveOut, x, "sieve output")
         Self.expectSame(saved.c1, c1, "conv_d1 after its ReLU")
         #expect(saved.sieve.count == sieve.count)
 
