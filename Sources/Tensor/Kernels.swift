@@ -311,7 +311,10 @@ public func maxPool2dForward(out: Tensor, indices: UnsafeMutablePointer<Int32>, 
                 let rowBest = rowBestBuf.baseAddress!, rowArg = rowArgBuf.baseAddress!
                 for yy in 0..<h {
                     let xr = x + yy * w, br = rowBest + yy * ow, ar = rowArg + yy * ow
-                    for ox in 0..<ow {
+                    // The ResNet stem's pool (3×3, stride 2, padding 1): eight outputs at a time
+                    // where all their windows are inside the row, the rest below.
+                    let vectorEnd = kernel == 3 && stride == 2 && padding == 1 ? stemRowWinners(xr, w: w, ow: ow, row: yy, best: br, arg: ar) : 0
+                    for ox in 0..<ow where ox == 0 || ox >= vectorEnd {
                         let x0 = ox * stride - padding, xLo = max(x0, 0), xHi = min(x0 + kernel, w)
                         var best = xr[xLo], bi = xLo
                         for xx in (xLo + 1)..<max(xHi, xLo + 1) {
@@ -325,7 +328,17 @@ public func maxPool2dForward(out: Tensor, indices: UnsafeMutablePointer<Int32>, 
                 }
                 for oy in 0..<oh {
                     let y0 = oy * stride - padding, yLo = max(y0, 0), yHi = min(y0 + kernel, h)
-                    for ox in 0..<ow {
+                    var ox = 0
+                    while ox + 8 <= ow {  // down the window's rows, eight columns at a time
+                        var best = load8(rowBest + yLo * ow + ox), bi = load8(rowArg + yLo * ow + ox)
+                        for yy in (yLo + 1)..<max(yHi, yLo + 1) {
+                            let v = load8(rowBest + yy * ow + ox), take = (v .> best) .^ (v .!= v)
+                            best.replace(with: v, where: take); bi.replace(with: load8(rowArg + yy * ow + ox), where: take)
+                        }
+                        store8(best, y + oy * ow + ox); store8(bi, ix + oy * ow + ox)
+                        ox += 8
+                    }
+                    for ox in ox..<ow {
                         var best = rowBest[yLo * ow + ox], bi = rowArg[yLo * ow + ox]
                         for yy in (yLo + 1)..<max(yHi, yLo + 1) {
                             let v = rowBest[yy * ow + ox], take = (v > best) != v.isNaN
@@ -338,6 +351,40 @@ public func maxPool2dForward(out: Tensor, indices: UnsafeMutablePointer<Int32>, 
             }
         }
     }
+}
+
+@inline(__always) private func load8<T: SIMDScalar>(_ p: UnsafePointer<T>) -> SIMD8<T> {
+    UnsafeRawPointer(p).loadUnaligned(as: SIMD8<T>.self)
+}
+@inline(__always) private func load8<T: SIMDScalar>(_ p: UnsafeMutablePointer<T>) -> SIMD8<T> { load8(UnsafePointer(p)) }
+@inline(__always) private func store8<T: SIMDScalar>(_ v: SIMD8<T>, _ p: UnsafeMutablePointer<T>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<T>.self)
+}
+
+/// Each window's winner along one input row for a 3×3, stride-2, padding-1 pool (window of output
+/// ox: columns 2·ox − 1, 2·ox, 2·ox + 1, scanned in that order; a value wins when larger or NaN),
+/// eight outputs at a time from ox = 1 while the windows' 16-float loads stay inside the row.
+/// Returns the first output not written (outputs 0 and from there on are left to the caller).
+@inline(__always)
+private func stemRowWinners(_ xr: UnsafePointer<Float>, w: Int, ow: Int, row: Int,
+                            best br: UnsafeMutablePointer<Float>, arg ar: UnsafeMutablePointer<Int32>) -> Int {
+    var o0 = 1
+    let lane = SIMD8<Int32>(0, 2, 4, 6, 8, 10, 12, 14)
+    while o0 + 8 <= ow && 2 * o0 + 16 <= w {
+        let before = UnsafeRawPointer(xr + 2 * o0 - 2).loadUnaligned(as: SIMD16<Float>.self)
+        let at = UnsafeRawPointer(xr + 2 * o0).loadUnaligned(as: SIMD16<Float>.self)
+        var best = before.oddHalf  // columns 2·ox − 1
+        var bi = SIMD8<Int32>(repeating: Int32(row * w + 2 * o0 - 1)) &+ lane
+        let even = at.evenHalf, odd = at.oddHalf  // 2·ox, 2·ox + 1
+        var take = (even .> best) .^ (even .!= even)
+        best.replace(with: even, where: take); bi.replace(with: bi &+ 1, where: take)
+        take = (odd .> best) .^ (odd .!= odd)
+        let base = SIMD8<Int32>(repeating: Int32(row * w + 2 * o0 + 1)) &+ lane
+        best.replace(with: odd, where: take); bi.replace(with: base, where: take)
+        store8(best, br + o0); store8(bi, ar + o0)
+        o0 += 8
+    }
+    return o0
 }
 
 /// `maxPool2dForward(out:indices:…)` without the argmax indices (inference): the same maxima
@@ -358,7 +405,19 @@ public func maxPool2dForward(out: Tensor, input: Tensor, kernel: Int, stride: In
                     for i in 0..<w { col[i] = larger(col[i], r[i]) }
                 }
                 let yr = y + oy * ow
-                for ox in 0..<ow {
+                var vectorEnd = 0
+                if kernel == 3 && stride == 2 && padding == 1 {  // the stem's pool: eight outputs at a time from 1
+                    vectorEnd = 1
+                    while vectorEnd + 8 <= ow && 2 * vectorEnd + 16 <= w {
+                        let before = UnsafeRawPointer(col + 2 * vectorEnd - 2).loadUnaligned(as: SIMD16<Float>.self)
+                        let at = UnsafeRawPointer(col + 2 * vectorEnd).loadUnaligned(as: SIMD16<Float>.self)
+                        var best = before.oddHalf
+                        for v in [at.evenHalf, at.oddHalf] { best.replace(with: v, where: (v .> best) .| (v .!= v)) }
+                        store8(best, yr + vectorEnd)
+                        vectorEnd += 8
+                    }
+                }
+                for ox in 0..<ow where ox == 0 || ox >= vectorEnd {
                     let x0 = ox * stride - padding, xLo = max(x0, 0), xHi = min(x0 + kernel, w)
                     var best = col[xLo]
                     for xx in (xLo + 1)..<max(xHi, xLo + 1) { best = larger(best, col[xx]) }

@@ -158,15 +158,41 @@ public func tiledConvTranspose2dBackward(dOut: Tensor, input x: Tensor, weight: 
     if let dBias {
         // Image by image, each output plane in raster order (convTranspose2dBackward's sums).
         let n = x.shape[1], h = x.shape[2], w = x.shape[3], k = weight.shape[2], plane = h * w
-        for b in 0..<n {
-            for co in 0..<cout {
-                var s: Float = 0
-                for y in 0..<h * k {
-                    for xx in 0..<w * k {
-                        s += dOut.data[((co * k + y % k) * k + xx % k) * width + b * plane + (y / k) * w + xx / k]
+        // Each sum is one chain of dependent adds: four channels' chains side by side (SIMD lanes),
+        // the channels split over the threads.
+        let g = UnsafePointer(dOut.data), db = dBias.data
+        parallelFor((cout + 3) / 4, minChunk: 4) { q in
+            let c0 = 4 * q, lanes = min(4, cout - c0)
+            if lanes < 4 {  // the last channels, one at a time
+                for co in c0..<cout {
+                    for b in 0..<n {
+                        var s: Float = 0
+                        for oy in 0..<h {
+                            for ky in 0..<k {
+                                let row = g + (co * k + ky) * k * width + b * plane + oy * w
+                                for ox in 0..<w { for kx in 0..<k { s += row[kx * width + ox] } }
+                            }
+                        }
+                        db[co] += s
                     }
                 }
-                dBias.data[co] += s
+                return
+            }
+            let laneStride = k * k * width  // from one channel's rows to the next's
+            for b in 0..<n {
+                var s = SIMD4<Float>()
+                for oy in 0..<h {
+                    for ky in 0..<k {  // output row oy·k + ky, left to right
+                        let row = g + (c0 * k + ky) * k * width + b * plane + oy * w
+                        for ox in 0..<w {
+                            for kx in 0..<k {
+                                let p = row + kx * width + ox
+                                s += SIMD4(p[0], p[laneStride], p[2 * laneStride], p[3 * laneStride])
+                            }
+                        }
+                    }
+                }
+                for lane in 0..<4 { db[c0 + lane] += s[lane] }
             }
         }
     }
