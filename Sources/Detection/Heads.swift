@@ -228,6 +228,55 @@ public final class MaskPredictor: Module {
         for (i, d) in range.enumerated() { dets[d].mask28 = Array(UnsafeBufferPointer(start: out.data + i * plane, count: plane)) }
     }
 
+    /// The mask probabilities of each detection's own class from the mask head's output x
+    /// [range.count, 256, 14, 14] (inference), as `convMask` + ReLU then `labelProbabilities(_:…)`
+    /// give them, bit for bit, without laying out the upsampled features: `conv_mask` runs on the
+    /// patch layout (`tiledConvTranspose2dForward`, bias and ReLU in place), whose rows (channel,
+    /// ky, kx) are `mask_fcn_logits`' inputs in channel order, so one product of the classes' weight
+    /// rows gives every logit of every detection; each detection then takes its label's.
+    /// - Throws: `TensorError` for an x of the wrong shape or a label outside the classes.
+    public func labelProbabilities(fromHead x: Tensor, detections dets: inout [Detection], range: Range<Int>) throws {
+        let channels = logits.geometry.inChannels, classes = logits.geometry.outChannels
+        let k = convMask.geometry.kernelH
+        guard convMask.geometry.kernelW == k, convMask.geometry.strideH == k, convMask.geometry.strideW == k,
+              convMask.geometry.padH == 0, convMask.geometry.padW == 0, convMask.geometry.dilationH == 1, convMask.geometry.dilationW == 1,
+              convMask.outputPadding == (0, 0) else {
+            throw TensorError.invalidArgument(op: "conv_mask", detail: "the patch layout needs kernel = stride, no padding or dilation")
+        }
+        try x.expectRank(4, "conv_mask", "input")
+        try x.expectShape([range.count, convMask.geometry.inChannels, x.shape[2], x.shape[3]], "conv_mask", "input")
+        let labels = dets[range].map(\.label)
+        if let bad = labels.first(where: { !(0..<classes).contains($0) }) {
+            throw TensorError.invalidArgument(op: "mask_fcn_logits", detail: "label \(bad) is not one of the \(classes) classes")
+        }
+        let h = x.shape[2], w = x.shape[3], plane = h * w, side = k * k
+        let cols = try tiledConvTranspose2dForward(try swapLeadingAxes(x), weight: convMask.weight.value, bias: convMask.bias?.value,
+                                                   relu: true)  // [channels·k·k, R, h, w]
+        let width = range.count * plane  // one (ky, kx) row's columns; a channel's k·k rows are k·k·width floats
+        let all = Tensor(uninitializedShape: [classes, side * width])
+        sgemm(m: classes, n: side * width, k: channels, a: logits.weight.value.data, lda: channels, b: cols.data, ldb: side * width,
+              c: all.data, ldc: side * width)
+        let bias = logits.bias?.value.data, src = UnsafePointer(all.data)
+        let outSide = (w * k), outPlane = h * k * outSide
+        var masks = [[Float]](repeating: [], count: range.count)
+        masks.withUnsafeMutableBufferPointer { mp in
+            parallelFor(range.count) { i in
+                let label = labels[i], b = bias?[label] ?? 0
+                mp[i] = [Float](unsafeUninitializedCapacity: outPlane) { out, count in
+                    for q in 0..<side {
+                        let ky = q / k, kx = q % k
+                        let row = src + label * side * width + q * width + i * plane
+                        for y in 0..<h {
+                            for xx in 0..<w { out[(y * k + ky) * outSide + xx * k + kx] = sigmoid(row[y * w + xx] + b) }
+                        }
+                    }
+                    count = outPlane
+                }
+            }
+        }
+        for (i, d) in range.enumerated() { dets[d].mask28 = masks[i] }
+    }
+
     /// Accumulates both layers' gradients and returns dL/dx.
     /// - Parameters:
     ///   - dLogits: The gradient of the logits [R, classes, 28, 28].

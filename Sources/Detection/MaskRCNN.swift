@@ -322,8 +322,7 @@ public final class MaskRCNN: Module {
             let pooled = try roiAlignForward(features: features, boxes: dets[range].map(\.box), outputSize: 14, spatialScale: 1.0 / 16,
                                              samplingRatio: 2)
             let h = try maskHead.forward(pooled, workspace: workspace)
-            let up = try maskPredictor.convMask(h, workspace: workspace, relu: true)
-            try maskPredictor.labelProbabilities(up, detections: &dets, range: range)
+            try maskPredictor.labelProbabilities(fromHead: h, detections: &dets, range: range)
         }
     }
 
