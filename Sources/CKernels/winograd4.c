@@ -7,6 +7,8 @@
 #include "avx2_tools.h"
 
 #include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define AVX512 __attribute__((target("avx512f")))
 #define INLINE static inline __attribute__((always_inline, target("avx512f")))
@@ -365,7 +367,8 @@ INLINE8 group8 group8_at(int t0, int count, int h, int w, int tw) {
     return g;
 }
 
-AVX2F void winograd4_input_tiles_avx2(const float *x, int h, int w, float *v, long vstride) {
+// The gathering version: the same values without a padded copy of the plane.
+AVX2F void winograd4_input_tiles_avx2_gather(const float *x, int h, int w, float *v, long vstride) {
     const int th = (h + 3) / 4, tw = (w + 3) / 4, tiles = th * tw;
     for (int t0 = 0; t0 < tiles; t0 += 8) {
         const int count = tiles - t0 < 8 ? tiles - t0 : 8;
@@ -390,6 +393,49 @@ AVX2F void winograd4_input_tiles_avx2(const float *x, int h, int w, float *v, lo
                 for (int r = 0; r < 6; r++) _mm256_maskstore_ps(dst + (6 * r + c) * vstride, g.valid, t[r]);
         }
     }
+}
+
+AVX2F void winograd4_input_tiles_avx2(const float *x, int h, int w, float *v, long vstride) {
+    const int th = (h + 3) / 4, tw = (w + 3) / 4, tiles = th * tw;
+    // The plane with a zero border (one row and column before, enough after): row r of x at pad row
+    // r + 1, column c at pad column c + 1, so tile (i, j)'s row q is eight plain floats from pad
+    // (4i + q, 4j); 8 row loads and a transpose per tile row instead of masked gathers (slow on AMD).
+    const int ph = 4 * th + 2, pw = 4 * tw + 4;
+    float local[4096];
+    float *pad = (long)ph * pw <= 4096 ? local : (float *)malloc(sizeof(float) * (size_t)ph * (size_t)pw);
+    if (!pad) {  // out of memory for a huge plane: the gathers, which need no buffer
+        winograd4_input_tiles_avx2_gather(x, h, w, v, vstride);
+        return;
+    }
+    memset(pad, 0, sizeof(float) * (size_t)ph * (size_t)pw);
+    for (int r = 0; r < h; r++) memcpy(pad + (long)(r + 1) * pw + 1, x + (long)r * w, sizeof(float) * (size_t)w);
+    for (int t0 = 0; t0 < tiles; t0 += 8) {
+        const int count = tiles - t0 < 8 ? tiles - t0 : 8;
+        int ti[8], tj[8];
+        for (int l = 0; l < 8; l++) {
+            int t = t0 + (l < count ? l : 0);
+            ti[l] = t / tw;
+            tj[l] = t % tw;
+        }
+        __m256 s[6][6];
+        for (int r = 0; r < 6; r++) {
+            __m256 d[8];
+            for (int l = 0; l < 8; l++) d[l] = _mm256_loadu_ps(pad + (long)(4 * ti[l] + r) * pw + 4 * tj[l]);
+            transpose8(d);  // d[c] lane l: row r, column c of tile l (as the gathers give it)
+            bt6_8(d, s[r]);
+        }
+        float *dst = v + t0;
+        const __m256i valid = lanes8(count);
+        for (int c = 0; c < 6; c++) {
+            __m256 col[6] = {s[0][c], s[1][c], s[2][c], s[3][c], s[4][c], s[5][c]}, t[6];
+            bt6_8(col, t);
+            if (count == 8)
+                for (int r = 0; r < 6; r++) _mm256_storeu_ps(dst + (6 * r + c) * vstride, t[r]);
+            else
+                for (int r = 0; r < 6; r++) _mm256_maskstore_ps(dst + (6 * r + c) * vstride, valid, t[r]);
+        }
+    }
+    if (pad != local) free(pad);
 }
 
 AVX2F void winograd4_output_tiles_avx2(const float *mat, long mstride, int h, int w, float bias, int accumulate, int relu, float *y) {
@@ -462,7 +508,10 @@ AVX2F void winograd4_weight_tiles_avx2(const float *weight, int K, int C, int fl
             for (int r = 0; r < 6; r++) {
                 __m256 row[6];
                 g6_8(gg[r][0], gg[r][1], gg[r][2], row);
-                for (int c = 0; c < 6; c++) _mm256_maskstore_ps(dst + (6 * r + c) * plane, m, row[c]);
+                for (int c = 0; c < 6; c++) {
+                    if (count == 8) _mm256_storeu_ps(dst + (6 * r + c) * plane, row[c]);  // masked stores are slow on Zen
+                    else _mm256_maskstore_ps(dst + (6 * r + c) * plane, m, row[c]);
+                }
             }
         }
     }

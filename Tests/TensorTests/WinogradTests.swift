@@ -2,6 +2,7 @@
 // (odd and even sides, batches, bias, fused ReLU) and the input gradient (accumulated), to float
 // rounding; and the worst error of each at the mask head's size.
 @testable import Tensor
+import CKernels
 import Testing
 import TestSupport
 
@@ -121,6 +122,23 @@ struct WinogradTests {
     /// operations in the same order, so the same bits, for the weights (plain and turned) and for a
     /// whole convolution, with and without accumulation and ReLU; planes of 1 to more than 8 tiles
     /// to a row (the AVX-512 code's row path among them).
+    /// The AVX2 F(4×4) input transform by row loads from a padded copy of the plane and transposes
+    /// gives what its masked gathers give, on planes of every shape up to larger than the stack
+    /// buffer (a heap copy).
+    @Test(arguments: [(14, 14), (28, 28), (7, 9), (1, 1), (5, 61), (16, 16), (33, 3), (32, 32), (70, 90)])
+    func winograd4InputRowsMatchGathers(_ size: (Int, Int)) throws {
+        guard Engine.kgemmAvailable else { return }  // no AVX2 here: no AVX2 transforms
+        let (h, w) = size
+        let x = randomTensor([h, w], seed: 25)
+        let tiles = ((h + 3) / 4) * ((w + 3) / 4), stride = tiles + 3
+        var rows = [Float](repeating: .nan, count: 36 * stride), gathers = rows
+        winograd4_input_tiles_avx2(x.data, Int32(h), Int32(w), &rows, stride)
+        winograd4_input_tiles_avx2_gather(x.data, Int32(h), Int32(w), &gathers, stride)
+        let differing = zip(rows, gathers).filter { !($0 == $1 || ($0.isNaN && $1.isNaN)) }.count
+        #expect(differing == 0, "\(h)×\(w): \(differing) of \(rows.count) differ")
+        #expect(rows.filter(\.isFinite).count == 36 * tiles, "every tile's 36 values written, nothing else")
+    }
+
     @Test(arguments: [(14, 14), (28, 28), (7, 9), (1, 1), (5, 61), (16, 16), (33, 3)])
     func winograd4AVX2MatchesAVX512(_ size: (Int, Int)) throws {
         guard Engine.hasAVX512 else { return }  // one ISA only: checked against im2col above

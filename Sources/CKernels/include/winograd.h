@@ -42,6 +42,9 @@ void winograd4_weight_tiles(const float *weight, int K, int C, int flipped, int 
 /// The three F(4×4) transforms in AVX2 + FMA, the same bits as the AVX-512 ones (eight tiles at a
 /// time across rows, for every plane size).
 void winograd4_input_tiles_avx2(const float *x, int h, int w, float *v, long vstride);
+/// The same values by masked gathers, without a padded copy of the plane (used for a plane too large
+/// for the copy when memory runs out; the reference in tests).
+void winograd4_input_tiles_avx2_gather(const float *x, int h, int w, float *v, long vstride);
 void winograd4_output_tiles_avx2(const float *mat, long mstride, int h, int w, float bias, int accumulate, int relu, float *y);
 void winograd4_weight_tiles_avx2(const float *weight, int K, int C, int flipped, int k0, int k1, float *u);
 
