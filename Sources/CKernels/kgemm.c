@@ -270,4 +270,5 @@ static void pack_b_conv(const kgemm_conv *cv, int kc, int nc, int p0, int c0, fl
 
 #define KGEMM_BLOCK kgemm_block
 #define KGEMM_CONV_BLOCK kgemm_conv_block
+#define KGEMM_CONVT_BLOCK kgemm_convt_block
 #include "kgemm_driver.h"

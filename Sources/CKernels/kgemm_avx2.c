@@ -194,6 +194,7 @@ AVX2 static void pack_b_conv(const kgemm_conv *cv, int kc, int nc, int p0, int c
 
 #define KGEMM_BLOCK kgemm_avx2_block
 #define KGEMM_CONV_BLOCK kgemm_avx2_conv_block
+#define KGEMM_CONVT_BLOCK kgemm_avx2_convt_block
 #include "kgemm_driver.h"
 
 // As kgemm.c's kgemm_small_m: 24 columns at a time (three vectors, four rows: twelve accumulators),

@@ -294,9 +294,11 @@ public func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dO
                        workspace: workspace, winograd: nil)
 }
 
-/// `winograd` as in `conv2dForward(…, winograd:)`, for the input gradient.
+/// `winograd` as in `conv2dForward(…, winograd:)`, for the input gradient; `implicitPatches: false`
+/// keeps im2col for the weight gradient where kgemm would pack the patches from the image (tests).
 func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dOut: Tensor, input: Tensor, weight: Tensor,
-                    geometry g: ConvGeometry, workspace: Workspace, winograd: Bool?, winogradTile requestedTile: Int? = nil) throws {
+                    geometry g: ConvGeometry, workspace: Workspace, winograd: Bool?, winogradTile requestedTile: Int? = nil,
+                    implicitPatches: Bool = true) throws {
     let (n, h, w, oh, ow) = try checkConv("conv2d backward", input: input, weight: weight, bias: dBias, out: dOut, g: g)
     if let dInput { try dInput.expectShape(input.shape, "conv2d backward", "dInput") }
     if let dWeight { try dWeight.expectShape(weight.shape, "conv2d backward", "dWeight") }
@@ -342,10 +344,15 @@ func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dOut: Ten
         }
         return
     }
+    // A large image's weight gradient by kgemm: the transposed patches packed straight from the image.
+    let implicitWeights = !pointwise && Engine.useKGEMM && implicitPatches && plane >= 1024
+        && k <= Int(Int32.max) && cout * k <= Int(Int32.max) && cout * plane <= Int(Int32.max)
     for b in 0..<n {
         let x = input.data + b * cin * h * w
         let dy = dOut.data + b * cout * plane
-        if let dWeight {
+        if let dWeight, implicitWeights {
+            kgemmWeightGradient(image: x, channels: cin, h: h, w: w, g: g, oh: oh, ow: ow, dOut: dy, dWeight: dWeight.data)
+        } else if let dWeight {
             var src = UnsafePointer(x)
             if !pointwise {
                 let col = workspace.buffer(0, count: k * plane)

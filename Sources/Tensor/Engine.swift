@@ -266,6 +266,30 @@ private func splitGEMM(m: Int, n: Int, k: Int, threads t: Int, path: VectorISA, 
     }
 }
 
+/// A convolution's weight gradient for one image by kgemm with the transposed patch matrix packed
+/// straight from the image (`kgemm_convt_block`): dWeight[cout × channels·kH·kW] +=
+/// dOut[cout × oh·ow] · patchesᵀ. The same result as im2col followed by `kgemm(transB: true, …, beta: 1)`,
+/// bit for bit, without the patch matrix.
+/// - Precondition: `Engine.kgemmAvailable`.
+func kgemmWeightGradient(image: UnsafePointer<Float>, channels: Int, h: Int, w: Int, g: ConvGeometry, oh: Int, ow: Int,
+                         dOut: UnsafePointer<Float>, dWeight: UnsafeMutablePointer<Float>, threads: Int = Engine.threads,
+                         path: VectorISA = Engine.kgemmPath) {
+    var conv = kgemm_conv(x: image, channels: Int32(channels), h: Int32(h), w: Int32(w), kh: Int32(g.kernelH), kw: Int32(g.kernelW),
+                          sh: Int32(g.strideH), sw: Int32(g.strideW), ph: Int32(g.padH), pw: Int32(g.padW),
+                          dh: Int32(g.dilationH), dw: Int32(g.dilationW), oh: Int32(oh), ow: Int32(ow))
+    let m = g.outChannels, n = g.patchSize, k = oh * ow
+    MultiplyAdds.add(m, n, k)
+    withUnsafePointer(to: &conv) { cv in
+        splitGEMM(m: m, n: n, k: k, threads: threads, path: path) { m0, m1, n0, n1 in
+            if path == .avx512 {
+                kgemm_convt_block(Int32(m0), Int32(m1), Int32(n0), Int32(n1), 1, dOut, Int32(k), cv, 1, dWeight, Int32(n))
+            } else {
+                kgemm_avx2_convt_block(Int32(m0), Int32(m1), Int32(n0), Int32(n1), 1, dOut, Int32(k), cv, 1, dWeight, Int32(n))
+            }
+        }
+    }
+}
+
 /// The convolution of one [channels, h, w] image by kgemm with its patch matrix packed straight
 /// from the image (`kgemm_conv_block`): out[cout × oh·ow] = weight[cout × channels·kH·kW] · patches.
 /// The same result as im2col followed by `kgemm`, bit for bit, without the patch matrix.

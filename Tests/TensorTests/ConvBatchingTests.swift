@@ -183,6 +183,53 @@ import TestSupport
         }
     }
 
+    /// The weight gradient with the transposed patches packed from the image gives what im2col and
+    /// the transposed product give, accumulated onto what was there, bit for bit (the input gradient
+    /// too, which does not change).
+    @Test(arguments: implicitCases)
+    func implicitWeightGradientMatchesIm2col(_ c: Case) throws {
+        guard Engine.useKGEMM else { return }
+        let (oh, ow) = c.g.outputSize(h: c.h, w: c.w)
+        let ws = Workspace()
+        let x = randomTensor([c.n, c.g.inChannels, c.h, c.w], seed: 71)
+        let wt = randomTensor([c.g.outChannels, c.g.inChannels, c.g.kernelH, c.g.kernelW], seed: 72, scale: 0.3)
+        let dy = randomTensor([c.n, c.g.outChannels, oh, ow], seed: 73)
+        var results: [(Tensor, Tensor)] = []
+        for implicit in [true, false] {
+            let dw = Tensor(shape: wt.shape, repeating: 0.125), dx = Tensor(shape: x.shape)
+            try conv2dBackward(dInput: dx, dWeight: dw, dBias: nil, dOut: dy, input: x, weight: wt, geometry: c.g, workspace: ws,
+                               winograd: false, implicitPatches: implicit)
+            results.append((dw, dx))
+        }
+        Self.expectSame(results[0].0, [results[1].0], exact: true, "weight gradient, \(c)")
+        Self.expectSame(results[0].1, [results[1].1], exact: true, "input gradient, \(c)")
+    }
+
+    /// Each kernel this processor has, on one and two threads: kgemmWeightGradient against
+    /// im2col + kgemm(transB), bit for bit.
+    @Test(arguments: implicitCases)
+    func implicitWeightGradientOnEveryKernel(_ c: Case) throws {
+        let paths: [VectorISA] = Engine.hasAVX512 ? [.avx512, .avx2] : Engine.kgemmAvailable ? [.avx2] : []
+        let (oh, ow) = c.g.outputSize(h: c.h, w: c.w)
+        let x = randomTensor([c.g.inChannels, c.h, c.w], seed: 81)
+        let dy = randomTensor([c.g.outChannels, oh * ow], seed: 82)
+        let k = c.g.patchSize, plane = oh * ow
+        let col = Tensor(shape: [k, plane])
+        im2col(x.data, channels: c.g.inChannels, h: c.h, w: c.w, g: c.g, oh: oh, ow: ow, col: col.data)
+        for path in paths {
+            for threads in [1, 2] {
+                let implicit = Tensor(shape: [c.g.outChannels, k], repeating: -0.5), explicit = Tensor(shape: implicit.shape, repeating: -0.5)
+                kgemmWeightGradient(image: x.data, channels: c.g.inChannels, h: c.h, w: c.w, g: c.g, oh: oh, ow: ow,
+                                    dOut: dy.data, dWeight: implicit.data, threads: threads, path: path)
+                kgemm(transA: false, transB: true, m: c.g.outChannels, n: k, k: plane, alpha: 1, a: dy.data, lda: plane,
+                      b: col.data, ldb: plane, beta: 1, c: explicit.data, ldc: k, threads: threads, path: path)
+                var differing = 0
+                for i in 0..<implicit.count where implicit.data[i] != explicit.data[i] { differing += 1 }
+                #expect(differing == 0, "\(path), \(threads) threads, \(c): \(differing) of \(implicit.count) differ")
+            }
+        }
+    }
+
     @Test func batchingRule() {
         #expect(imagesPerGEMM(images: 1, plane: 196, rows: 1024) == 1)
         #expect(imagesPerGEMM(images: 100, plane: 4096, rows: 576) == 1)      // wide enough alone

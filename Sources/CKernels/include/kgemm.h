@@ -37,6 +37,13 @@ typedef struct {
 void kgemm_conv_block(int m0, int m1, int n0, int n1, float alpha, const float *a, int lda, const kgemm_conv *conv,
                       float beta, float *c, int ldc);
 
+/// kgemm_block with B the transpose of the convolution's patch matrix (oh·ow rows, channels·kh·kw
+/// columns), packed straight from the image: a weight gradient, C[m0..<m1, n0..<n1] =
+/// alpha · A·patchesᵀ + beta · C with A = dY [m × oh·ow] (row stride lda). The same result as
+/// im2col and kgemm_block(transB = 1), bit for bit, without the patch matrix in memory.
+void kgemm_convt_block(int m0, int m1, int n0, int n1, float alpha, const float *a, int lda, const kgemm_conv *conv,
+                       float beta, float *c, int ldc);
+
 /// The most rows kgemm_small_m takes.
 #define KGEMM_SMALL_M 4
 
@@ -46,11 +53,13 @@ void kgemm_small_m(int m0, int m1, int n0, int n1, int k, float alpha, const flo
                    float beta, float *c, int ldc);
 
 /// The AVX2 + FMA path (requires kgemm_avx2_available()): the same contracts as kgemm_block,
-/// kgemm_conv_block and kgemm_small_m, with 6-row and 16-column register tiles.
+/// kgemm_conv_block, kgemm_convt_block and kgemm_small_m, with 6-row and 16-column register tiles.
 void kgemm_avx2_block(int transA, int transB, int m0, int m1, int n0, int n1, int k, float alpha,
                       const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
 void kgemm_avx2_conv_block(int m0, int m1, int n0, int n1, float alpha, const float *a, int lda, const kgemm_conv *conv,
                            float beta, float *c, int ldc);
+void kgemm_avx2_convt_block(int m0, int m1, int n0, int n1, float alpha, const float *a, int lda, const kgemm_conv *conv,
+                            float beta, float *c, int ldc);
 void kgemm_avx2_small_m(int m0, int m1, int n0, int n1, int k, float alpha, const float *a, int lda, const float *b, int ldb,
                         float beta, float *c, int ldc);
 
