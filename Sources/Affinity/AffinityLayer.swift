@@ -171,7 +171,7 @@ public final class AffinityLayer: Module {
         for e in s.sieve.reversed() {
             let db = try tiledConvTranspose2dBackward(dOut: d, input: e.b, weight: convUp.weight.value, dWeight: convUp.weight.grad,
                                                       dBias: convUp.bias?.grad)!
-            let dd = try sieveBN.backward(try reluGradient(db, output: e.b), input: e.d, saved: e.s)!
+            let dd = try sieveBN.backward(db, input: e.d, saved: e.s, reluOutput: e.b)!
             d = try tiledConv2dBackward(dOut: dd, patches: e.x, weight: convDown.weight.value, dWeight: convDown.weight.grad,
                                         dBias: convDown.bias?.grad)!
         }

@@ -438,7 +438,9 @@ AVX2F void winograd4_input_tiles_avx2(const float *x, int h, int w, float *v, lo
     if (pad != local) free(pad);
 }
 
-AVX2F void winograd4_output_tiles_avx2(const float *mat, long mstride, int h, int w, float bias, int accumulate, int relu, float *y) {
+// Tile rows stored straight into the plane (edge tiles element by element): for a plane too large
+// for the padded buffer when memory runs out.
+AVX2F void winograd4_output_tiles_avx2_direct(const float *mat, long mstride, int h, int w, float bias, int accumulate, int relu, float *y) {
     const int th = (h + 3) / 4, tw = (w + 3) / 4, tiles = th * tw;
     const __m128 b = _mm_set1_ps(bias), zero = _mm_setzero_ps();
     for (int t0 = 0; t0 < tiles; t0 += 8) {
@@ -487,6 +489,68 @@ AVX2F void winograd4_output_tiles_avx2(const float *mat, long mstride, int h, in
             }
         }
     }
+}
+
+AVX2F void winograd4_output_tiles_avx2(const float *mat, long mstride, int h, int w, float bias, int accumulate, int relu, float *y) {
+    const int th = (h + 3) / 4, tw = (w + 3) / 4, tiles = th * tw;
+    // Every tile's 4×4 outputs (bias added) go whole into a plane of 4·th × 4·tw, then the h × w
+    // part to y with the accumulation and the ReLU: no per-lane edge cases in the tile loop.
+    const int pw = 4 * tw, ph = 4 * th;
+    float local[4096];
+    float *pad = (long)ph * pw <= 4096 ? local : (float *)malloc(sizeof(float) * (size_t)ph * (size_t)pw);
+    if (!pad) {
+        winograd4_output_tiles_avx2_direct(mat, mstride, h, w, bias, accumulate, relu, y);
+        return;
+    }
+    const __m128 b = _mm_set1_ps(bias);
+    for (int t0 = 0; t0 < tiles; t0 += 8) {
+        const int count = tiles - t0 < 8 ? tiles - t0 : 8;
+        const __m256i valid = lanes8(count);
+        const float *src = mat + t0;
+        __m256 z[4][6];
+        for (int c = 0; c < 6; c++) {
+            __m256 col[6], out[4];
+            for (int r = 0; r < 6; r++)
+                col[r] = count == 8 ? _mm256_loadu_ps(src + (6 * r + c) * mstride) : _mm256_maskload_ps(src + (6 * r + c) * mstride, valid);
+            at6_8(col, out);
+            for (int o = 0; o < 4; o++) z[o][c] = out[o];
+        }
+        for (int o = 0; o < 4; o++) {
+            __m256 yv[4];
+            at6_8(z[o], yv);
+            __m256 t0v = _mm256_unpacklo_ps(yv[0], yv[1]), t1v = _mm256_unpackhi_ps(yv[0], yv[1]);
+            __m256 t2v = _mm256_unpacklo_ps(yv[2], yv[3]), t3v = _mm256_unpackhi_ps(yv[2], yv[3]);
+            __m256 r0 = _mm256_shuffle_ps(t0v, t2v, 0x44), r1 = _mm256_shuffle_ps(t0v, t2v, 0xEE);
+            __m256 r2 = _mm256_shuffle_ps(t1v, t3v, 0x44), r3 = _mm256_shuffle_ps(t1v, t3v, 0xEE);
+            const __m128 rows[8] = {
+                _mm256_castps256_ps128(r0), _mm256_castps256_ps128(r1), _mm256_castps256_ps128(r2), _mm256_castps256_ps128(r3),
+                _mm256_extractf128_ps(r0, 1), _mm256_extractf128_ps(r1, 1), _mm256_extractf128_ps(r2, 1), _mm256_extractf128_ps(r3, 1),
+            };
+            for (int l = 0; l < count; l++) {
+                const int t = t0 + l, ti = t / tw, tj = t % tw;
+                _mm_storeu_ps(pad + (long)(4 * ti + o) * pw + 4 * tj, _mm_add_ps(rows[l], b));
+            }
+        }
+    }
+    const __m256 zero = _mm256_setzero_ps();
+    for (int r = 0; r < h; r++) {
+        const float *s = pad + (long)r * pw;
+        float *d = y + (long)r * w;
+        int x = 0;
+        for (; x + 8 <= w; x += 8) {
+            __m256 v = _mm256_loadu_ps(s + x);
+            if (accumulate) v = _mm256_add_ps(_mm256_loadu_ps(d + x), v);
+            if (relu) v = _mm256_max_ps(v, zero);  // 0 for NaN, as max_ps(v, 0) in the tile loop
+            _mm256_storeu_ps(d + x, v);
+        }
+        for (; x < w; x++) {
+            float e = s[x];
+            if (accumulate) e = d[x] + e;
+            if (relu) e = e > 0 ? e : 0.0f;
+            d[x] = e;
+        }
+    }
+    if (pad != local) free(pad);
 }
 
 AVX2F void winograd4_weight_tiles_avx2(const float *weight, int K, int C, int flipped, int k0, int k1, float *u) {

@@ -69,8 +69,7 @@ public final class BasicBlock: Module {
         let dsum = try reluGradient(dy, output: s.out)
         let dc2 = try bn2.backward(dsum, input: s.c2, saved: s.s2)!
         let dr1 = try conv2.backward(dc2, input: s.r1, workspace: ws)!
-        let db1 = try reluGradient(dr1, output: s.r1)
-        let dc1 = try bn1.backward(db1, input: s.c1, saved: s.s1)!
+        let dc1 = try bn1.backward(dr1, input: s.c1, saved: s.s1, reluOutput: s.r1)!
         let dx = try conv1.backward(dc1, input: s.x, workspace: ws)!
         if let ds = downsample, let dConv = s.dsConv, let dSaved = s.dsSaved {
             let dd = try ds.bn.backward(dsum, input: dConv, saved: dSaved)!
@@ -174,8 +173,7 @@ public final class Backbone: Module {
             dh = try b.backward(dh, saved: bs, workspace: ws)
         }
         let dr1 = try pool.backward(dh, inputShape: s.r1.shape, indices: s.poolIndices)
-        let dbn = try reluGradient(dr1, output: s.r1)
-        let dc1 = try bn1.backward(dbn, input: s.c1, saved: s.s1)!
+        let dc1 = try bn1.backward(dr1, input: s.c1, saved: s.s1, reluOutput: s.r1)!
         _ = try conv1.backward(dc1, input: s.x, workspace: ws, inputGradient: false)
     }
 }

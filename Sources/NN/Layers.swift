@@ -221,11 +221,15 @@ public final class BatchNorm2d: Module {
     ///   - x: The forward's input (so that input must not have been normalised in place).
     ///   - saved: What the forward returned with its output.
     ///   - inputGradient: Whether to compute dx.
+    ///   - reluOutput: The output of a forward with `relu: true`: dy is then the gradient of the ReLU's
+    ///     output, passed where that was positive (as `reluGradient` first, in the same pass).
     /// - Returns: dx in the shape of `x`, or nil when `inputGradient` is false.
     /// - Throws: `TensorError` for mismatched shapes.
-    public func backward(_ dy: Tensor, input x: Tensor, saved: BatchNormSaved, inputGradient: Bool = true) throws -> Tensor? {
+    public func backward(_ dy: Tensor, input x: Tensor, saved: BatchNormSaved, inputGradient: Bool = true,
+                         reluOutput: Tensor? = nil) throws -> Tensor? {
         let dx = inputGradient ? Tensor(shape: x.shape) : nil
-        try batchNorm2dBackward(dInput: dx, dGamma: weight.grad, dBeta: bias.grad, dOut: dy, input: x, gamma: weight.value, saved: saved)
+        try batchNorm2dBackward(dInput: dx, dGamma: weight.grad, dBeta: bias.grad, dOut: dy, input: x, gamma: weight.value, saved: saved,
+                                reluOutput: reluOutput)
         weight.hasGradient = true; bias.hasGradient = true
         return dx
     }

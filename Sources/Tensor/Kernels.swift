@@ -60,6 +60,22 @@ public struct BatchNormSaved {
     public var channelsFirst = false
 }
 
+/// Σ of `count` values, eight lanes at a time: `chunk(i)` gives values i ..< i + 8 (for i a multiple
+/// of 8 with i + 8 ≤ count), `one(i)` value i; lane l sums the values i ≡ l (mod 8) of the whole
+/// chunks in order, the lanes are added pairwise in a fixed order, then the last count mod 8 values
+/// one by one. The same order on every machine and thread count, and eight independent chains of
+/// additions instead of one.
+@inline(__always)
+func laneSum(_ count: Int, _ chunk: (Int) -> SIMD8<Float>, _ one: (Int) -> Float) -> Float {
+    var acc = SIMD8<Float>()
+    var i = 0
+    while i + 8 <= count { acc += chunk(i); i += 8 }
+    let pairs = SIMD4<Float>(acc[0], acc[2], acc[4], acc[6]) + SIMD4<Float>(acc[1], acc[3], acc[5], acc[7])
+    var s = (pairs[0] + pairs[1]) + (pairs[2] + pairs[3])
+    while i < count { s += one(i); i += 1 }
+    return s
+}
+
 /// Batch normalisation over N×H×W per channel.
 /// Training: normalises with the batch mean and biased variance, then updates
 /// running_mean ← (1−m)·running_mean + m·mean and running_var ← (1−m)·running_var + m·var·n/(n−1)
@@ -97,18 +113,15 @@ public func batchNorm2dForward(out: Tensor, input: Tensor, gamma: Tensor, beta: 
                     var s = 0.0
                     for b in 0..<n {
                         let xr = x + at(b, ch)
-                        var ps: Float = 0
-                        for i in 0..<plane { ps += xr[i] }
-                        s += Double(ps)
+                        s += Double(laneSum(plane, { load8(xr + $0) }, { xr[$0] }))
                     }
                     let md = s / Double(count)
                     var ss = 0.0
                     for b in 0..<n {
                         let xr = x + at(b, ch)
                         let mf = Float(md)
-                        var ps: Float = 0
-                        for i in 0..<plane { let d = xr[i] - mf; ps += d * d }
-                        ss += Double(ps)
+                        let mv = SIMD8<Float>(repeating: mf)
+                        ss += Double(laneSum(plane, { let d = load8(xr + $0) - mv; return d * d }, { let d = xr[$0] - mf; return d * d }))
                     }
                     let vd = ss / Double(count)
                     m = Float(md); v = Float(vd)
@@ -135,11 +148,14 @@ public func batchNorm2dForward(out: Tensor, input: Tensor, gamma: Tensor, beta: 
 }
 
 /// Gradients of `batchNorm2dForward` (through the batch statistics in training mode), accumulated.
+/// `reluOutput`: the output of the ReLU that followed (a forward with `relu: true`): dOut is then
+/// the gradient of that ReLU's output and passes where it was positive (as `reluBackward` first).
 public func batchNorm2dBackward(dInput: Tensor?, dGamma: Tensor?, dBeta: Tensor?, dOut: Tensor, input: Tensor, gamma: Tensor,
-                                saved: BatchNormSaved) throws {
+                                saved: BatchNormSaved, reluOutput: Tensor? = nil) throws {
     let op = "batch_norm2d backward"
     try input.expectRank(4, op, "input")
     try dOut.expectShape(input.shape, op, "dOut")
+    if let reluOutput { try reluOutput.expectShape(input.shape, op, "ReLU output") }
     let channelsFirst = saved.channelsFirst
     let n = input.shape[channelsFirst ? 1 : 0], c = input.shape[channelsFirst ? 0 : 1], plane = input.shape[2] * input.shape[3]
     @inline(__always) func at(_ b: Int, _ ch: Int) -> Int { (channelsFirst ? ch * n + b : b * c + ch) * plane }
@@ -149,15 +165,24 @@ public func batchNorm2dBackward(dInput: Tensor?, dGamma: Tensor?, dBeta: Tensor?
     if let dBeta { try dBeta.expectShape([c], op, "dBias") }
     guard saved.mean.count == c else { throw TensorError.shapeMismatch(op: op, detail: "saved statistics for \(saved.mean.count) channels, input has \(c)") }
     let count = Float(n * plane)
-    let x = input.data, dy = dOut.data
+    let x = input.data, dy = dOut.data, mask = reluOutput.map { UnsafePointer($0.data) }
+    let zero = SIMD8<Float>()
+    // The gradient at i: dOut, or where the ReLU passed it.
+    @inline(__always) func grad8(_ gr: UnsafePointer<Float>, _ yr: UnsafePointer<Float>?, _ i: Int) -> SIMD8<Float> {
+        guard let yr else { return load8(gr + i) }
+        return zero.replacing(with: load8(gr + i), where: load8(yr + i) .> zero)
+    }
+    @inline(__always) func grad(_ gr: UnsafePointer<Float>, _ yr: UnsafePointer<Float>?, _ i: Int) -> Float {
+        guard let yr else { return gr[i] }
+        return yr[i] > 0 ? gr[i] : 0
+    }
     parallelFor(c, minChunk: 4) { ch in
-        let m = saved.mean[ch], inv = saved.invStd[ch]
+        let m = saved.mean[ch], inv = saved.invStd[ch], mv = SIMD8<Float>(repeating: m)
         var sdy = 0.0, sdyx = 0.0
         for b in 0..<n {
-            let xr = x + at(b, ch), gr = dy + at(b, ch)
-            var a: Float = 0, bb: Float = 0
-            for i in 0..<plane { a += gr[i]; bb += gr[i] * (xr[i] - m) }
-            sdy += Double(a); sdyx += Double(bb)
+            let xr = x + at(b, ch), gr = UnsafePointer(dy + at(b, ch)), yr = mask.map { $0 + at(b, ch) }
+            sdy += Double(laneSum(plane, { grad8(gr, yr, $0) }, { grad(gr, yr, $0) }))
+            sdyx += Double(laneSum(plane, { grad8(gr, yr, $0) * (load8(xr + $0) - mv) }, { grad(gr, yr, $0) * (xr[$0] - m) }))
         }
         let sumDy = Float(sdy), sumDyXhat = Float(sdyx) * inv
         dGamma?.data[ch] += sumDyXhat
@@ -167,16 +192,16 @@ public func batchNorm2dBackward(dInput: Tensor?, dGamma: Tensor?, dBeta: Tensor?
         if saved.training {
             let k1 = sumDy / count, k2 = sumDyXhat / count
             for b in 0..<n {
-                let xr = x + at(b, ch), gr = dy + at(b, ch), dr = dInput.data + at(b, ch)
+                let xr = x + at(b, ch), gr = UnsafePointer(dy + at(b, ch)), dr = dInput.data + at(b, ch), yr = mask.map { $0 + at(b, ch) }
                 for i in 0..<plane {
                     let xhat = (xr[i] - m) * inv
-                    dr[i] += g * (gr[i] - k1 - xhat * k2)
+                    dr[i] += g * (grad(gr, yr, i) - k1 - xhat * k2)
                 }
             }
         } else {
             for b in 0..<n {
-                let gr = dy + at(b, ch), dr = dInput.data + at(b, ch)
-                for i in 0..<plane { dr[i] += g * gr[i] }
+                let gr = UnsafePointer(dy + at(b, ch)), dr = dInput.data + at(b, ch), yr = mask.map { $0 + at(b, ch) }
+                for i in 0..<plane { dr[i] += g * grad(gr, yr, i) }
             }
         }
     }

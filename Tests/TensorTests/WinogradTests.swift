@@ -139,6 +139,29 @@ struct WinogradTests {
         #expect(rows.filter(\.isFinite).count == 36 * tiles, "every tile's 36 values written, nothing else")
     }
 
+    /// The AVX2 F(4×4) output transform through a padded plane gives what storing each tile row
+    /// straight into the output gives, with and without accumulation and ReLU (NaN and −0 among the
+    /// products), on planes of every shape up to larger than the stack buffer.
+    @Test(arguments: [(14, 14), (28, 28), (7, 9), (1, 1), (5, 61), (16, 16), (33, 3), (32, 32), (70, 90)])
+    func winograd4OutputThroughPaddingMatchesDirect(_ size: (Int, Int)) throws {
+        guard Engine.kgemmAvailable else { return }
+        let (h, w) = size
+        let tiles = ((h + 3) / 4) * ((w + 3) / 4), ms = tiles + 5
+        let m = randomTensor([36 * ms], seed: 26)
+        for i in stride(from: 3, to: m.count, by: 97) { m.data[i] = .nan }
+        for i in stride(from: 5, to: m.count, by: 89) { m.data[i] = -0.0 }
+        let start = randomTensor([h, w], seed: 27)
+        for accumulate in [false, true] {
+            for relu in [false, true] {
+                var padded = Array(UnsafeBufferPointer(start: start.data, count: h * w)), direct = padded
+                winograd4_output_tiles_avx2(m.data, ms, Int32(h), Int32(w), 0.25, accumulate ? 1 : 0, relu ? 1 : 0, &padded)
+                winograd4_output_tiles_avx2_direct(m.data, ms, Int32(h), Int32(w), 0.25, accumulate ? 1 : 0, relu ? 1 : 0, &direct)
+                let differing = zip(padded, direct).filter { $0.bitPattern != $1.bitPattern && !($0.isNaN && $1.isNaN) }.count
+                #expect(differing == 0, "\(h)×\(w), accumulate \(accumulate), relu \(relu): \(differing) of \(h * w) differ")
+            }
+        }
+    }
+
     @Test(arguments: [(14, 14), (28, 28), (7, 9), (1, 1), (5, 61), (16, 16), (33, 3)])
     func winograd4AVX2MatchesAVX512(_ size: (Int, Int)) throws {
         guard Engine.hasAVX512 else { return }  // one ISA only: checked against im2col above

@@ -46,6 +46,9 @@ void winograd4_input_tiles_avx2(const float *x, int h, int w, float *v, long vst
 /// for the copy when memory runs out; the reference in tests).
 void winograd4_input_tiles_avx2_gather(const float *x, int h, int w, float *v, long vstride);
 void winograd4_output_tiles_avx2(const float *mat, long mstride, int h, int w, float bias, int accumulate, int relu, float *y);
+/// The same values with each tile row stored straight into y, edge tiles element by element (used
+/// for a plane too large for the padded buffer when memory runs out; the reference in tests).
+void winograd4_output_tiles_avx2_direct(const float *mat, long mstride, int h, int w, float bias, int accumulate, int relu, float *y);
 void winograd4_weight_tiles_avx2(const float *weight, int K, int C, int flipped, int k0, int k1, float *u);
 
 #endif
