@@ -191,17 +191,29 @@ public func batchNorm2dBackward(dInput: Tensor?, dGamma: Tensor?, dBeta: Tensor?
         let g = gamma.data[ch] * inv
         if saved.training {
             let k1 = sumDy / count, k2 = sumDyXhat / count
+            let gv = SIMD8<Float>(repeating: g), k1v = SIMD8<Float>(repeating: k1), k2v = SIMD8<Float>(repeating: k2)
+            let invv = SIMD8<Float>(repeating: inv)
             for b in 0..<n {
                 let xr = x + at(b, ch), gr = UnsafePointer(dy + at(b, ch)), dr = dInput.data + at(b, ch), yr = mask.map { $0 + at(b, ch) }
-                for i in 0..<plane {
+                var i = 0
+                while i + 8 <= plane {  // the scalar loop's operations, eight at a time
+                    let xhat = (load8(xr + i) - mv) * invv
+                    store8(load8(dr + i) + gv * (grad8(gr, yr, i) - k1v - xhat * k2v), dr + i)
+                    i += 8
+                }
+                while i < plane {
                     let xhat = (xr[i] - m) * inv
                     dr[i] += g * (grad(gr, yr, i) - k1 - xhat * k2)
+                    i += 1
                 }
             }
         } else {
+            let gv = SIMD8<Float>(repeating: g)
             for b in 0..<n {
                 let gr = UnsafePointer(dy + at(b, ch)), dr = dInput.data + at(b, ch), yr = mask.map { $0 + at(b, ch) }
-                for i in 0..<plane { dr[i] += g * grad(gr, yr, i) }
+                var i = 0
+                while i + 8 <= plane { store8(load8(dr + i) + gv * grad8(gr, yr, i), dr + i); i += 8 }
+                while i < plane { dr[i] += g * grad(gr, yr, i); i += 1 }
             }
         }
     }
