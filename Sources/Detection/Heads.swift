@@ -157,8 +157,9 @@ public final class MaskHead: Module {
 
     /// ReLU(mask_fcn1(x)): [R, 256, 14, 14] → [R, 256, 14, 14].
     /// - Throws: `TensorError` for an input of the wrong rank or channel count.
-    public func forward(_ x: Tensor, workspace ws: Workspace) throws -> Tensor {
-        try fcn1(x, workspace: ws, relu: true)
+    /// `transformed`: `fcn1.winogradWeights(…)` when several batches go through with the same weights.
+    public func forward(_ x: Tensor, workspace ws: Workspace, transformed: WinogradWeights? = nil) throws -> Tensor {
+        try fcn1(x, workspace: ws, relu: true, transformed: transformed)
     }
 
     /// Accumulates the gradients of `mask_fcn1` and returns dL/dx.

@@ -317,11 +317,13 @@ public final class MaskRCNN: Module {
     /// box, 80 MB for 100 boxes) stay in the cache; each box's mask is the same either way.
     public func addMasks(_ dets: inout [Detection], features: Tensor) throws {
         let groups = (dets.count + 23) / 24
+        // mask_fcn1's weights transformed for Winograd once for all the groups.
+        let transformed = groups > 1 ? maskHead.fcn1.winogradWeights(images: dets.count / groups, h: 14, w: 14) : nil
         for g in 0..<groups {
             let range = dets.count * g / groups..<dets.count * (g + 1) / groups
             let pooled = try roiAlignForward(features: features, boxes: dets[range].map(\.box), outputSize: 14, spatialScale: 1.0 / 16,
                                              samplingRatio: 2)
-            let h = try maskHead.forward(pooled, workspace: workspace)
+            let h = try maskHead.forward(pooled, workspace: workspace, transformed: transformed)
             try maskPredictor.labelProbabilities(fromHead: h, detections: &dets, range: range)
         }
     }

@@ -40,10 +40,19 @@ public final class Conv2d: Module {
 
     /// out = conv(x)
     /// `relu`: ReLU(conv(x)), fused into the convolution's last pass where it can be.
-    public func callAsFunction(_ x: Tensor, workspace: Workspace, relu: Bool = false) throws -> Tensor {
+    /// `transformed`: this layer's `winogradWeights(images:h:w:)`, taken instead of transforming the
+    /// weights again when they fit the input.
+    public func callAsFunction(_ x: Tensor, workspace: Workspace, relu: Bool = false, transformed: WinogradWeights? = nil) throws -> Tensor {
         let out = Tensor(uninitializedShape: try outputShape(x.shape))
-        try conv2dForward(out: out, input: x, weight: weight.value, bias: bias?.value, geometry: geometry, workspace: workspace, relu: relu)
+        try conv2dForward(out: out, input: x, weight: weight.value, bias: bias?.value, geometry: geometry, workspace: workspace, relu: relu,
+                          transformed: transformed)
         return out
+    }
+
+    /// The weights transformed for Winograd on n planes of h × w (nil when this convolution does not
+    /// run by Winograd there), for several forward passes with the same weights.
+    public func winogradWeights(images n: Int, h: Int, w: Int) -> WinogradWeights? {
+        transformForWinograd(weight: weight.value, geometry: geometry, images: n, h: h, w: w)
     }
 
     /// Accumulates the parameter gradients for (x → dy) and returns dx (nil unless `inputGradient`).

@@ -225,9 +225,36 @@ func checkConv(_ op: String, input: Tensor, weight: Tensor, bias: Tensor?, out: 
 ///   out is [n, g.outChannels, oh, ow] with (oh, ow) = `g.outputSize(h:w:)`.
 /// - Throws: `TensorError` naming the shapes when they do not fit.
 /// `relu`: max(0, ·) of the result (fused into the Winograd output transform where that runs).
+/// `transformed`: the weights as `transformForWinograd` transformed them for this convolution, used
+/// instead of transforming them again when they fit (same weight tensor, geometry and tile).
 public func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?, geometry g: ConvGeometry, workspace: Workspace,
-                          relu: Bool = false) throws {
-    try conv2dForward(out: out, input: input, weight: weight, bias: bias, geometry: g, workspace: workspace, winograd: nil, relu: relu)
+                          relu: Bool = false, transformed: WinogradWeights? = nil) throws {
+    try conv2dForward(out: out, input: input, weight: weight, bias: bias, geometry: g, workspace: workspace, winograd: nil, relu: relu,
+                      transformed: transformed)
+}
+
+/// A 3×3 convolution's weights transformed for Winograd on planes of one size, for a caller that
+/// runs the convolution with the same weights over several batches (the mask head over groups of
+/// detections): transformed once instead of once per batch. Valid while the weights do not change.
+public final class WinogradWeights: @unchecked Sendable {
+    let u: Tensor
+    let tile: Int
+    let weight: Tensor
+    let geometry: ConvGeometry
+
+    init(u: Tensor, tile: Int, weight: Tensor, geometry: ConvGeometry) {
+        self.u = u; self.tile = tile; self.weight = weight; self.geometry = geometry
+    }
+}
+
+/// The transformed weights of `g`'s convolution by `weight` on n planes of h × w, or nil when that
+/// convolution does not run by Winograd.
+public func transformForWinograd(weight: Tensor, geometry g: ConvGeometry, images n: Int, h: Int, w: Int) -> WinogradWeights? {
+    guard g.usesWinograd(images: n, h: h, w: w), weight.shape == [g.outChannels, g.inChannels, 3, 3] else { return nil }
+    let tile = winogradTile(nil, h: h, w: w)
+    let u = Tensor(uninitializedShape: [winogradWeightCount(tile: tile, outChannels: g.outChannels, inChannels: g.inChannels)])
+    winogradTransformWeights(weight.data, outChannels: g.outChannels, inChannels: g.inChannels, flipped: false, u: u.data, tile: tile)
+    return WinogradWeights(u: u, tile: tile, weight: weight, geometry: g)
 }
 
 /// `winograd`: nil chooses by `ConvGeometry.usesWinograd`; true forces Winograd (when eligible),
@@ -235,12 +262,18 @@ public func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tens
 /// overrides `Engine.winogradTile` (tests).
 /// `implicitPatches: false` keeps im2col where kgemm would pack the patches from the image (for tests).
 func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?, geometry g: ConvGeometry, workspace: Workspace,
-                   winograd: Bool?, winogradTile requestedTile: Int? = nil, implicitPatches: Bool = true, relu: Bool = false) throws {
+                   winograd: Bool?, winogradTile requestedTile: Int? = nil, implicitPatches: Bool = true, relu: Bool = false,
+                   transformed: WinogradWeights? = nil) throws {
     let (n, h, w, oh, ow) = try checkConv("conv2d", input: input, weight: weight, bias: bias, out: out, g: g)
     if winograd.map({ $0 && g.isWinogradEligible }) ?? g.usesWinograd(images: n, h: h, w: w) {
         let tile = winogradTile(requestedTile, h: h, w: w)
-        let u = workspace.buffer(4, count: winogradWeightCount(tile: tile, outChannels: g.outChannels, inChannels: g.inChannels))
-        winogradTransformWeights(weight.data, outChannels: g.outChannels, inChannels: g.inChannels, flipped: false, u: u, tile: tile)
+        let u: UnsafeMutablePointer<Float>
+        if let transformed, transformed.weight === weight, transformed.geometry == g, transformed.tile == tile {
+            u = transformed.u.data
+        } else {
+            u = workspace.buffer(4, count: winogradWeightCount(tile: tile, outChannels: g.outChannels, inChannels: g.inChannels))
+            winogradTransformWeights(weight.data, outChannels: g.outChannels, inChannels: g.inChannels, flipped: false, u: u, tile: tile)
+        }
         winogradConvolve(input: input.data, images: n, inChannels: g.inChannels, h: h, w: w, u: u, outChannels: g.outChannels,
                          bias: bias.map { UnsafePointer($0.data) }, out: out.data, accumulate: false, workspace: workspace,
                          tile: tile, relu: relu)

@@ -162,6 +162,35 @@ struct WinogradTests {
         }
     }
 
+    /// Weights transformed once (`transformForWinograd`) give what the convolution transforming them itself
+    /// gives, bit for bit; transformed weights of another tensor or size are not taken.
+    @Test func pretransformedWeights() throws {
+        let g = ConvGeometry(64, 64, kernel: 3, padding: 1)
+        let x = randomTensor([3, 64, 14, 14], seed: 91), wt = randomTensor([64, 64, 3, 3], seed: 92, scale: 0.1)
+        let other = randomTensor([64, 64, 3, 3], seed: 93, scale: 0.1), bias = randomTensor([64], seed: 94)
+        let ws = Workspace()
+        let plain = Tensor(shape: [3, 64, 14, 14])
+        try conv2dForward(out: plain, input: x, weight: wt, bias: bias, geometry: g, workspace: ws, relu: true)
+        guard let t = transformForWinograd(weight: wt, geometry: g, images: 3, h: 14, w: 14) else {
+            #expect(!g.usesWinograd(images: 3, h: 14, w: 14), "Winograd is on, so the weights transform")
+            return
+        }
+        let reused = Tensor(shape: plain.shape)
+        try conv2dForward(out: reused, input: x, weight: wt, bias: bias, geometry: g, workspace: ws, relu: true, transformed: t)
+        #expect((0..<plain.count).allSatisfy { plain.data[$0] == reused.data[$0] })
+        // Another weight tensor with these transformed weights: its own are transformed and used.
+        let mine = Tensor(shape: plain.shape), mismatched = Tensor(shape: plain.shape)
+        try conv2dForward(out: mine, input: x, weight: other, bias: bias, geometry: g, workspace: ws)
+        try conv2dForward(out: mismatched, input: x, weight: other, bias: bias, geometry: g, workspace: ws, transformed: t)
+        #expect((0..<mine.count).allSatisfy { mine.data[$0] == mismatched.data[$0] })
+        #expect((0..<mine.count).contains { mine.data[$0] != plain.data[$0] })
+        // Another plane size (F(2×2) there, or another tile): its own transform.
+        let big = randomTensor([1, 64, 40, 40], seed: 95), bigPlain = Tensor(shape: [1, 64, 40, 40]), bigReused = Tensor(shape: [1, 64, 40, 40])
+        try conv2dForward(out: bigPlain, input: big, weight: wt, bias: bias, geometry: g, workspace: ws)
+        try conv2dForward(out: bigReused, input: big, weight: wt, bias: bias, geometry: g, workspace: ws, transformed: t)
+        #expect((0..<bigPlain.count).allSatisfy { bigPlain.data[$0] == bigReused.data[$0] })
+    }
+
     @Test(arguments: [(14, 14), (28, 28), (7, 9), (1, 1), (5, 61), (16, 16), (33, 3)])
     func winograd4AVX2MatchesAVX512(_ size: (Int, Int)) throws {
         guard Engine.hasAVX512 else { return }  // one ISA only: checked against im2col above
