@@ -227,3 +227,52 @@ private func addRowBias(_ y: UnsafeMutablePointer<Float>, rows: Int, width: Int,
         }
     }
 }
+
+/// out[i, j] = Σ_r weight[i, r] · max(0, x[r, j] + bias[r]) for i < m ≤ 4: a product of a few rows
+/// with a biased, ReLU'd matrix, in one pass over x (the biased matrix is never written). Each
+/// element sums its products in the order of r by fused multiply-adds from 0, as kgemm's
+/// small-row product (`sgemm` with m ≤ 4) over the biased, ReLU'd matrix gives it, bit for bit.
+/// (A mask predictor's logits over `tiledConvTranspose2dForward`'s product: rows r are its channels
+/// with their k·k patch rows side by side, `width` = k·k·N·h·w.)
+/// - Precondition: 1 ≤ m ≤ 4; x is rows × width, out m × width (row strides width), weight m × rows.
+public func reluBiasedProduct(m: Int, rows: Int, width: Int, weight: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                              bias: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>) {
+    precondition(m >= 1 && m <= 4)
+    MultiplyAdds.add(m, width, rows)
+    let block = 32, blocks = (width + block - 1) / block
+    let zero = SIMD8<Float>()
+    @inline(__always) func relu8(_ v: SIMD8<Float>) -> SIMD8<Float> { zero.replacing(with: v, where: v .> zero) }  // 0 for NaN
+    @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+    @inline(__always) func store(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self) }
+    parallelFor(blocks, minChunk: 8) { bi in
+        let j0 = bi * block
+        if j0 + block <= width {
+            for i in 0..<m {
+                var a0 = zero, a1 = zero, a2 = zero, a3 = zero
+                let wi = weight + i * rows
+                for r in 0..<rows {
+                    let p = x + r * width + j0, b = SIMD8<Float>(repeating: bias?[r] ?? 0), w = wi[r]
+                    let v0 = bias == nil ? relu8(load(p)) : relu8(load(p) + b)
+                    let v1 = bias == nil ? relu8(load(p + 8)) : relu8(load(p + 8) + b)
+                    let v2 = bias == nil ? relu8(load(p + 16)) : relu8(load(p + 16) + b)
+                    let v3 = bias == nil ? relu8(load(p + 24)) : relu8(load(p + 24) + b)
+                    a0 = a0.addingProduct(w, v0); a1 = a1.addingProduct(w, v1)
+                    a2 = a2.addingProduct(w, v2); a3 = a3.addingProduct(w, v3)
+                }
+                let o = out + i * width + j0
+                store(a0, o); store(a1, o + 8); store(a2, o + 16); store(a3, o + 24)
+            }
+        } else {
+            for i in 0..<m {
+                for j in j0..<width {
+                    var s: Float = 0
+                    for r in 0..<rows {
+                        let v = bias == nil ? x[r * width + j] : x[r * width + j] + bias![r]
+                        s = s.addingProduct(weight[i * rows + r], v > 0 ? v : 0)
+                    }
+                    out[i * width + j] = s
+                }
+            }
+        }
+    }
+}
