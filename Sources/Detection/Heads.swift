@@ -232,10 +232,9 @@ public final class MaskPredictor: Module {
     /// The mask probabilities of each detection's own class from the mask head's output x
     /// [range.count, 256, 14, 14] (inference), as `convMask` + ReLU then `labelProbabilities(_:…)`
     /// give them, bit for bit, without laying out the upsampled features: `conv_mask` runs on the
-    /// patch layout (`tiledConvTranspose2dForward`; its bias and ReLU applied as the logits' product
-    /// reads it, `reluBiasedProduct`), whose rows (channel, ky, kx) are `mask_fcn_logits`' inputs in
-    /// channel order, so one product of the classes' weight rows gives every logit of every
-    /// detection; each detection then takes its label's.
+    /// patch layout (`tiledConvTranspose2dForward`, bias and ReLU in place), whose rows (channel,
+    /// ky, kx) are `mask_fcn_logits`' inputs in channel order, so one product of the classes' weight
+    /// rows gives every logit of every detection; each detection then takes its label's.
     /// - Throws: `TensorError` for an x of the wrong shape or a label outside the classes.
     public func labelProbabilities(fromHead x: Tensor, detections dets: inout [Detection], range: Range<Int>) throws {
         let channels = logits.geometry.inChannels, classes = logits.geometry.outChannels
@@ -252,14 +251,12 @@ public final class MaskPredictor: Module {
             throw TensorError.invalidArgument(op: "mask_fcn_logits", detail: "label \(bad) is not one of the \(classes) classes")
         }
         let h = x.shape[2], w = x.shape[3], plane = h * w, side = k * k
-        // [channels·k·k, R, h, w] before conv_mask's bias and ReLU, which the logits' product applies as it reads.
-        let cols = try tiledConvTranspose2dForward(try swapLeadingAxes(x), weight: convMask.weight.value, bias: nil)
+        let cols = try tiledConvTranspose2dForward(try swapLeadingAxes(x), weight: convMask.weight.value, bias: convMask.bias?.value,
+                                                   relu: true)  // [channels·k·k, R, h, w]
         let width = range.count * plane  // one (ky, kx) row's columns; a channel's k·k rows are k·k·width floats
         let all = Tensor(uninitializedShape: [classes, side * width])
-        for i0 in stride(from: 0, to: classes, by: 4) {  // four classes' rows at a time
-            reluBiasedProduct(m: min(4, classes - i0), rows: channels, width: side * width, weight: logits.weight.value.data + i0 * channels,
-                              x: cols.data, bias: convMask.bias.map { UnsafePointer($0.value.data) }, out: all.data + i0 * side * width)
-        }
+        sgemm(m: classes, n: side * width, k: channels, a: logits.weight.value.data, lda: channels, b: cols.data, ldb: side * width,
+              c: all.data, ldc: side * width)
         let bias = logits.bias?.value.data, src = UnsafePointer(all.data)
         let outSide = (w * k), outPlane = h * k * outSide
         var masks = [[Float]](repeating: [], count: range.count)

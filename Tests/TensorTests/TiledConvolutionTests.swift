@@ -130,26 +130,6 @@ import TestSupport
         }
     }
 
-    /// The product over a biased, ReLU'd matrix in one pass against the ReLU'd matrix written out and
-    /// `sgemm` (kgemm's small-row kernel), with NaN in the matrix and widths off the 32-column blocks.
-    @Test(arguments: [(1, 100), (2, 64), (4, 37), (3, 1)])
-    func reluBiasedProductMatchesTheProduct(m: Int, width: Int) throws {
-        let rows = 19
-        let x = randomTensor([rows, width], seed: 61), w = randomTensor([m, rows], seed: 62), bias = randomTensor([rows], seed: 63)
-        for i in stride(from: 5, to: x.count, by: 41) { x.data[i] = .nan }
-        for withBias in [true, false] {
-            let relu = Tensor(shape: [rows, width])
-            for r in 0..<rows {
-                for j in 0..<width { let v = x.data[r * width + j] + (withBias ? bias.data[r] : 0); relu.data[r * width + j] = v > 0 ? v : 0 }
-            }
-            let expected = Tensor(shape: [m, width]), fused = Tensor(shape: [m, width])
-            sgemm(m: m, n: width, k: rows, a: w.data, lda: rows, b: relu.data, ldb: width, c: expected.data, ldc: width)
-            reluBiasedProduct(m: m, rows: rows, width: width, weight: w.data, x: x.data, bias: withBias ? UnsafePointer(bias.data) : nil,
-                              out: fused.data)
-            Self.expectSame(fused, expected, "m \(m), width \(width), bias \(withBias)")
-        }
-    }
-
     @Test func badShapesAreNamedErrors() throws {
         let x = Tensor(shape: [1, 4, 5, 6])
         #expect(throws: TensorError.self) { try tilePatches(x, kernel: 2) }        // 5 rows do not tile by 2
