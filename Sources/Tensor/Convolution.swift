@@ -327,11 +327,12 @@ public func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dO
                        workspace: workspace, winograd: nil)
 }
 
-/// `winograd` as in `conv2dForward(…, winograd:)`, for the input gradient; `implicitPatches: false`
-/// keeps im2col for the weight gradient where kgemm would pack the patches from the image (tests).
+/// `winograd` as in `conv2dForward(…, winograd:)`, for the input and the weight gradient;
+/// `implicitPatches: false` keeps im2col for the weight gradient where kgemm would pack the patches
+/// from the image, `winogradWeights: false` the GEMM weight gradient where Winograd would run (tests).
 func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dOut: Tensor, input: Tensor, weight: Tensor,
                     geometry g: ConvGeometry, workspace: Workspace, winograd: Bool?, winogradTile requestedTile: Int? = nil,
-                    implicitPatches: Bool = true) throws {
+                    implicitPatches: Bool = true, winogradWeights: Bool = true) throws {
     let (n, h, w, oh, ow) = try checkConv("conv2d backward", input: input, weight: weight, bias: dBias, out: dOut, g: g)
     if let dInput { try dInput.expectShape(input.shape, "conv2d backward", "dInput") }
     if let dWeight { try dWeight.expectShape(weight.shape, "conv2d backward", "dWeight") }
@@ -346,6 +347,16 @@ func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dOut: Ten
         winogradTransformWeights(weight.data, outChannels: cin, inChannels: cout, flipped: true, u: u, tile: tile)
         winogradConvolve(input: dOut.data, images: n, inChannels: cout, h: oh, w: ow, u: u, outChannels: cin, bias: nil,
                          out: dInput.data, accumulate: true, workspace: workspace, tile: tile)
+    }
+    // The weight gradient of a 3×3 stride-1 convolution by Winograd F(3×3, 2×2) where its forward
+    // runs by Winograd (`winogradWeightGradient`): 16 products per 2×2 outputs instead of 36.
+    var dWeight = dWeight
+    if let dW = dWeight, winogradWeights, g.isWinogradEligible,
+       winograd.map({ $0 }) ?? g.usesWinograd(images: n, h: oh, w: ow) {
+        winogradWeightGradient(input: input.data, images: n, inChannels: cin, h: h, w: w, dOut: dOut.data, outChannels: cout,
+                               dWeight: dW.data, workspace: workspace)
+        dWeight = nil
+        if dBias == nil && (dInput == nil || winogradInput) { return }
     }
     let per = imagesPerGEMM(images: n, plane: plane, rows: k)
     if per > 1 {

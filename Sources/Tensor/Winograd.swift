@@ -119,46 +119,8 @@ func winogradConvolve(input: UnsafePointer<Float>, images n: Int, inChannels C: 
         let v = workspace.buffer(5, count: 16 * C * tiles)
         let m = workspace.buffer(6, count: 16 * K * tiles)
         let vStride = C * tiles
-        // V = Bᵀ·d·B for every 4×4 input tile (rows 2i−1…2i+2, columns 2j−1…2j+2, zero outside).
-        // The plane is first copied into a zero border (one row/column before, up to two after),
-        // so that every tile is four plain rows.
-        let ph = 2 * th + 2, pw = 2 * tw + 2
-        parallelFor(count * C, minChunk: 4) { idx in
-            let img = idx / C, c = idx % C
-            let x = input + ((start + img) * C + c) * imagePlane
-            let vBase = v + c * tiles + img * tilesPerImage
-            switch vectorTransforms {
-            case .avx512?: winograd_input_tiles(x, Int32(h), Int32(w), vBase, vStride); return
-            case .avx2?: winograd_input_tiles_avx2(x, Int32(h), Int32(w), vBase, vStride); return
-            case nil: break
-            }
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: ph * pw) { buf in
-                let pad = buf.baseAddress!
-                pad.update(repeating: 0, count: ph * pw)
-                for r in 0..<h { (pad + (r + 1) * pw + 1).update(from: x + r * w, count: w) }
-                let raw = UnsafeRawPointer(pad)
-                @inline(__always) func row(_ offset: Int) -> SIMD4<Float> {
-                    raw.loadUnaligned(fromByteOffset: offset * MemoryLayout<Float>.stride, as: SIMD4<Float>.self)
-                }
-                for i in 0..<th {
-                    for j in 0..<tw {
-                        let o = 2 * i * pw + 2 * j
-                        let d0 = row(o), d1 = row(o + pw), d2 = row(o + 2 * pw), d3 = row(o + 3 * pw)
-                        // Bᵀd: rows d0−d2, d1+d2, d2−d1, d1−d3; then the same on the columns.
-                        let r0 = d0 - d2, r1 = d1 + d2, r2 = d2 - d1, r3 = d1 - d3
-                        let t = i * tw + j
-                        @inline(__always) func store(_ r: Int, _ vec: SIMD4<Float>) {
-                            let q = vBase + (4 * r) * vStride + t
-                            q[0] = vec[0] - vec[2]
-                            q[vStride] = vec[1] + vec[2]
-                            q[2 * vStride] = vec[2] - vec[1]
-                            q[3 * vStride] = vec[1] - vec[3]
-                        }
-                        store(0, r0); store(1, r1); store(2, r2); store(3, r3)
-                    }
-                }
-            }
-        }
+        winograd2InputTiles(input, start: start, count: count, channels: C, h: h, w: w, v: v, tiles: tiles,
+                            vectorTransforms: vectorTransforms)
         // M_ξ = U_ξ · V_ξ, 16 GEMMs [K×C]·[C×tiles], whole GEMMs split over the threads (each GEMM
         // too small to be worth a split of its own; the same sums either way).
         parallelFor(16) { xi in
@@ -203,6 +165,144 @@ func winogradConvolve(input: UnsafePointer<Float>, images n: Int, inChannels C: 
             }
         }
         start += count
+    }
+}
+
+/// V = Bᵀ·d·B of every 4×4 input tile (rows 2i−1…2i+2, columns 2j−1…2j+2 of its plane, zero
+/// outside) of images start ..< start + count of `input` [n, C, h, w], into v: element ξ of channel
+/// c's tile t (the images' tiles one after another) at v[ξ·C·tiles + c·tiles + t]. F(2×2)'s input
+/// transform; also F(3×3, 2×2)'s, whose tiles are the same (the weight gradient).
+func winograd2InputTiles(_ input: UnsafePointer<Float>, start: Int, count: Int, channels C: Int, h: Int, w: Int,
+                         v: UnsafeMutablePointer<Float>, tiles: Int, vectorTransforms: VectorISA?) {
+    let th = (h + 1) / 2, tw = (w + 1) / 2, tilesPerImage = th * tw
+    let imagePlane = h * w
+    let vStride = C * tiles
+    // V = Bᵀ·d·B for every 4×4 input tile (rows 2i−1…2i+2, columns 2j−1…2j+2, zero outside).
+    // The plane is first copied into a zero border (one row/column before, up to two after),
+    // so that every tile is four plain rows.
+    let ph = 2 * th + 2, pw = 2 * tw + 2
+    parallelFor(count * C, minChunk: 4) { idx in
+        let img = idx / C, c = idx % C
+        let x = input + ((start + img) * C + c) * imagePlane
+        let vBase = v + c * tiles + img * tilesPerImage
+        switch vectorTransforms {
+        case .avx512?: winograd_input_tiles(x, Int32(h), Int32(w), vBase, vStride); return
+        case .avx2?: winograd_input_tiles_avx2(x, Int32(h), Int32(w), vBase, vStride); return
+        case nil: break
+        }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: ph * pw) { buf in
+            let pad = buf.baseAddress!
+            pad.update(repeating: 0, count: ph * pw)
+            for r in 0..<h { (pad + (r + 1) * pw + 1).update(from: x + r * w, count: w) }
+            let raw = UnsafeRawPointer(pad)
+            @inline(__always) func row(_ offset: Int) -> SIMD4<Float> {
+                raw.loadUnaligned(fromByteOffset: offset * MemoryLayout<Float>.stride, as: SIMD4<Float>.self)
+            }
+            for i in 0..<th {
+                for j in 0..<tw {
+                    let o = 2 * i * pw + 2 * j
+                    let d0 = row(o), d1 = row(o + pw), d2 = row(o + 2 * pw), d3 = row(o + 3 * pw)
+                    // Bᵀd: rows d0−d2, d1+d2, d2−d1, d1−d3; then the same on the columns.
+                    let r0 = d0 - d2, r1 = d1 + d2, r2 = d2 - d1, r3 = d1 - d3
+                    let t = i * tw + j
+                    @inline(__always) func store(_ r: Int, _ vec: SIMD4<Float>) {
+                        let q = vBase + (4 * r) * vStride + t
+                        q[0] = vec[0] - vec[2]
+                        q[vStride] = vec[1] + vec[2]
+                        q[2 * vStride] = vec[2] - vec[1]
+                        q[3 * vStride] = vec[1] - vec[3]
+                    }
+                    store(0, r0); store(1, r1); store(2, r2); store(3, r3)
+                }
+            }
+        }
+    }
+}
+
+/// dWeight [K, C, 3, 3] += the weight gradient of a 3×3, stride-1, padding-1 convolution of the n
+/// images x [n, C, h, w] whose output gradient is dOut [n, K, h, w], by Winograd F(3×3, 2×2)
+/// (Lavin & Gray 2016; the dual of F(2×2, 3×3): its input transform B on the same 4×4 tiles of x,
+/// G' = [1 0; 1 1; 1 −1; 0 −1] on each 2×2 tile of dOut (zero past the plane), A'ᵀ = Gᵀ of
+/// F(2×2, 3×3) back to 3×3). Per tile 16 products for each (out, in) pair instead of 36: 16 GEMMs
+/// [K × tiles]·[tiles × C] summed over the tiles, then one small transform per kernel.
+func winogradWeightGradient(input x: UnsafePointer<Float>, images n: Int, inChannels C: Int, h: Int, w: Int,
+                            dOut: UnsafePointer<Float>, outChannels K: Int, dWeight: UnsafeMutablePointer<Float>, workspace: Workspace,
+                            vectorTransforms: VectorISA? = Engine.vectorISA) {
+    let th = (h + 1) / 2, tw = (w + 1) / 2, tilesPerImage = th * tw
+    let perChunk = max(1, min(n, 4096 / max(tilesPerImage, 1)))
+    let m = workspace.buffer(7, count: 16 * K * C)
+    var start = 0
+    while start < n {
+        let count = min(perChunk, n - start), tiles = count * tilesPerImage
+        let v = workspace.buffer(5, count: 16 * C * tiles), u = workspace.buffer(6, count: 16 * K * tiles)
+        winograd2InputTiles(x, start: start, count: count, channels: C, h: h, w: w, v: v, tiles: tiles, vectorTransforms: vectorTransforms)
+        // U = G'·dy·G'ᵀ of each 2×2 tile of dOut: rows (a, a + b, a − b, −b) of the tile's rows a, b,
+        // then the same along each row.
+        let uStride = K * tiles
+        parallelFor(count * K, minChunk: 4) { idx in
+            let img = idx / K, k = idx % K
+            let g = dOut + ((start + img) * K + k) * h * w, uBase = u + k * tiles + img * tilesPerImage
+            for i in 0..<th {
+                let y0 = 2 * i, y1 = 2 * i + 1
+                // Eight tiles of the row at a time where their 16 columns are inside the plane: the
+                // even and odd columns of the two rows, the same operations lane by lane.
+                var j0 = 0
+                while j0 + 8 <= tw && 2 * j0 + 16 <= w {
+                    let top = UnsafeRawPointer(g + y0 * w + 2 * j0).loadUnaligned(as: SIMD16<Float>.self)
+                    let bottom = y1 < h ? UnsafeRawPointer(g + y1 * w + 2 * j0).loadUnaligned(as: SIMD16<Float>.self) : SIMD16<Float>()
+                    let a0 = top.evenHalf, b0 = top.oddHalf, a1 = bottom.evenHalf, b1 = bottom.oddHalf
+                    let r0 = (a0, a0 + b0, a0 - b0, -b0), r1 = (a1, a1 + b1, a1 - b1, -b1)
+                    let t = i * tw + j0
+                    @inline(__always) func put(_ xi: Int, _ vec: SIMD8<Float>) {
+                        UnsafeMutableRawPointer(uBase + xi * uStride + t).storeBytes(of: vec, as: SIMD8<Float>.self)
+                    }
+                    put(0, r0.0); put(1, r0.1); put(2, r0.2); put(3, r0.3)
+                    put(4, r0.0 + r1.0); put(5, r0.1 + r1.1); put(6, r0.2 + r1.2); put(7, r0.3 + r1.3)
+                    put(8, r0.0 - r1.0); put(9, r0.1 - r1.1); put(10, r0.2 - r1.2); put(11, r0.3 - r1.3)
+                    put(12, -r1.0); put(13, -r1.1); put(14, -r1.2); put(15, -r1.3)
+                    j0 += 8
+                }
+                for j in j0..<tw {
+                    let x0 = 2 * j, x1 = 2 * j + 1
+                    let a0 = g[y0 * w + x0], b0 = x1 < w ? g[y0 * w + x1] : 0
+                    let a1 = y1 < h ? g[y1 * w + x0] : 0, b1 = y1 < h && x1 < w ? g[y1 * w + x1] : 0
+                    // Columns first: each row (a, b) → (a, a + b, a − b, −b).
+                    let r0 = SIMD4<Float>(a0, a0 + b0, a0 - b0, -b0), r1 = SIMD4<Float>(a1, a1 + b1, a1 - b1, -b1)
+                    let rows = (r0, r0 + r1, r0 - r1, -r1)
+                    let t = i * tw + j
+                    @inline(__always) func store(_ r: Int, _ vec: SIMD4<Float>) {
+                        let q = uBase + (4 * r) * uStride + t
+                        q[0] = vec[0]; q[uStride] = vec[1]; q[2 * uStride] = vec[2]; q[3 * uStride] = vec[3]
+                    }
+                    store(0, rows.0); store(1, rows.1); store(2, rows.2); store(3, rows.3)
+                }
+            }
+        }
+        // M_ξ (+)= U_ξ · V_ξᵀ, summed over the tiles; whole GEMMs over the threads.
+        let first = start == 0
+        parallelFor(16) { xi in
+            sgemm(transB: true, m: K, n: C, k: tiles, a: u + xi * uStride, lda: tiles, b: v + xi * C * tiles, ldb: tiles,
+                  beta: first ? 0 : 1, c: m + xi * K * C, ldc: C)
+        }
+        start += count
+    }
+    // dW += A'ᵀ·M·A' per (out, in) pair, A'ᵀ = [1 ½ ½ 0; 0 ½ −½ 0; 0 ½ ½ 1].
+    let plane = K * C
+    parallelFor(K, minChunk: 4) { k in
+        for c in 0..<C {
+            let p = m + k * C + c
+            @inline(__always) func row(_ r: Int) -> SIMD4<Float> {
+                SIMD4(p[(4 * r) * plane], p[(4 * r + 1) * plane], p[(4 * r + 2) * plane], p[(4 * r + 3) * plane])
+            }
+            let m0 = row(0), m1 = row(1), m2 = row(2), m3 = row(3)
+            let t0 = m0 + 0.5 * (m1 + m2), t1 = 0.5 * (m1 - m2), t2 = 0.5 * (m1 + m2) + m3  // rows of A'ᵀ·M
+            let out = dWeight + (k * C + c) * 9
+            for (r, t) in [t0, t1, t2].enumerated() {
+                out[3 * r] += t[0] + 0.5 * (t[1] + t[2])
+                out[3 * r + 1] += 0.5 * (t[1] - t[2])
+                out[3 * r + 2] += 0.5 * (t[1] + t[2]) + t[3]
+            }
+        }
     }
 }
 
