@@ -173,6 +173,14 @@ AVX2 static void pack_b_conv(const kgemm_conv *cv, int kc, int nc, int p0, int c
                     _mm256_storeu_ps(dst + 8, _mm256_loadu_ps(row + ix0 + 8));
                     continue;
                 }
+                if (cv->sw == 2 && ix0 >= 0 && ix0 + 2 * NR <= cv->w) {  // the even ones of 32 columns
+                    for (int half = 0; half < 2; half++) {
+                        const float *src = row + ix0 + 16 * half;
+                        __m256 e = _mm256_shuffle_ps(_mm256_loadu_ps(src), _mm256_loadu_ps(src + 8), 0x88);
+                        _mm256_storeu_ps(dst + 8 * half, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+                    }
+                    continue;
+                }
                 for (int jj = 0; jj < NR; jj++) {
                     int ix = ix0 + jj * cv->sw;
                     dst[jj] = ix >= 0 && ix < cv->w ? row[ix] : 0.0f;
