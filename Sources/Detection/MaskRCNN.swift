@@ -318,7 +318,7 @@ public final class MaskRCNN: Module {
     public func addMasks(_ dets: inout [Detection], features: Tensor) throws {
         let groups = (dets.count + 23) / 24
         // mask_fcn1's weights transformed for Winograd once for all the groups.
-        let transformed = groups > 1 ? maskHead.fcn1.winogradWeights(images: dets.count / groups, h: 14, w: 14) : nil
+        let transformed = groups > 1 ? maskHead.fcn1.winogradWeights(images: dets.count / groups, h: 14, w: 14, workspace: workspace) : nil
         for g in 0..<groups {
             let range = dets.count * g / groups..<dets.count * (g + 1) / groups
             let pooled = try roiAlignForward(features: features, boxes: dets[range].map(\.box), outputSize: 14, spatialScale: 1.0 / 16,

@@ -49,10 +49,11 @@ public final class Conv2d: Module {
         return out
     }
 
-    /// The weights transformed for Winograd on n planes of h × w (nil when this convolution does not
-    /// run by Winograd there), for several forward passes with the same weights.
-    public func winogradWeights(images n: Int, h: Int, w: Int) -> WinogradWeights? {
-        transformForWinograd(weight: weight.value, geometry: geometry, images: n, h: h, w: w)
+    /// The weights transformed for Winograd on n planes of h × w in `workspace` (nil when this
+    /// convolution does not run by Winograd there), for several forward passes with the same weights
+    /// and workspace.
+    public func winogradWeights(images n: Int, h: Int, w: Int, workspace: Workspace) -> WinogradWeights? {
+        transformForWinograd(weight: weight.value, geometry: geometry, images: n, h: h, w: w, workspace: workspace)
     }
 
     /// Accumulates the parameter gradients for (x → dy) and returns dx (nil unless `inputGradient`).

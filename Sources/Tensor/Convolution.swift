@@ -235,26 +235,38 @@ public func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tens
 
 /// A 3×3 convolution's weights transformed for Winograd on planes of one size, for a caller that
 /// runs the convolution with the same weights over several batches (the mask head over groups of
-/// detections): transformed once instead of once per batch. Valid while the weights do not change.
+/// detections): transformed once instead of once per batch. They live where the convolution puts
+/// its own (its workspace's slot 4, so they cost no memory of their own) and are taken only while
+/// nothing else has been given that slot since; valid while the weights do not change.
 public final class WinogradWeights: @unchecked Sendable {
-    let u: Tensor
+    let u: UnsafeMutablePointer<Float>
     let tile: Int
     let weight: Tensor
     let geometry: ConvGeometry
+    let workspace: Workspace
+    let handout: Int
 
-    init(u: Tensor, tile: Int, weight: Tensor, geometry: ConvGeometry) {
-        self.u = u; self.tile = tile; self.weight = weight; self.geometry = geometry
+    init(u: UnsafeMutablePointer<Float>, tile: Int, weight: Tensor, geometry: ConvGeometry, workspace: Workspace) {
+        self.u = u; self.tile = tile; self.weight = weight; self.geometry = geometry; self.workspace = workspace
+        handout = workspace.handoutCount(4)
+    }
+
+    /// Whether these are still the transformed weights of `weight` for `g` with `tile` in `workspace`.
+    func fit(_ weight: Tensor, _ g: ConvGeometry, _ tile: Int, _ workspace: Workspace) -> Bool {
+        self.weight === weight && geometry == g && self.tile == tile && self.workspace === workspace
+            && workspace.handoutCount(4) == handout
     }
 }
 
-/// The transformed weights of `g`'s convolution by `weight` on n planes of h × w, or nil when that
-/// convolution does not run by Winograd.
-public func transformForWinograd(weight: Tensor, geometry g: ConvGeometry, images n: Int, h: Int, w: Int) -> WinogradWeights? {
+/// The transformed weights of `g`'s convolution by `weight` on n planes of h × w, in `workspace`
+/// (for convolutions with that workspace), or nil when that convolution does not run by Winograd.
+public func transformForWinograd(weight: Tensor, geometry g: ConvGeometry, images n: Int, h: Int, w: Int,
+                                 workspace: Workspace) -> WinogradWeights? {
     guard g.usesWinograd(images: n, h: h, w: w), weight.shape == [g.outChannels, g.inChannels, 3, 3] else { return nil }
     let tile = winogradTile(nil, h: h, w: w)
-    let u = Tensor(uninitializedShape: [winogradWeightCount(tile: tile, outChannels: g.outChannels, inChannels: g.inChannels)])
-    winogradTransformWeights(weight.data, outChannels: g.outChannels, inChannels: g.inChannels, flipped: false, u: u.data, tile: tile)
-    return WinogradWeights(u: u, tile: tile, weight: weight, geometry: g)
+    let u = workspace.buffer(4, count: winogradWeightCount(tile: tile, outChannels: g.outChannels, inChannels: g.inChannels))
+    winogradTransformWeights(weight.data, outChannels: g.outChannels, inChannels: g.inChannels, flipped: false, u: u, tile: tile)
+    return WinogradWeights(u: u, tile: tile, weight: weight, geometry: g, workspace: workspace)
 }
 
 /// `winograd`: nil chooses by `ConvGeometry.usesWinograd`; true forces Winograd (when eligible),
@@ -268,8 +280,8 @@ func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?, ge
     if winograd.map({ $0 && g.isWinogradEligible }) ?? g.usesWinograd(images: n, h: h, w: w) {
         let tile = winogradTile(requestedTile, h: h, w: w)
         let u: UnsafeMutablePointer<Float>
-        if let transformed, transformed.weight === weight, transformed.geometry == g, transformed.tile == tile {
-            u = transformed.u.data
+        if let transformed, transformed.fit(weight, g, tile, workspace) {
+            u = transformed.u
         } else {
             u = workspace.buffer(4, count: winogradWeightCount(tile: tile, outChannels: g.outChannels, inChannels: g.inChannels))
             winogradTransformWeights(weight.data, outChannels: g.outChannels, inChannels: g.inChannels, flipped: false, u: u, tile: tile)

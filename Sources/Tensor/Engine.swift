@@ -184,12 +184,20 @@ func openblasSGEMM(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Fl
 /// (one per model instance; not thread-safe).
 public final class Workspace: @unchecked Sendable {
     private var slots: [TensorStorage?] = [nil, nil, nil, nil]
+    /// How many times each slot has been handed out: contents written after a hand-out stay valid
+    /// while the count stays the same (`WinogradWeights`).
+    private var handouts: [Int] = [0, 0, 0, 0]
 
     public init() {}
+
+    /// How many times slot `slot` has been handed out by `buffer`.
+    func handoutCount(_ slot: Int) -> Int { slot < handouts.count ? handouts[slot] : 0 }
 
     /// A buffer of at least `count` floats in slot `slot` (contents undefined).
     public func buffer(_ slot: Int, count: Int) -> UnsafeMutablePointer<Float> {
         if slot >= slots.count { slots += Array(repeating: nil, count: slot + 1 - slots.count) }
+        if slot >= handouts.count { handouts += Array(repeating: 0, count: slot + 1 - handouts.count) }
+        handouts[slot] += 1
         if let s = slots[slot], s.capacity >= count { return s.pointer }
         let s = TensorStorage(capacity: max(count, 1))
         slots[slot] = s

@@ -195,13 +195,19 @@ struct WinogradTests {
         let ws = Workspace()
         let plain = Tensor(shape: [3, 64, 14, 14])
         try conv2dForward(out: plain, input: x, weight: wt, bias: bias, geometry: g, workspace: ws, relu: true)
-        guard let t = transformForWinograd(weight: wt, geometry: g, images: 3, h: 14, w: 14) else {
+        guard let t = transformForWinograd(weight: wt, geometry: g, images: 3, h: 14, w: 14, workspace: ws) else {
             #expect(!g.usesWinograd(images: 3, h: 14, w: 14), "Winograd is on, so the weights transform")
             return
         }
         let reused = Tensor(shape: plain.shape)
         try conv2dForward(out: reused, input: x, weight: wt, bias: bias, geometry: g, workspace: ws, relu: true, transformed: t)
         #expect((0..<plain.count).allSatisfy { plain.data[$0] == reused.data[$0] })
+        // Once the workspace's slot has been given to something else, they are not taken.
+        let reusedAfter = Tensor(shape: plain.shape)
+        ws.buffer(4, count: 1).update(repeating: .nan, count: 1)
+        try conv2dForward(out: reusedAfter, input: x, weight: wt, bias: bias, geometry: g, workspace: ws, relu: true, transformed: t)
+        #expect((0..<plain.count).allSatisfy { plain.data[$0] == reusedAfter.data[$0] })
+        #expect(!t.fit(wt, g, t.tile, ws))
         // Another weight tensor with these transformed weights: its own are transformed and used.
         let mine = Tensor(shape: plain.shape), mismatched = Tensor(shape: plain.shape)
         try conv2dForward(out: mine, input: x, weight: other, bias: bias, geometry: g, workspace: ws)
