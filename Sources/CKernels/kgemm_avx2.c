@@ -242,3 +242,41 @@ AVX2 void kgemm_avx2_small_m(int m0, int m1, int n0, int n1, int k, float alpha,
         }
     }
 }
+
+// See kgemm.h: kgemm_avx2_small_m's loop over a biased, ReLU'd B read as it goes.
+AVX2 void kgemm_avx2_relu_bias_rows(int m, int k, int n0, int n1, const float *a, int lda, const float *b, int ldb,
+                                    const float *bias, float *c, int ldc) {
+    const __m256 zero = _mm256_setzero_ps();
+    int j = n0;
+    for (; j + 24 <= n1; j += 24) {
+        __m256 acc[KGEMM_SMALL_M][3];
+        for (int i = 0; i < KGEMM_SMALL_M; i++) for (int v = 0; v < 3; v++) acc[i][v] = _mm256_setzero_ps();
+        for (int p = 0; p < k; p++) {
+            const float *bp = b + (size_t)p * ldb + j;
+            __m256 bv[3] = {_mm256_loadu_ps(bp), _mm256_loadu_ps(bp + 8), _mm256_loadu_ps(bp + 16)};
+            if (bias) {
+                const __m256 s = _mm256_set1_ps(bias[p]);
+                for (int v = 0; v < 3; v++) bv[v] = _mm256_add_ps(bv[v], s);
+            }
+            for (int v = 0; v < 3; v++) bv[v] = _mm256_max_ps(bv[v], zero);  // 0 for NaN and −0, as v > 0 ? v : 0
+            for (int i = 0; i < m; i++) {
+                __m256 x = _mm256_broadcast_ss(a + (size_t)i * lda + p);
+                for (int v = 0; v < 3; v++) acc[i][v] = _mm256_fmadd_ps(x, bv[v], acc[i][v]);
+            }
+        }
+        for (int i = 0; i < m; i++)
+            for (int v = 0; v < 3; v++) _mm256_storeu_ps(c + (size_t)i * ldc + j + 8 * v, acc[i][v]);
+    }
+    for (; j < n1; j++) {
+        for (int i = 0; i < m; i++) {
+            float s = 0;
+            for (int p = 0; p < k; p++) {
+                float v = b[(size_t)p * ldb + j];
+                if (bias) v = v + bias[p];
+                v = v > 0 ? v : 0.0f;
+                s = __builtin_fmaf(a[(size_t)i * lda + p], v, s);
+            }
+            c[(size_t)i * ldc + j] = s;
+        }
+    }
+}

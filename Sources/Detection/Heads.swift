@@ -251,12 +251,22 @@ public final class MaskPredictor: Module {
             throw TensorError.invalidArgument(op: "mask_fcn_logits", detail: "label \(bad) is not one of the \(classes) classes")
         }
         let h = x.shape[2], w = x.shape[3], plane = h * w, side = k * k
-        let cols = try tiledConvTranspose2dForward(try swapLeadingAxes(x), weight: convMask.weight.value, bias: convMask.bias?.value,
-                                                   relu: true)  // [channels·k·k, R, h, w]
         let width = range.count * plane  // one (ky, kx) row's columns; a channel's k·k rows are k·k·width floats
         let all = Tensor(uninitializedShape: [classes, side * width])
-        sgemm(m: classes, n: side * width, k: channels, a: logits.weight.value.data, lda: channels, b: cols.data, ldb: side * width,
-              c: all.data, ldc: side * width)
+        if Engine.kgemmAvailable {
+            // [channels·k·k, R, h, w] before conv_mask's bias and ReLU, which the logits' product
+            // applies as it reads (`reluBiasedProduct`: the same bits, one pass fewer).
+            let cols = try tiledConvTranspose2dForward(try swapLeadingAxes(x), weight: convMask.weight.value, bias: nil)
+            for i0 in stride(from: 0, to: classes, by: 4) {
+                reluBiasedProduct(m: min(4, classes - i0), rows: channels, width: side * width, weight: logits.weight.value.data + i0 * channels,
+                                  x: cols.data, bias: convMask.bias.map { UnsafePointer($0.value.data) }, out: all.data + i0 * side * width)
+            }
+        } else {
+            let cols = try tiledConvTranspose2dForward(try swapLeadingAxes(x), weight: convMask.weight.value, bias: convMask.bias?.value,
+                                                       relu: true)  // [channels·k·k, R, h, w]
+            sgemm(m: classes, n: side * width, k: channels, a: logits.weight.value.data, lda: channels, b: cols.data, ldb: side * width,
+                  c: all.data, ldc: side * width)
+        }
         let bias = logits.bias?.value.data, src = UnsafePointer(all.data)
         let outSide = (w * k), outPlane = h * k * outSide
         var masks = [[Float]](repeating: [], count: range.count)

@@ -1,3 +1,5 @@
+import CKernels
+
 // Convolutions whose kernel equals their stride (k×k, stride k, no padding, no dilation) on tensors
 // kept in their patch layout: such a convolution's patch matrix is a rearrangement of its input, and
 // the transposed convolution's product is that rearrangement of its output, so a chain of them (the
@@ -224,6 +226,25 @@ private func addRowBias(_ y: UnsafeMutablePointer<Float>, rows: Int, width: Int,
             if relu { for j in 0..<width { let v = p[j] + b; p[j] = v > 0 ? v : 0 } } else { for j in 0..<width { p[j] += b } }
         } else {
             for j in 0..<width { let v = p[j]; p[j] = v > 0 ? v : 0 }
+        }
+    }
+}
+
+/// out[i, j] = Σ_r weight[i, r] · max(0, x[r, j] + bias[r]) for i < m ≤ 4 (0 for NaN): a few rows
+/// times a biased, ReLU'd matrix read as it goes (`kgemm_avx2_relu_bias_rows`), never written; the
+/// same bits as `sgemm` (kgemm's small-row product) over the biased, ReLU'd matrix. A mask
+/// predictor's logits over `tiledConvTranspose2dForward`'s product before its bias and ReLU.
+/// - Precondition: `Engine.kgemmAvailable`; 1 ≤ m ≤ 4; x is rows × width, out m × width (row
+///   strides width), weight m × rows.
+public func reluBiasedProduct(m: Int, rows: Int, width: Int, weight: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                              bias: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>) {
+    precondition(Engine.kgemmAvailable && m >= 1 && m <= Int(KGEMM_SMALL_M))
+    MultiplyAdds.add(m, width, rows)
+    let blocks = (width + 23) / 24, chunks = max(1, min(Engine.threads, blocks / 8))
+    parallelFor(chunks) { i in
+        let n0 = min(width, blocks * i / chunks * 24), n1 = min(width, blocks * (i + 1) / chunks * 24)
+        if n0 < n1 {
+            kgemm_avx2_relu_bias_rows(Int32(m), Int32(rows), Int32(n0), Int32(n1), weight, Int32(rows), x, Int32(width), bias, out, Int32(width))
         }
     }
 }

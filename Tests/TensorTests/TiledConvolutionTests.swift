@@ -130,6 +130,29 @@ import TestSupport
         }
     }
 
+    /// The product over a biased, ReLU'd matrix read as it goes against the matrix written out and
+    /// `sgemm` (kgemm's small-row product): bit for bit, with NaN and −0 in the matrix and widths off
+    /// the 24-column blocks.
+    @Test(arguments: [(1, 100), (2, 64), (4, 37), (3, 1), (2, 1000)])
+    func reluBiasedProductMatchesTheProduct(m: Int, width: Int) throws {
+        guard Engine.kgemmAvailable else { return }
+        let rows = 19
+        let x = randomTensor([rows, width], seed: 61), w = randomTensor([m, rows], seed: 62), bias = randomTensor([rows], seed: 63)
+        for i in stride(from: 5, to: x.count, by: 41) { x.data[i] = .nan }
+        for i in stride(from: 7, to: x.count, by: 37) { x.data[i] = -0.0 }
+        for withBias in [true, false] {
+            let relu = Tensor(shape: [rows, width])
+            for r in 0..<rows {
+                for j in 0..<width { let v = withBias ? x.data[r * width + j] + bias.data[r] : x.data[r * width + j]; relu.data[r * width + j] = v > 0 ? v : 0 }
+            }
+            let expected = Tensor(shape: [m, width]), fused = Tensor(shape: [m, width])
+            sgemm(m: m, n: width, k: rows, a: w.data, lda: rows, b: relu.data, ldb: width, c: expected.data, ldc: width)
+            reluBiasedProduct(m: m, rows: rows, width: width, weight: w.data, x: x.data, bias: withBias ? UnsafePointer(bias.data) : nil,
+                              out: fused.data)
+            Self.expectSame(fused, expected, "m \(m), width \(width), bias \(withBias)")
+        }
+    }
+
     @Test func badShapesAreNamedErrors() throws {
         let x = Tensor(shape: [1, 4, 5, 6])
         #expect(throws: TensorError.self) { try tilePatches(x, kernel: 2) }        // 5 rows do not tile by 2

@@ -60,6 +60,12 @@ void kgemm_avx2_conv_block(int m0, int m1, int n0, int n1, float alpha, const fl
                            float beta, float *c, int ldc);
 void kgemm_avx2_convt_block(int m0, int m1, int n0, int n1, float alpha, const float *a, int lda, const kgemm_conv *conv,
                             float beta, float *c, int ldc);
+/// C[i][j] = Σ_p A[i][p] · max(0, B[p][j] + bias[p]) for rows i < m ≤ KGEMM_SMALL_M and columns
+/// n0 ≤ j < n1 (bias may be NULL): a few rows times a biased, ReLU'd B (0 for NaN) read as it goes,
+/// never written. Each element's sum is kgemm_small_m's (fused multiply-adds in order from 0), so
+/// the same bits as that product over the biased, ReLU'd matrix. Requires kgemm_avx2_available().
+void kgemm_avx2_relu_bias_rows(int m, int k, int n0, int n1, const float *a, int lda, const float *b, int ldb,
+                               const float *bias, float *c, int ldc);
 void kgemm_avx2_small_m(int m0, int m1, int n0, int n1, int k, float alpha, const float *a, int lda, const float *b, int ldb,
                         float beta, float *c, int ldc);
 
