@@ -118,7 +118,9 @@ public final class AffinityLayer: Module {
     /// conv_d1 run on the features' patch layout (`tiledConv2dForward`, `tiledConvTranspose2dForward`):
     /// conv_up's product is the next conv_down's patch matrix as it stands. The same values as the
     /// layers' own forward passes (tested).
-    public func forward(_ features: Tensor, workspace ws: Workspace) throws -> (Output, Saved) {
+    /// `keep: false` (inference): the sieve's intermediate results are not kept (each application's
+    /// input is freed as the next one starts), and `backward` refuses the returned `Saved`.
+    public func forward(_ features: Tensor, workspace ws: Workspace, keep: Bool = true) throws -> (Output, Saved) {
         try features.expectShape([batchSize, convDown.geometry.inChannels, 28, 28], "affinity layer", "lesion mask features")
         var x = try tilePatches(features, kernel: 2)
         var sieve: [(Tensor, Tensor, BatchNormSaved, Tensor)] = []
@@ -126,7 +128,7 @@ public final class AffinityLayer: Module {
             let d = try tiledConv2dForward(patches: x, weight: convDown.weight.value, bias: convDown.bias?.value)
             let (b, s) = try sieveBN(d, training: true, relu: true, channelsFirst: true)
             let up = try tiledConvTranspose2dForward(b, weight: convUp.weight.value, bias: convUp.bias?.value)
-            sieve.append((x, d, s, b))
+            if keep { sieve.append((x, d, s, b)) }
             x = up
         }
         let c1 = try swapLeadingAxes(try tiledConv2dForward(patches: x, weight: convD1.weight.value, bias: convD1.bias?.value, relu: true))
@@ -150,6 +152,9 @@ public final class AffinityLayer: Module {
     public func backward(_ dx3: Tensor, saved s: Saved, workspace ws: Workspace) throws -> Tensor {
         let n = s.x1.shape[1], k = affinities, b = batchSize
         try dx3.expectShape([1, n], "affinity layer backward", "dx3")
+        guard s.sieve.count == sieveApplications else {
+            throw TensorError.invalidArgument(op: "affinity layer backward", detail: "the forward was run for inference (keep: false) and kept nothing for backward")
+        }
         // x3 = X2ᵀ w2: dX2 = w2 · dx3, dw2 += X2 · dx3ᵀ.
         let dX2 = Tensor(shape: [k, n])
         sgemm(m: k, n: n, k: 1, a: w2.value.data, lda: 1, b: dx3.data, ldb: n, c: dX2.data, ldc: n)

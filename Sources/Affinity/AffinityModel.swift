@@ -237,8 +237,10 @@ public final class AffinityModel: Module {
     /// RoI batch → mask_head_s2/mask_predictor_s2 → the head (affinity layer → classifier).
     /// `stage`: the features' RPN proposals and their pooling when the caller has them already
     /// (the inference shares them with the segmentation detections; computed here otherwise).
+    /// `forBackward: false` (inference): the head keeps less of what only a backward pass needs.
     public func classify(features: Tensor, imageHeight: Int, imageWidth: Int, rng: inout SeededGenerator,
-                         fixedRoIBatch: RoIBatch? = nil, stage: MaskRCNN.ProposalStage? = nil) throws -> (ClassificationOutput, ClassificationSaved) {
+                         fixedRoIBatch: RoIBatch? = nil, stage: MaskRCNN.ProposalStage? = nil,
+                         forBackward: Bool = true) throws -> (ClassificationOutput, ClassificationSaved) {
         let ws = workspace
         let st = try stage ?? segmentation.proposalStage(features: features, imageHeight: imageHeight, imageWidth: imageWidth)
         let (props, pooled) = (st.proposals, st.pooled)
@@ -249,7 +251,7 @@ public final class AffinityModel: Module {
         let mpool = try roiAlignForward(features: features, boxes: batch.boxes, outputSize: 14, spatialScale: 1.0 / 16, samplingRatio: 2)
         let mh = try maskHeadS2.forward(mpool, workspace: ws)
         let (lmf, up) = try maskPredictorS2.forward(mh, workspace: ws)
-        let h = try head.forward(lesionMaskFeatures: lmf, workspace: ws)
+        let h = try head.forward(lesionMaskFeatures: lmf, workspace: ws, forBackward: forBackward)
         let out = ClassificationOutput(features: features, proposals: props, classLogitsS2: logits2, boxRegressionS2: reg2, roiBatch: batch,
                                        maskPool: mpool, maskHead: mh, lesionMaskFeatures: lmf, affinity: h.affinity, logits: h.logits)
         return (out, ClassificationSaved(backbone: nil, maskUp: up, head: h))
@@ -268,7 +270,7 @@ public final class AffinityModel: Module {
         let (features, _) = try backbone.forward(image, training: false, workspace: workspace, keep: false)
         let h = image.shape[2], w = image.shape[3]
         let stage = try segmentation.proposalStage(features: features, imageHeight: h, imageWidth: w)
-        let (out, _) = try classify(features: features, imageHeight: h, imageWidth: w, rng: &rng, stage: stage)
+        let (out, _) = try classify(features: features, imageHeight: h, imageWidth: w, rng: &rng, stage: stage, forBackward: false)
         var dets: [Detection] = []
         if withDetections {
             dets = try segmentation.inference(features: features, imageHeight: h, imageWidth: w, stage: stage).detections

@@ -21,9 +21,18 @@ public protocol ClassificationHead: Module {
     func initialize(rng: inout SeededGenerator)
     /// logits [1, 3] from the lesion mask features [B, channels, 28, 28].
     func forward(lesionMaskFeatures: Tensor, workspace: Workspace) throws -> ClassificationHeadOutput
+    /// As `forward(lesionMaskFeatures:workspace:)`; with `forBackward: false` (inference) the head
+    /// may keep less of what only a backward pass needs (by default, the same forward).
+    func forward(lesionMaskFeatures: Tensor, workspace: Workspace, forBackward: Bool) throws -> ClassificationHeadOutput
     /// Adds ∂L/∂parameter into every parameter's gradient from ∂L/∂logits [1, 3], and returns
     /// ∂L/∂(lesion mask features), for the `output` of this head's most recent forward.
     func backward(logitsGradient: Tensor, output: ClassificationHeadOutput, workspace: Workspace) throws -> Tensor
+}
+
+extension ClassificationHead {
+    public func forward(lesionMaskFeatures: Tensor, workspace: Workspace, forBackward: Bool) throws -> ClassificationHeadOutput {
+        try forward(lesionMaskFeatures: lesionMaskFeatures, workspace: workspace)
+    }
 }
 
 /// What a head's forward produced.
@@ -130,7 +139,13 @@ public final class AffinityHead: ClassificationHead {
     /// and update their running statistics (MODEL.md §6.5), also at inference.
     /// - Throws: `TensorError` when the features are not [B, 256, 28, 28].
     public func forward(lesionMaskFeatures: Tensor, workspace: Workspace) throws -> ClassificationHeadOutput {
-        let (aff, asaved) = try layer.forward(lesionMaskFeatures, workspace: workspace)
+        try forward(lesionMaskFeatures: lesionMaskFeatures, workspace: workspace, forBackward: true)
+    }
+
+    /// With `forBackward: false` the affinity layer keeps none of its sieve's intermediate results
+    /// (about 70 MB at B = 8), and `backward` refuses the output.
+    public func forward(lesionMaskFeatures: Tensor, workspace: Workspace, forBackward: Bool) throws -> ClassificationHeadOutput {
+        let (aff, asaved) = try layer.forward(lesionMaskFeatures, workspace: workspace, keep: forBackward)
         let (logits, csaved) = try classifier.forward(aff.x3)
         return ClassificationHeadOutput(logits: logits, affinity: aff, saved: Saved(layer: asaved, classifier: csaved))
     }

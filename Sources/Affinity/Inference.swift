@@ -260,7 +260,9 @@ public extension AffinityModel {
         let (features, _) = try timed("backbone") { try backbone.forward(image, training: false, workspace: segmentation.workspace, keep: false) }
         // The RPN, its proposals and their pooling serve both the classification path and the detections.
         let stage = try timed("proposals") { try segmentation.proposalStage(features: features, imageHeight: h, imageWidth: w) }
-        let (out, _) = try timed("classification") { try classify(features: features, imageHeight: h, imageWidth: w, rng: &rng, stage: stage) }
+        let (out, _) = try timed("classification") {
+            try classify(features: features, imageHeight: h, imageWidth: w, rng: &rng, stage: stage, forBackward: false)
+        }
         var dets: [Detection] = [], areas: [Int] = []
         if withDetections {
             dets = try timed("segmentation") { try segmentation.inference(features: features, imageHeight: h, imageWidth: w, stage: stage).detections }

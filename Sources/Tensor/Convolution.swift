@@ -364,7 +364,7 @@ func conv2dBackward(dInput: Tensor?, dWeight: Tensor?, dBias: Tensor?, dOut: Ten
     // runs by Winograd (`winogradWeightGradient`): 16 products per 2×2 outputs instead of 36.
     var dWeight = dWeight
     if let dW = dWeight, winogradWeights, g.isWinogradEligible,
-       winograd.map({ $0 }) ?? g.usesWinograd(images: n, h: oh, w: ow) {
+       winograd.map({ $0 }) ?? (Engine.winogradWeightGradient && g.usesWinograd(images: n, h: oh, w: ow)) {
         winogradWeightGradient(input: input.data, images: n, inChannels: cin, h: h, w: w, dOut: dOut.data, outChannels: cout,
                                dWeight: dW.data, workspace: workspace)
         dWeight = nil

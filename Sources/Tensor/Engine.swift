@@ -39,6 +39,10 @@ public enum Engine {
     /// `AFFINITY_WINOGRAD_TILE=2`, 2, F(2×2, 3×3) (16 for 4).
     nonisolated(unsafe) public static var winogradTile: Int =
         ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD_TILE"] == "2" || vectorISA == nil ? 2 : 4
+    /// The weight gradients of the convolutions that run by Winograd by F(3×3, 2×2) too (default
+    /// on; `AFFINITY_WINOGRAD_WEIGHT_GRADIENT=0`: by the GEMM, for measurements).
+    nonisolated(unsafe) public static var winogradWeightGradient: Bool =
+        ProcessInfo.processInfo.environment["AFFINITY_WINOGRAD_WEIGHT_GRADIENT"] != "0"
     /// F(4×4) only on planes whose larger side is at most this (default 32: the RoI heads' 14×14
     /// and 28×28), F(2×2) on larger ones (`AFFINITY_WINOGRAD4_MAX_SIDE`). F(4×4)'s rounding error is
     /// about 15 times F(2×2)'s (WinogradTests), and through the backbone's many layers and the

@@ -86,5 +86,14 @@ import TestSupport
             #expect(flags[i] == p.hasGradient, "\(p.name): has a gradient \(flags[i]) vs \(p.hasGradient)")
         }
         #expect(parameters.allSatisfy { $0.hasGradient })
+
+        // For inference: the same outputs without the sieve's intermediate results, and a backward
+        // through them is a named error.
+        let (lean, leanSaved) = try layer.forward(features, workspace: ws, keep: false)
+        for (a, b, what) in [(lean.x1, out.x1, "X1"), (lean.x2, out.x2, "X2"), (lean.x3, out.x3, "x3"), (try lean.sieveOut, try out.sieveOut, "sieve")] {
+            #expect(Self.differing(a, b) == 0, "\(what) differs without keeping")
+        }
+        #expect(leanSaved.sieve.isEmpty)
+        #expect(throws: TensorError.self) { try layer.backward(dx3, saved: leanSaved, workspace: ws) }
     }
 }

@@ -104,10 +104,13 @@ struct HeadModelTests {
 
         let before = try Self.meanLoss(m, data)
         let headBefore = m.head.parameters.map { $0.value.array }
-        for _ in 0..<36 { _ = try trainer.step() }
+        for _ in 0..<48 { _ = try trainer.step() }
         let after = try Self.meanLoss(m, data)
-        // 6 epochs of 6 images: the head learns at least the class balance (the floor of a head that
-        // ignores its input is 0.637); a head left out of the step stays at ≈ its initial loss.
+        // 8 epochs of 6 images: the head learns at least the class balance (the floor of a head that
+        // ignores its input is 0.637); a head left out of the step stays at ≈ its initial loss. (Adam
+        // at lr 1e-3 carries rounding-level differences of the gradients into visibly different
+        // paths: after 6 epochs meanpool fell 0.039 with the GEMM weight gradients, 0.019 with the
+        // Winograd ones, which agree with them to 1e-6; after 8, 0.026 and attention 0.037.)
         #expect(after < before - 0.02, "\(id): mean L_CLS \(before) → \(after)")
         let moved = zip(m.head.parameters, headBefore).map { maxAbsDiff($0.value.array, $1) }
         #expect(moved.allSatisfy { $0 > 0 }, "every head parameter is stepped: \(moved)")
