@@ -278,6 +278,15 @@ private func splitGEMM(m: Int, n: Int, k: Int, threads t: Int, path: VectorISA, 
     }
 }
 
+extension kgemm_conv {
+    /// The image [channels, h, w] and `g`'s geometry as kgemm's convolution descriptor.
+    init(image: UnsafePointer<Float>, channels: Int, h: Int, w: Int, g: ConvGeometry, oh: Int, ow: Int) {
+        self.init(x: image, channels: Int32(channels), h: Int32(h), w: Int32(w), kh: Int32(g.kernelH), kw: Int32(g.kernelW),
+                  sh: Int32(g.strideH), sw: Int32(g.strideW), ph: Int32(g.padH), pw: Int32(g.padW),
+                  dh: Int32(g.dilationH), dw: Int32(g.dilationW), oh: Int32(oh), ow: Int32(ow))
+    }
+}
+
 /// A convolution's weight gradient for one image by kgemm with the transposed patch matrix packed
 /// straight from the image (`kgemm_convt_block`): dWeight[cout × channels·kH·kW] +=
 /// dOut[cout × oh·ow] · patchesᵀ. The same result as im2col followed by `kgemm(transB: true, …, beta: 1)`,
@@ -286,9 +295,7 @@ private func splitGEMM(m: Int, n: Int, k: Int, threads t: Int, path: VectorISA, 
 func kgemmWeightGradient(image: UnsafePointer<Float>, channels: Int, h: Int, w: Int, g: ConvGeometry, oh: Int, ow: Int,
                          dOut: UnsafePointer<Float>, dWeight: UnsafeMutablePointer<Float>, threads: Int = Engine.threads,
                          path: VectorISA = Engine.kgemmPath) {
-    var conv = kgemm_conv(x: image, channels: Int32(channels), h: Int32(h), w: Int32(w), kh: Int32(g.kernelH), kw: Int32(g.kernelW),
-                          sh: Int32(g.strideH), sw: Int32(g.strideW), ph: Int32(g.padH), pw: Int32(g.padW),
-                          dh: Int32(g.dilationH), dw: Int32(g.dilationW), oh: Int32(oh), ow: Int32(ow))
+    var conv = kgemm_conv(image: image, channels: channels, h: h, w: w, g: g, oh: oh, ow: ow)
     let m = g.outChannels, n = g.patchSize, k = oh * ow
     MultiplyAdds.add(m, n, k)
     withUnsafePointer(to: &conv) { cv in
@@ -309,9 +316,7 @@ func kgemmWeightGradient(image: UnsafePointer<Float>, channels: Int, h: Int, w: 
 func kgemmConvolve(image: UnsafePointer<Float>, channels: Int, h: Int, w: Int, g: ConvGeometry, oh: Int, ow: Int,
                    weight: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, threads: Int = Engine.threads,
                    path: VectorISA = Engine.kgemmPath) {
-    var conv = kgemm_conv(x: image, channels: Int32(channels), h: Int32(h), w: Int32(w), kh: Int32(g.kernelH), kw: Int32(g.kernelW),
-                          sh: Int32(g.strideH), sw: Int32(g.strideW), ph: Int32(g.padH), pw: Int32(g.padW),
-                          dh: Int32(g.dilationH), dw: Int32(g.dilationW), oh: Int32(oh), ow: Int32(ow))
+    var conv = kgemm_conv(image: image, channels: channels, h: h, w: w, g: g, oh: oh, ow: ow)
     let m = g.outChannels, n = oh * ow, k = g.patchSize
     MultiplyAdds.add(m, n, k)
     withUnsafePointer(to: &conv) { cv in
