@@ -53,6 +53,10 @@ public struct BusInterface {
     public private(set) var methods: [String: BusMethod] = [:]
     /// Properties by name.
     public private(set) var properties: [String: BusProperty] = [:]
+    /// Reads every property at once, for `GetAll`: the values of one moment (a job's `State` and
+    /// its `Result` from the same snapshot). nil: each property's getter in turn. A property it
+    /// leaves out is read by its own getter.
+    public var getAll: (() throws -> [String: DBusValue])?
     /// Signals by name, with their signatures (for generated introspection).
     public private(set) var signals: [String: String] = [:]
     /// Makes the error every method of this interface answers with — a handler's, a call of the
@@ -580,8 +584,9 @@ extension ConnectionCore {
             }
             for i in selected {
                 do {
+                    let together = try i.getAll?() ?? [:]
                     for (name, p) in i.properties {
-                        let v = try p.get()
+                        let v = try together[name] ?? p.get()
                         guard v.signature == p.signature else {
                             throw BusError.failed("Property \(i.name).\(name) produced type '\(v.signature)' but declares '\(p.signature)'.")
                         }

@@ -80,6 +80,11 @@ extension Daemon {
                 return jobProperties(job)[property.name]!
             }
         }
+        // GetAll from one snapshot: a client must never see a finished State with a running job's Result.
+        i.getAll = { [self] in
+            guard let job else { throw ServiceError.failed("No job") }
+            return jobProperties(job)
+        }
         i.deferredMethod("Cancel", in: "a{sv}", out: "") { [self] call, reply in
             guard let job else { return reply.fail(apiError(ServiceError.failed("No job"))) }
             do { _ = try strictOptions(call.argument(0), []) } catch { return reply.fail(apiError(error)) }
