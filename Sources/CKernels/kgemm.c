@@ -1,6 +1,7 @@
 // kgemm: see include/kgemm.h.
 #include "kgemm.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -22,6 +23,17 @@
 int kgemm_available(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") ? 1 : 0;
+}
+
+int kgemm_avx512_split(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return 0;
+    // "AuthenticAMD" in EBX, EDX, ECX.
+    if (b != 0x68747541u || d != 0x69746e65u || c != 0x444d4163u) return 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    unsigned family = (a >> 8) & 0xF;
+    if (family == 0xF) family += (a >> 20) & 0xFF;
+    return family == 0x19 ? 1 : 0;  // Zen 3 (no AVX-512) and Zen 4
 }
 
 // The 14×32 register tile: C[mr×nr] (= or +=, see beta) alpha · Σ_p pa[p][0..<14] ⊗ pb[p][0..<32].

@@ -246,15 +246,142 @@ static AVX512 void output_by_groups(const float *mat, long mstride, int h, int w
     }
 }
 
-// Row-wise where a tile row fills most of the sixteen lanes, else by groups across rows.
+// Sixteen consecutive tiles at a time (across rows) from a copy of the plane with a zero border: each
+// tile row is eight plain floats, two 8×8 transposes give its sixteen lanes. No gathers or
+// scatters (slow on AMD) and no per-lane edge cases; the same arithmetic as the functions above.
+// They return 0, having done nothing, when the copy cannot be allocated.
+
+// The plane x (h × w) at pad row r + 1, column c + 1 of a zeroed (4·th + 2) × (4·tw + 4) buffer.
+static float *padded_copy(const float *x, int h, int w, float *local, int capacity) {
+    const int th = (h + 3) / 4, tw = (w + 3) / 4, ph = 4 * th + 2, pw = 4 * tw + 4;
+    float *pad = (long)ph * pw <= capacity ? local : (float *)malloc(sizeof(float) * (size_t)ph * (size_t)pw);
+    if (!pad) return NULL;
+    memset(pad, 0, sizeof(float) * (size_t)ph * (size_t)pw);
+    for (int r = 0; r < h; r++) memcpy(pad + (long)(r + 1) * pw + 1, x + (long)r * w, sizeof(float) * (size_t)w);
+    return pad;
+}
+
+static AVX512 int input_by_padded(const float *x, int h, int w, float *v, long vstride) {
+    const int th = (h + 3) / 4, tw = (w + 3) / 4, tiles = th * tw, pw = 4 * tw + 4;
+    float local[4096];
+    float *pad = padded_copy(x, h, w, local, 4096);
+    if (!pad) return 0;
+    for (int t0 = 0; t0 < tiles; t0 += 16) {
+        const int count = tiles - t0 < 16 ? tiles - t0 : 16;
+        // Tile (i, j)'s row q starts at pad (4i + q, 4j); lanes past count repeat tile t0 (not stored).
+        const float *first[16];
+        for (int l = 0; l < 16; l++) {
+            const int t = t0 + (l < count ? l : 0);
+            first[l] = pad + (long)(4 * (t / tw)) * pw + 4 * (t % tw);
+        }
+        __m512 s[6][6];
+        for (int r = 0; r < 6; r++) {
+            __m256 lo[8], hi[8];
+            for (int l = 0; l < 8; l++) {
+                lo[l] = _mm256_loadu_ps(first[l] + (long)r * pw);
+                hi[l] = _mm256_loadu_ps(first[8 + l] + (long)r * pw);
+            }
+            transpose8(lo);  // lo[c] lane l: row r, column c of tile l
+            transpose8(hi);
+            __m512 d[6];
+            for (int c = 0; c < 6; c++)
+                d[c] = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo[c])), _mm256_castps_pd(hi[c]), 1));
+            bt6(d, s[r]);
+        }
+        float *dst = v + t0;
+        const __mmask16 m = lanes(count);
+        for (int c = 0; c < 6; c++) {
+            __m512 col[6] = {s[0][c], s[1][c], s[2][c], s[3][c], s[4][c], s[5][c]}, t[6];
+            bt6(col, t);
+            if (count == 16)
+                for (int r = 0; r < 6; r++) _mm512_storeu_ps(dst + (6 * r + c) * vstride, t[r]);
+            else
+                for (int r = 0; r < 6; r++) _mm512_mask_storeu_ps(dst + (6 * r + c) * vstride, m, t[r]);
+        }
+    }
+    if (pad != local) free(pad);
+    return 1;
+}
+
+// The 128-bit lane k (0…3) of v.
+INLINE __m128 lane128(__m512 v, int k) {
+    switch (k) {
+    case 0: return _mm512_castps512_ps128(v);
+    case 1: return _mm512_extractf32x4_ps(v, 1);
+    case 2: return _mm512_extractf32x4_ps(v, 2);
+    default: return _mm512_extractf32x4_ps(v, 3);
+    }
+}
+
+static AVX512 int output_by_padded(const float *mat, long mstride, int h, int w, float bias, int accumulate, int relu, float *y) {
+    const int th = (h + 3) / 4, tw = (w + 3) / 4, tiles = th * tw;
+    // Every tile's 4×4 outputs (bias added) whole into a 4·th × 4·tw plane, then its h × w part to
+    // y with the accumulation and the ReLU.
+    const int pw = 4 * tw, ph = 4 * th;
+    float local[4096];
+    float *pad = (long)ph * pw <= 4096 ? local : (float *)malloc(sizeof(float) * (size_t)ph * (size_t)pw);
+    if (!pad) return 0;
+    const __m512 b = _mm512_set1_ps(bias);
+    for (int t0 = 0; t0 < tiles; t0 += 16) {
+        const int count = tiles - t0 < 16 ? tiles - t0 : 16;
+        const __mmask16 m = lanes(count);
+        const float *src = mat + t0;
+        __m512 z[4][6];
+        for (int c = 0; c < 6; c++) {
+            __m512 col[6], out[4];
+            for (int r = 0; r < 6; r++)
+                col[r] = count == 16 ? _mm512_loadu_ps(src + (6 * r + c) * mstride) : _mm512_maskz_loadu_ps(m, src + (6 * r + c) * mstride);
+            at6(col, out);
+            for (int o = 0; o < 4; o++) z[o][c] = out[o];
+        }
+        for (int o = 0; o < 4; o++) {
+            __m512 yv[4];
+            at6(z[o], yv);
+            for (int q = 0; q < 4; q++) yv[q] = _mm512_add_ps(yv[q], b);
+            // 4×4 transposes in each 128-bit lane k: rq's lane k is tile 4k + q's row o.
+            __m512 t0v = _mm512_unpacklo_ps(yv[0], yv[1]), t1v = _mm512_unpackhi_ps(yv[0], yv[1]);
+            __m512 t2v = _mm512_unpacklo_ps(yv[2], yv[3]), t3v = _mm512_unpackhi_ps(yv[2], yv[3]);
+            const __m512 rq[4] = {_mm512_shuffle_ps(t0v, t2v, 0x44), _mm512_shuffle_ps(t0v, t2v, 0xEE),
+                                  _mm512_shuffle_ps(t1v, t3v, 0x44), _mm512_shuffle_ps(t1v, t3v, 0xEE)};
+            for (int l = 0; l < count; l++) {
+                const int t = t0 + l;
+                _mm_storeu_ps(pad + (long)(4 * (t / tw) + o) * pw + 4 * (t % tw), lane128(rq[l % 4], l / 4));
+            }
+        }
+    }
+    const __m512 zero = _mm512_setzero_ps();
+    for (int r = 0; r < h; r++) {
+        const float *src = pad + (long)r * pw;
+        float *dst = y + (long)r * w;
+        for (int x0 = 0; x0 < w; x0 += 16) {
+            const __mmask16 sm = within(x0, w);
+            __m512 val = _mm512_maskz_loadu_ps(sm, src + x0);
+            if (accumulate) val = _mm512_add_ps(_mm512_maskz_loadu_ps(sm, dst + x0), val);
+            if (relu) val = _mm512_max_ps(val, zero);  // 0 for NaN, as in the tile loops
+            _mm512_mask_storeu_ps(dst + x0, sm, val);
+        }
+    }
+    if (pad != local) free(pad);
+    return 1;
+}
+
+// Row-wise where a tile row fills most of the sixteen lanes, else sixteen tiles across rows from the
+// padded copy (on Zen 4: 14×14 planes' input 27 % and output 9 % faster than by gathers and
+// scatters, 28×28's 32 % and 14 %), by gathers if the copy cannot be allocated.
 void winograd4_input_tiles(const float *x, int h, int w, float *v, long vstride) {
     if ((w + 3) / 4 >= 12) input_by_rows(x, h, w, v, vstride);
-    else input_by_groups(x, h, w, v, vstride);
+    else if (!input_by_padded(x, h, w, v, vstride)) input_by_groups(x, h, w, v, vstride);
 }
 
 void winograd4_output_tiles(const float *mat, long mstride, int h, int w, float bias, int accumulate, int relu, float *y) {
     if ((w + 3) / 4 >= 12) output_by_rows(mat, mstride, h, w, bias, accumulate, relu, y);
-    else output_by_groups(mat, mstride, h, w, bias, accumulate, relu, y);
+    else if (!output_by_padded(mat, mstride, h, w, bias, accumulate, relu, y)) output_by_groups(mat, mstride, h, w, bias, accumulate, relu, y);
+}
+
+void winograd4_input_tiles_gather(const float *x, int h, int w, float *v, long vstride) { input_by_groups(x, h, w, v, vstride); }
+
+void winograd4_output_tiles_scatter(const float *mat, long mstride, int h, int w, float bias, int accumulate, int relu, float *y) {
+    output_by_groups(mat, mstride, h, w, bias, accumulate, relu, y);
 }
 
 AVX512 void winograd4_weight_tiles(const float *weight, int K, int C, int flipped, int k0, int k1, float *u) {

@@ -2,6 +2,7 @@
 // it) against OpenBLAS's cblas_sgemm: every transpose case, odd shapes that leave partial register
 // tiles, panels and 16×16 transposes, the thin-product path (≤ 4 rows), alpha, beta (beta = 0 never
 // reads C), one thread and two.
+import Foundation
 @testable import Tensor
 import Testing
 import TestSupport
@@ -35,6 +36,32 @@ struct KGEMMTests {
     @Test func pathFollowsTheProcessor() {
         if Engine.kgemmAvailable { #expect(Self.paths.contains(Engine.kgemmPath)) }
         if !Engine.kgemmAvailable { #expect(!Engine.useKGEMM) }
+    }
+
+    /// The processor as /proc/cpuinfo describes it: vendor, family, whether it has AVX-512F.
+    static func cpuinfo() throws -> (vendor: String, family: Int, avx512: Bool) {
+        let text = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+        func field(_ name: String) -> String? {
+            text.split(separator: "\n").first { $0.hasPrefix(name) }.flatMap { $0.split(separator: ":", maxSplits: 1).last }
+                .map { $0.trimmingCharacters(in: .whitespaces) }
+        }
+        let flags = field("flags")?.split(separator: " ") ?? []
+        return (field("vendor_id") ?? "", Int(field("cpu family") ?? "") ?? -1, flags.contains("avx512f"))
+    }
+
+    @Test func instructionSetChosenPerProcessor() throws {
+        let cpu = try Self.cpuinfo()
+        #expect(Engine.hasAVX512 == cpu.avx512)
+        // Zen 4 (AMD family 25 with AVX-512) splits 512-bit instructions; Intel and later AMD do not.
+        #expect(Engine.splitsAVX512 == (cpu.vendor == "AuthenticAMD" && cpu.family == 25 && cpu.avx512), "\(cpu)")
+        guard Engine.kgemmAvailable else { #expect(Engine.chooseISA(nil) == nil); return }
+        #expect(Engine.chooseISA(nil) == (cpu.avx512 && !Engine.splitsAVX512 ? .avx512 : .avx2))
+        #expect(Engine.chooseISA("avx2") == .avx2)
+        #expect(Engine.chooseISA("avx512") == (cpu.avx512 ? .avx512 : Engine.chooseISA(nil)))
+        #expect(Engine.chooseISA("something else") == Engine.chooseISA(nil))
+        // The process's own choice (the suite runs without AFFINITY_ISA, or with one of the two).
+        let requested = ProcessInfo.processInfo.environment["AFFINITY_ISA"]
+        #expect(Engine.vectorISA == Engine.chooseISA(requested))
     }
 
     @Test(arguments: cases, [1, 2])

@@ -125,8 +125,8 @@ struct WinogradTests {
     /// to a row (the AVX-512 code's row path among them).
     /// The AVX2 F(4×4) input transform by row loads from a padded copy of the plane and transposes
     /// gives what its masked gathers give, on planes of every shape up to larger than the stack
-    /// buffer (a heap copy).
-    @Test(arguments: [(14, 14), (28, 28), (7, 9), (1, 1), (5, 61), (16, 16), (33, 3), (32, 32), (70, 90)])
+    /// buffer (a heap copy); and so do the AVX-512 ones (by rows, from the padded copy, by gathers).
+    @Test(arguments: [(14, 14), (28, 28), (7, 9), (1, 1), (5, 61), (16, 16), (33, 3), (32, 32), (70, 90), (130, 40)])
     func winograd4InputRowsMatchGathers(_ size: (Int, Int)) throws {
         guard Engine.kgemmAvailable else { return }  // no AVX2 here: no AVX2 transforms
         let (h, w) = size
@@ -138,12 +138,22 @@ struct WinogradTests {
         let differing = zip(rows, gathers).filter { !($0 == $1 || ($0.isNaN && $1.isNaN)) }.count
         #expect(differing == 0, "\(h)×\(w): \(differing) of \(rows.count) differ")
         #expect(rows.filter(\.isFinite).count == 36 * tiles, "every tile's 36 values written, nothing else")
+        guard Engine.hasAVX512 else { return }
+        // AVX-512: by rows, or from the padded copy (narrow planes), and by gathers: the AVX2 bits.
+        var wide = [Float](repeating: .nan, count: 36 * stride), gathered = wide
+        winograd4_input_tiles(x.data, Int32(h), Int32(w), &wide, stride)
+        winograd4_input_tiles_gather(x.data, Int32(h), Int32(w), &gathered, stride)
+        for (name, other) in [("AVX-512", wide), ("AVX-512 gathers", gathered)] {
+            let d = zip(rows, other).filter { !($0 == $1 || ($0.isNaN && $1.isNaN)) }.count
+            #expect(d == 0, "\(name) \(h)×\(w): \(d) of \(rows.count) differ")
+        }
     }
 
     /// The AVX2 F(4×4) output transform through a padded plane gives what storing each tile row
     /// straight into the output gives, with and without accumulation and ReLU (NaN and −0 among the
-    /// products), on planes of every shape up to larger than the stack buffer.
-    @Test(arguments: [(14, 14), (28, 28), (7, 9), (1, 1), (5, 61), (16, 16), (33, 3), (32, 32), (70, 90)])
+    /// products), on planes of every shape up to larger than the stack buffer; and so do the AVX-512
+    /// ones (by rows, through the padded plane, by scatters).
+    @Test(arguments: [(14, 14), (28, 28), (7, 9), (1, 1), (5, 61), (16, 16), (33, 3), (32, 32), (70, 90), (130, 40)])
     func winograd4OutputThroughPaddingMatchesDirect(_ size: (Int, Int)) throws {
         guard Engine.kgemmAvailable else { return }
         let (h, w) = size
@@ -159,6 +169,15 @@ struct WinogradTests {
                 winograd4_output_tiles_avx2_direct(m.data, ms, Int32(h), Int32(w), 0.25, accumulate ? 1 : 0, relu ? 1 : 0, &direct)
                 let differing = zip(padded, direct).filter { $0.bitPattern != $1.bitPattern && !($0.isNaN && $1.isNaN) }.count
                 #expect(differing == 0, "\(h)×\(w), accumulate \(accumulate), relu \(relu): \(differing) of \(h * w) differ")
+                guard Engine.hasAVX512 else { continue }
+                // AVX-512: by rows, or through the padded plane (narrow planes), and by scatters.
+                var wide = Array(UnsafeBufferPointer(start: start.data, count: h * w)), scattered = wide
+                winograd4_output_tiles(m.data, ms, Int32(h), Int32(w), 0.25, accumulate ? 1 : 0, relu ? 1 : 0, &wide)
+                winograd4_output_tiles_scatter(m.data, ms, Int32(h), Int32(w), 0.25, accumulate ? 1 : 0, relu ? 1 : 0, &scattered)
+                for (name, other) in [("AVX-512", wide), ("AVX-512 scatters", scattered)] {
+                    let d = zip(direct, other).filter { $0.bitPattern != $1.bitPattern && !($0.isNaN && $1.isNaN) }.count
+                    #expect(d == 0, "\(name) \(h)×\(w), accumulate \(accumulate), relu \(relu): \(d) of \(h * w) differ")
+                }
             }
         }
     }

@@ -11,6 +11,11 @@
 /// 1 when this processor can run kgemm's AVX-512 path (AVX-512F), else 0.
 int kgemm_available(void);
 
+/// 1 when this processor runs each 512-bit instruction as two 256-bit halves (AMD family 19h: Zen 4;
+/// Zen 3 has no AVX-512), where the AVX2 kernels are the faster ones; else 0 (Intel, AMD Zen 5 and
+/// later, which execute 512-bit vectors at full width).
+int kgemm_avx512_split(void);
+
 /// 1 when this processor can run kgemm's AVX2 path (AVX2 and FMA), else 0.
 int kgemm_avx2_available(void);
 

@@ -36,6 +36,11 @@ void winograd4_input_tiles(const float *x, int h, int w, float *v, long vstride)
 /// mat[ξ·mstride + t], written (or, when accumulate, added) into the h×w plane y.
 void winograd4_output_tiles(const float *mat, long mstride, int h, int w, float bias, int accumulate, int relu, float *y);
 
+/// The two above by masked gathers and scatters, sixteen tiles across rows, for any plane (used when
+/// the padded copy of a narrow plane cannot be allocated; the reference in tests).
+void winograd4_input_tiles_gather(const float *x, int h, int w, float *v, long vstride);
+void winograd4_output_tiles_scatter(const float *mat, long mstride, int h, int w, float bias, int accumulate, int relu, float *y);
+
 /// U = G·g·Gᵀ (6×6) of every kernel, laid out as winograd_weight_tiles does with 36 planes.
 void winograd4_weight_tiles(const float *weight, int K, int C, int flipped, int k0, int k1, float *u);
 
