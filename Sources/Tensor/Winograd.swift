@@ -289,7 +289,39 @@ func winogradWeightGradient(input x: UnsafePointer<Float>, images n: Int, inChan
     // dW += A'ᵀ·M·A' per (out, in) pair, A'ᵀ = [1 ½ ½ 0; 0 ½ −½ 0; 0 ½ ½ 1].
     let plane = K * C
     parallelFor(K, minChunk: 4) { k in
-        for c in 0..<C {
+        // Eight input channels at a time (each plane's values for them are contiguous), the same
+        // operations lane by lane; the rest one by one.
+        var c0 = 0
+        while c0 + 8 <= C {
+            let p = m + k * C + c0
+            @inline(__always) func at(_ xi: Int) -> SIMD8<Float> {
+                UnsafeRawPointer(p + xi * plane).loadUnaligned(as: SIMD8<Float>.self)
+            }
+            let m0 = (at(0), at(1), at(2), at(3)), m1 = (at(4), at(5), at(6), at(7))
+            let m2 = (at(8), at(9), at(10), at(11)), m3 = (at(12), at(13), at(14), at(15))
+            // Rows of A'ᵀ·M, column by column (t0, t1, t2 below).
+            @inline(__always) func rows(_ a: SIMD8<Float>, _ b: SIMD8<Float>, _ c: SIMD8<Float>, _ d: SIMD8<Float>)
+                -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
+                (a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d)
+            }
+            let col0 = rows(m0.0, m1.0, m2.0, m3.0), col1 = rows(m0.1, m1.1, m2.1, m3.1)
+            let col2 = rows(m0.2, m1.2, m2.2, m3.2), col3 = rows(m0.3, m1.3, m2.3, m3.3)
+            let out = dWeight + (k * C + c0) * 9
+            // Row r of the 3×3 gradient from row r of A'ᵀ·M (t0…t3 its columns), added lane by lane.
+            @inline(__always) func emit(_ r: Int, _ t0: SIMD8<Float>, _ t1: SIMD8<Float>, _ t2: SIMD8<Float>, _ t3: SIMD8<Float>) {
+                let a = t0 + 0.5 * (t1 + t2), b = 0.5 * (t1 - t2), c = 0.5 * (t1 + t2) + t3
+                for l in 0..<8 {
+                    out[l * 9 + 3 * r] += a[l]
+                    out[l * 9 + 3 * r + 1] += b[l]
+                    out[l * 9 + 3 * r + 2] += c[l]
+                }
+            }
+            emit(0, col0.0, col1.0, col2.0, col3.0)
+            emit(1, col0.1, col1.1, col2.1, col3.1)
+            emit(2, col0.2, col1.2, col2.2, col3.2)
+            c0 += 8
+        }
+        for c in c0..<C {
             let p = m + k * C + c
             @inline(__always) func row(_ r: Int) -> SIMD4<Float> {
                 SIMD4(p[(4 * r) * plane], p[(4 * r + 1) * plane], p[(4 * r + 2) * plane], p[(4 * r + 3) * plane])
