@@ -242,6 +242,33 @@ func winogradWeightGradient(input x: UnsafePointer<Float>, images n: Int, inChan
         parallelFor(count * K, minChunk: 4) { idx in
             let img = idx / K, k = idx % K
             let g = dOut + ((start + img) * K + k) * h * w, uBase = u + k * tiles + img * tilesPerImage
+            if tw < 16 {
+                // Narrow planes (the RoI heads' 14×14 and 28×28): eight consecutive tiles at a time
+                // across rows, their values read one by one, the 16 results stored as vectors; the
+                // same operations lane by lane as below. The last few tiles one by one.
+                var t0 = 0
+                while t0 + 8 <= tilesPerImage {
+                    var a0 = SIMD8<Float>(), b0 = SIMD8<Float>(), a1 = SIMD8<Float>(), b1 = SIMD8<Float>()
+                    for l in 0..<8 {
+                        let t = t0 + l, y0 = 2 * (t / tw), x0 = 2 * (t % tw), y1 = y0 + 1, x1 = x0 + 1
+                        a0[l] = g[y0 * w + x0]
+                        b0[l] = x1 < w ? g[y0 * w + x1] : 0
+                        a1[l] = y1 < h ? g[y1 * w + x0] : 0
+                        b1[l] = y1 < h && x1 < w ? g[y1 * w + x1] : 0
+                    }
+                    let r0 = (a0, a0 + b0, a0 - b0, -b0), r1 = (a1, a1 + b1, a1 - b1, -b1)
+                    @inline(__always) func put(_ xi: Int, _ vec: SIMD8<Float>) {
+                        UnsafeMutableRawPointer(uBase + xi * uStride + t0).storeBytes(of: vec, as: SIMD8<Float>.self)
+                    }
+                    put(0, r0.0); put(1, r0.1); put(2, r0.2); put(3, r0.3)
+                    put(4, r0.0 + r1.0); put(5, r0.1 + r1.1); put(6, r0.2 + r1.2); put(7, r0.3 + r1.3)
+                    put(8, r0.0 - r1.0); put(9, r0.1 - r1.1); put(10, r0.2 - r1.2); put(11, r0.3 - r1.3)
+                    put(12, -r1.0); put(13, -r1.1); put(14, -r1.2); put(15, -r1.3)
+                    t0 += 8
+                }
+                for t in t0..<tilesPerImage { gradientTile(g, h: h, w: w, i: t / tw, j: t % tw, t: t, u: uBase, uStride: uStride) }
+                return
+            }
             for i in 0..<th {
                 let y0 = 2 * i, y1 = 2 * i + 1
                 // Eight tiles of the row at a time where their 16 columns are inside the plane: the
@@ -262,20 +289,7 @@ func winogradWeightGradient(input x: UnsafePointer<Float>, images n: Int, inChan
                     put(12, -r1.0); put(13, -r1.1); put(14, -r1.2); put(15, -r1.3)
                     j0 += 8
                 }
-                for j in j0..<tw {
-                    let x0 = 2 * j, x1 = 2 * j + 1
-                    let a0 = g[y0 * w + x0], b0 = x1 < w ? g[y0 * w + x1] : 0
-                    let a1 = y1 < h ? g[y1 * w + x0] : 0, b1 = y1 < h && x1 < w ? g[y1 * w + x1] : 0
-                    // Columns first: each row (a, b) → (a, a + b, a − b, −b).
-                    let r0 = SIMD4<Float>(a0, a0 + b0, a0 - b0, -b0), r1 = SIMD4<Float>(a1, a1 + b1, a1 - b1, -b1)
-                    let rows = (r0, r0 + r1, r0 - r1, -r1)
-                    let t = i * tw + j
-                    @inline(__always) func store(_ r: Int, _ vec: SIMD4<Float>) {
-                        let q = uBase + (4 * r) * uStride + t
-                        q[0] = vec[0]; q[uStride] = vec[1]; q[2 * uStride] = vec[2]; q[3 * uStride] = vec[3]
-                    }
-                    store(0, rows.0); store(1, rows.1); store(2, rows.2); store(3, rows.3)
-                }
+                for j in j0..<tw { gradientTile(g, h: h, w: w, i: i, j: j, t: i * tw + j, u: uBase, uStride: uStride) }
             }
         }
         // M_ξ (+)= U_ξ · V_ξᵀ, summed over the tiles; whole GEMMs over the threads.
@@ -336,6 +350,22 @@ func winogradWeightGradient(input x: UnsafePointer<Float>, images n: Int, inChan
             }
         }
     }
+}
+
+/// U = G'·dy·G'ᵀ of the 2×2 tile (i, j) of the h × w plane g (zero outside), element ξ to
+/// u[ξ·uStride + t]: columns first, each row (a, b) → (a, a + b, a − b, −b), then the rows likewise.
+@inline(__always)
+private func gradientTile(_ g: UnsafePointer<Float>, h: Int, w: Int, i: Int, j: Int, t: Int, u: UnsafeMutablePointer<Float>, uStride: Int) {
+    let y0 = 2 * i, y1 = 2 * i + 1, x0 = 2 * j, x1 = 2 * j + 1
+    let a0 = g[y0 * w + x0], b0 = x1 < w ? g[y0 * w + x1] : 0
+    let a1 = y1 < h ? g[y1 * w + x0] : 0, b1 = y1 < h && x1 < w ? g[y1 * w + x1] : 0
+    let r0 = SIMD4<Float>(a0, a0 + b0, a0 - b0, -b0), r1 = SIMD4<Float>(a1, a1 + b1, a1 - b1, -b1)
+    let rows = (r0, r0 + r1, r0 - r1, -r1)
+    @inline(__always) func store(_ r: Int, _ vec: SIMD4<Float>) {
+        let q = u + (4 * r) * uStride + t
+        q[0] = vec[0]; q[uStride] = vec[1]; q[2 * uStride] = vec[2]; q[3 * uStride] = vec[3]
+    }
+    store(0, rows.0); store(1, rows.1); store(2, rows.2); store(3, rows.3)
 }
 
 /// Tiles per chunk of a F(4×4, 3×3) convolution: the transformed input (36·C·tiles floats) and the
