@@ -256,14 +256,7 @@ func winogradWeightGradient(input x: UnsafePointer<Float>, images n: Int, inChan
                         a1[l] = y1 < h ? g[y1 * w + x0] : 0
                         b1[l] = y1 < h && x1 < w ? g[y1 * w + x1] : 0
                     }
-                    let r0 = (a0, a0 + b0, a0 - b0, -b0), r1 = (a1, a1 + b1, a1 - b1, -b1)
-                    @inline(__always) func put(_ xi: Int, _ vec: SIMD8<Float>) {
-                        UnsafeMutableRawPointer(uBase + xi * uStride + t0).storeBytes(of: vec, as: SIMD8<Float>.self)
-                    }
-                    put(0, r0.0); put(1, r0.1); put(2, r0.2); put(3, r0.3)
-                    put(4, r0.0 + r1.0); put(5, r0.1 + r1.1); put(6, r0.2 + r1.2); put(7, r0.3 + r1.3)
-                    put(8, r0.0 - r1.0); put(9, r0.1 - r1.1); put(10, r0.2 - r1.2); put(11, r0.3 - r1.3)
-                    put(12, -r1.0); put(13, -r1.1); put(14, -r1.2); put(15, -r1.3)
+                    gradientTiles8(a0, b0, a1, b1, u: uBase + t0, uStride: uStride)
                     t0 += 8
                 }
                 for t in t0..<tilesPerImage { gradientTile(g, h: h, w: w, i: t / tw, j: t % tw, t: t, u: uBase, uStride: uStride) }
@@ -278,15 +271,7 @@ func winogradWeightGradient(input x: UnsafePointer<Float>, images n: Int, inChan
                     let top = UnsafeRawPointer(g + y0 * w + 2 * j0).loadUnaligned(as: SIMD16<Float>.self)
                     let bottom = y1 < h ? UnsafeRawPointer(g + y1 * w + 2 * j0).loadUnaligned(as: SIMD16<Float>.self) : SIMD16<Float>()
                     let a0 = top.evenHalf, b0 = top.oddHalf, a1 = bottom.evenHalf, b1 = bottom.oddHalf
-                    let r0 = (a0, a0 + b0, a0 - b0, -b0), r1 = (a1, a1 + b1, a1 - b1, -b1)
-                    let t = i * tw + j0
-                    @inline(__always) func put(_ xi: Int, _ vec: SIMD8<Float>) {
-                        UnsafeMutableRawPointer(uBase + xi * uStride + t).storeBytes(of: vec, as: SIMD8<Float>.self)
-                    }
-                    put(0, r0.0); put(1, r0.1); put(2, r0.2); put(3, r0.3)
-                    put(4, r0.0 + r1.0); put(5, r0.1 + r1.1); put(6, r0.2 + r1.2); put(7, r0.3 + r1.3)
-                    put(8, r0.0 - r1.0); put(9, r0.1 - r1.1); put(10, r0.2 - r1.2); put(11, r0.3 - r1.3)
-                    put(12, -r1.0); put(13, -r1.1); put(14, -r1.2); put(15, -r1.3)
+                    gradientTiles8(a0, b0, a1, b1, u: uBase + i * tw + j0, uStride: uStride)
                     j0 += 8
                 }
                 for j in j0..<tw { gradientTile(g, h: h, w: w, i: i, j: j, t: i * tw + j, u: uBase, uStride: uStride) }
@@ -366,6 +351,21 @@ private func gradientTile(_ g: UnsafePointer<Float>, h: Int, w: Int, i: Int, j: 
         q[0] = vec[0]; q[uStride] = vec[1]; q[2 * uStride] = vec[2]; q[3 * uStride] = vec[3]
     }
     store(0, rows.0); store(1, rows.1); store(2, rows.2); store(3, rows.3)
+}
+
+/// `gradientTile` for eight tiles at once, lane l from the tile's rows (a0, b0) and (a1, b1), element
+/// ξ of the eight to u[ξ·uStride …< ξ·uStride + 8]: the same operations lane by lane.
+@inline(__always)
+private func gradientTiles8(_ a0: SIMD8<Float>, _ b0: SIMD8<Float>, _ a1: SIMD8<Float>, _ b1: SIMD8<Float>,
+                            u: UnsafeMutablePointer<Float>, uStride: Int) {
+    let r0 = (a0, a0 + b0, a0 - b0, -b0), r1 = (a1, a1 + b1, a1 - b1, -b1)
+    @inline(__always) func put(_ xi: Int, _ vec: SIMD8<Float>) {
+        UnsafeMutableRawPointer(u + xi * uStride).storeBytes(of: vec, as: SIMD8<Float>.self)
+    }
+    put(0, r0.0); put(1, r0.1); put(2, r0.2); put(3, r0.3)
+    put(4, r0.0 + r1.0); put(5, r0.1 + r1.1); put(6, r0.2 + r1.2); put(7, r0.3 + r1.3)
+    put(8, r0.0 - r1.0); put(9, r0.1 - r1.1); put(10, r0.2 - r1.2); put(11, r0.3 - r1.3)
+    put(12, -r1.0); put(13, -r1.1); put(14, -r1.2); put(15, -r1.3)
 }
 
 /// Tiles per chunk of a F(4×4, 3×3) convolution: the transformed input (36·C·tiles floats) and the
