@@ -1,7 +1,8 @@
 // The Goto-style blocked product shared by kgemm.c (AVX-512) and kgemm_avx2.c (AVX2 + FMA): included
 // once by each, after the including file has defined MR, NR, KC, MC, NC, its static kernel, pack_a,
 // pack_b and pack_b_conv, and KGEMM_BLOCK / KGEMM_CONV_BLOCK, the names of its two entry points
-// (see include/kgemm.h), and KGEMM_CONVT_BLOCK, the weight gradient's. Private to CKernels.
+// (see include/kgemm.h), KGEMM_CONVT_BLOCK, the weight gradient's, and KGEMM_PACKED_A_FLOATS,
+// KGEMM_PACK_A, KGEMM_BLOCK_PACKED_A, the prepacked A's. Private to CKernels.
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,8 +75,12 @@ static void pack_b_convt(const kgemm_conv *cv, int kc, int nc, int p0, int c0, f
 
 // The blocked product over C[m0..<m1, n0..<n1]; B from a matrix (transB, b, ldb) or, when cv is
 // given, from a convolution's image: its patch matrix, or with transB its transpose.
+// With ap (A packed whole by KGEMM_PACK_A: m rows, every k block), the blocks of A are read from
+// it instead of packed again: block (pc, ic) at ap + pc·mpad + ic·kc (mpad: m rounded up to MR;
+// m0 and MC multiples of MR).
 static void gemm(int transA, int transB, int m0, int m1, int n0, int n1, int k, float alpha,
-                 const float *a, int lda, const float *b, int ldb, const kgemm_conv *cv, float beta, float *c, int ldc) {
+                 const float *a, int lda, const float *ap, int mpad, const float *b, int ldb, const kgemm_conv *cv, float beta,
+                 float *c, int ldc) {
     if (!tls_pa) {
         // One block for both (each part a multiple of 64 bytes: KC is).
         const size_t na = (size_t)(MC + MR) * KC, nb = (size_t)(NC + NR) * KC;
@@ -97,12 +102,14 @@ static void gemm(int transA, int transB, int m0, int m1, int n0, int n1, int k, 
             else pack_b(transB, kc, nc, b, ldb, pc, jc, pb);
             for (int ic = m0; ic < m1; ic += MC) {
                 int mc = m1 - ic < MC ? m1 - ic : MC;
-                pack_a(transA, mc, kc, a, lda, ic, pc, pa);
+                const float *blockA = pa;
+                if (ap) blockA = ap + (size_t)pc * mpad + (size_t)ic * kc;
+                else pack_a(transA, mc, kc, a, lda, ic, pc, pa);
                 for (int jr = 0; jr < nc; jr += NR) {
                     int nr = nc - jr < NR ? nc - jr : NR;
                     for (int ir = 0; ir < mc; ir += MR) {
                         int mr = mc - ir < MR ? mc - ir : MR;
-                        kernel(kc, pa + (size_t)(ir / MR) * MR * kc, pb + (size_t)(jr / NR) * NR * kc,
+                        kernel(kc, blockA + (size_t)(ir / MR) * MR * kc, pb + (size_t)(jr / NR) * NR * kc,
                                c + (size_t)(ic + ir) * ldc + jc + jr, ldc, mr, nr, alpha, bt);
                     }
                 }
@@ -113,17 +120,32 @@ static void gemm(int transA, int transB, int m0, int m1, int n0, int n1, int k, 
 
 void KGEMM_BLOCK(int transA, int transB, int m0, int m1, int n0, int n1, int k, float alpha,
                  const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
-    gemm(transA, transB, m0, m1, n0, n1, k, alpha, a, lda, b, ldb, NULL, beta, c, ldc);
+    gemm(transA, transB, m0, m1, n0, n1, k, alpha, a, lda, NULL, 0, b, ldb, NULL, beta, c, ldc);
+}
+
+size_t KGEMM_PACKED_A_FLOATS(int m, int k) { return (size_t)((m + MR - 1) / MR) * MR * (size_t)k + 16; }
+
+void KGEMM_PACK_A(int m, int k, const float *a, int lda, float *ap) {
+    const size_t mpad = (size_t)((m + MR - 1) / MR) * MR;
+    for (int pc = 0; pc < k; pc += KC) {
+        int kc = k - pc < KC ? k - pc : KC;
+        pack_a(0, m, kc, a, lda, 0, pc, ap + (size_t)pc * mpad);
+    }
+}
+
+void KGEMM_BLOCK_PACKED_A(int m0, int m1, int n0, int n1, int k, float alpha, const float *ap, int m,
+                          const float *b, int ldb, float beta, float *c, int ldc) {
+    gemm(0, 0, m0, m1, n0, n1, k, alpha, NULL, 0, ap, (m + MR - 1) / MR * MR, b, ldb, NULL, beta, c, ldc);
 }
 
 void KGEMM_CONV_BLOCK(int m0, int m1, int n0, int n1, float alpha, const float *a, int lda, const kgemm_conv *conv,
                       float beta, float *c, int ldc) {
     int k = conv->channels * conv->kh * conv->kw;
-    gemm(0, 0, m0, m1, n0, n1, k, alpha, a, lda, NULL, 0, conv, beta, c, ldc);
+    gemm(0, 0, m0, m1, n0, n1, k, alpha, a, lda, NULL, 0, NULL, 0, conv, beta, c, ldc);
 }
 
 void KGEMM_CONVT_BLOCK(int m0, int m1, int n0, int n1, float alpha, const float *a, int lda, const kgemm_conv *conv,
                        float beta, float *c, int ldc) {
     int k = conv->oh * conv->ow;
-    gemm(0, 1, m0, m1, n0, n1, k, alpha, a, lda, NULL, 0, conv, beta, c, ldc);
+    gemm(0, 1, m0, m1, n0, n1, k, alpha, a, lda, NULL, 0, NULL, 0, conv, beta, c, ldc);
 }

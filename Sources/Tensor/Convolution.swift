@@ -1,3 +1,5 @@
+import CKernels
+
 /// The geometry of a 2-D convolution (and of its transpose): channels, kernel, stride, padding,
 /// dilation. For a transposed convolution `inChannels` is the channel count of its input (the
 /// small image) and `outChannels` that of its output (the large image).
@@ -245,9 +247,14 @@ public final class WinogradWeights: @unchecked Sendable {
     let geometry: ConvGeometry
     let workspace: Workspace
     let handout: Int
+    /// Set when `u` holds the (tile + 2)² matrices of U packed for kgemm's GEMM (`kgemm_pack_a` of
+    /// `Engine.kgemmPath`, `packedStride` floats apart) instead of U itself: packed once for every
+    /// batch rather than again by each product.
+    let packedStride: Int?
 
-    init(u: UnsafeMutablePointer<Float>, tile: Int, weight: Tensor, geometry: ConvGeometry, workspace: Workspace) {
+    init(u: UnsafeMutablePointer<Float>, tile: Int, weight: Tensor, geometry: ConvGeometry, workspace: Workspace, packedStride: Int? = nil) {
         self.u = u; self.tile = tile; self.weight = weight; self.geometry = geometry; self.workspace = workspace
+        self.packedStride = packedStride
         handout = workspace.handoutCount(4)
     }
 
@@ -264,8 +271,24 @@ public func transformForWinograd(weight: Tensor, geometry g: ConvGeometry, image
                                  workspace: Workspace) -> WinogradWeights? {
     guard g.usesWinograd(images: n, h: h, w: w), weight.shape == [g.outChannels, g.inChannels, 3, 3] else { return nil }
     let tile = winogradTile(nil, h: h, w: w)
-    let u = workspace.buffer(4, count: winogradWeightCount(tile: tile, outChannels: g.outChannels, inChannels: g.inChannels))
-    winogradTransformWeights(weight.data, outChannels: g.outChannels, inChannels: g.inChannels, flipped: false, u: u, tile: tile)
+    let count = winogradWeightCount(tile: tile, outChannels: g.outChannels, inChannels: g.inChannels)
+    let K = g.outChannels, C = g.inChannels
+    if tile == 4 && Engine.useKGEMM && K > Int(KGEMM_SMALL_M) && K <= Int(Int32.max) && C <= Int(Int32.max) {
+        // U in the transformed input's scratch slot (5, written again by the convolution), packed
+        // into slot 4: the same floats as U, a few more for the panels' padding.
+        let path = Engine.kgemmPath
+        let stride = path == .avx512 ? kgemm_packed_a_floats(Int32(K), Int32(C)) : kgemm_avx2_packed_a_floats(Int32(K), Int32(C))
+        let u = workspace.buffer(5, count: count)
+        winogradTransformWeights(weight.data, outChannels: K, inChannels: C, flipped: false, u: u, tile: tile)
+        let packed = workspace.buffer(4, count: 36 * stride)
+        parallelFor(36) { xi in
+            if path == .avx512 { kgemm_pack_a(Int32(K), Int32(C), u + xi * K * C, Int32(C), packed + xi * stride) }
+            else { kgemm_avx2_pack_a(Int32(K), Int32(C), u + xi * K * C, Int32(C), packed + xi * stride) }
+        }
+        return WinogradWeights(u: packed, tile: tile, weight: weight, geometry: g, workspace: workspace, packedStride: stride)
+    }
+    let u = workspace.buffer(4, count: count)
+    winogradTransformWeights(weight.data, outChannels: K, inChannels: C, flipped: false, u: u, tile: tile)
     return WinogradWeights(u: u, tile: tile, weight: weight, geometry: g, workspace: workspace)
 }
 
@@ -280,15 +303,17 @@ func conv2dForward(out: Tensor, input: Tensor, weight: Tensor, bias: Tensor?, ge
     if winograd.map({ $0 && g.isWinogradEligible }) ?? g.usesWinograd(images: n, h: h, w: w) {
         let tile = winogradTile(requestedTile, h: h, w: w)
         let u: UnsafeMutablePointer<Float>
+        var packedStride: Int? = nil
         if let transformed, transformed.fit(weight, g, tile, workspace) {
             u = transformed.u
+            packedStride = transformed.packedStride
         } else {
             u = workspace.buffer(4, count: winogradWeightCount(tile: tile, outChannels: g.outChannels, inChannels: g.inChannels))
             winogradTransformWeights(weight.data, outChannels: g.outChannels, inChannels: g.inChannels, flipped: false, u: u, tile: tile)
         }
         winogradConvolve(input: input.data, images: n, inChannels: g.inChannels, h: h, w: w, u: u, outChannels: g.outChannels,
                          bias: bias.map { UnsafePointer($0.data) }, out: out.data, accumulate: false, workspace: workspace,
-                         tile: tile, relu: relu)
+                         tile: tile, relu: relu, packedStride: packedStride)
         return
     }
     defer { if relu { try? reluForward(out: out, input: out) } }

@@ -94,13 +94,14 @@ func winogradTransformWeights(_ weight: UnsafePointer<Float>, outChannels K: Int
 func winogradConvolve(input: UnsafePointer<Float>, images n: Int, inChannels C: Int, h: Int, w: Int,
                       u: UnsafePointer<Float>, outChannels K: Int, bias: UnsafePointer<Float>?,
                       out: UnsafeMutablePointer<Float>, accumulate: Bool, workspace: Workspace,
-                      vectorTransforms: VectorISA? = Engine.vectorISA, tile: Int = 2, relu: Bool = false) {
+                      vectorTransforms: VectorISA? = Engine.vectorISA, tile: Int = 2, relu: Bool = false, packedStride: Int? = nil) {
     if tile == 4 {
         guard let isa = vectorTransforms else { preconditionFailure("Winograd F(4×4, 3×3) needs the vector transforms (AVX-512 or AVX2)") }
         winograd4Convolve(input: input, images: n, inChannels: C, h: h, w: w, u: u, outChannels: K, bias: bias, out: out,
-                          accumulate: accumulate, relu: relu, workspace: workspace, isa: isa)
+                          accumulate: accumulate, relu: relu, workspace: workspace, isa: isa, packedStride: packedStride)
         return
     }
+    precondition(packedStride == nil, "only F(4×4) takes packed weights")
     defer {
         if relu {  // F(2×2): a pass of its own
             parallelFor(n * K, minChunk: 16) { i in
@@ -379,10 +380,13 @@ let winograd4ChunkTiles: Int = Int(ProcessInfo.processInfo.environment["AFFINITY
 func winograd4Convolve(input: UnsafePointer<Float>, images n: Int, inChannels C: Int, h: Int, w: Int,
                        u: UnsafePointer<Float>, outChannels K: Int, bias: UnsafePointer<Float>?,
                        out: UnsafeMutablePointer<Float>, accumulate: Bool, relu: Bool, workspace: Workspace,
-                       isa: VectorISA) {
+                       isa: VectorISA, packedStride: Int? = nil) {
     let th = (h + 3) / 4, tw = (w + 3) / 4, tilesPerImage = th * tw
     let perChunk = max(1, min(n, winograd4ChunkTiles / max(tilesPerImage, 1)))
     let imagePlane = h * w
+    // `u` packed for kgemm already (`packedStride` set: `transformForWinograd`): each product reads it.
+    let gemmPath = Engine.kgemmPath
+    let packedA = packedStride.map { (pointer: u, stride: $0) }
     var start = 0
     while start < n {
         let count = min(perChunk, n - start)
@@ -397,7 +401,17 @@ func winograd4Convolve(input: UnsafePointer<Float>, images n: Int, inChannels C:
             else { winograd4_input_tiles_avx2(x, Int32(h), Int32(w), dst, vStride) }
         }
         parallelFor(36) { xi in  // whole GEMMs over the threads, as in F(2×2)
-            sgemm(m: K, n: tiles, k: C, a: u + xi * K * C, lda: C, b: v + xi * vStride, ldb: tiles, c: m + xi * mStride, ldc: tiles)
+            if let (ap, stride) = packedA {
+                MultiplyAdds.add(K, tiles, C)
+                let a = ap + xi * stride, b = v + xi * vStride, c = m + xi * mStride
+                if gemmPath == .avx512 {
+                    kgemm_block_packed_a(0, Int32(K), 0, Int32(tiles), Int32(C), 1, a, Int32(K), b, Int32(tiles), 0, c, Int32(tiles))
+                } else {
+                    kgemm_avx2_block_packed_a(0, Int32(K), 0, Int32(tiles), Int32(C), 1, a, Int32(K), b, Int32(tiles), 0, c, Int32(tiles))
+                }
+            } else {
+                sgemm(m: K, n: tiles, k: C, a: u + xi * K * C, lda: C, b: v + xi * vStride, ldb: tiles, c: m + xi * mStride, ldc: tiles)
+            }
         }
         parallelFor(count * K, minChunk: 4) { idx in
             let img = idx / K, k = idx % K

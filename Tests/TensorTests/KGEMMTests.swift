@@ -3,6 +3,7 @@
 // tiles, panels and 16×16 transposes, the thin-product path (≤ 4 rows), alpha, beta (beta = 0 never
 // reads C), one thread and two.
 import Foundation
+import CKernels
 @testable import Tensor
 import Testing
 import TestSupport
@@ -95,6 +96,34 @@ struct KGEMMTests {
         var finite = true
         for i in 0..<ours.count where !ours.data[i].isFinite { finite = false }
         #expect(finite, "beta = 0 must not read C (it held NaN)")
+    }
+
+    /// A packed once (kgemm_pack_a) and used for a product gives kgemm_block's bits: partial panels,
+    /// several k blocks, beta 0 and 1.
+    @Test(arguments: paths)
+    func prepackedAGivesTheSameBits(_ path: VectorISA) throws {
+        for (m, n, k, beta) in [(13, 31, 7, Float(0)), (256, 600, 256, Float(0)), (301, 70, 700, Float(1)), (5, 1100, 513, Float(1))] {
+            let a = randomTensor([m, k], seed: 7), b = randomTensor([k, n], seed: 8), c0 = randomTensor([m, n], seed: 9)
+            let x = Tensor(shape: [m, n]), y = Tensor(shape: [m, n])
+            for i in 0..<x.count { x.data[i] = c0.data[i]; y.data[i] = c0.data[i] }
+            let floats = path == .avx512 ? kgemm_packed_a_floats(Int32(m), Int32(k)) : kgemm_avx2_packed_a_floats(Int32(m), Int32(k))
+            #expect(floats >= m * k)
+            let ap = UnsafeMutablePointer<Float>.allocate(capacity: floats)
+            defer { ap.deallocate() }
+            if path == .avx512 {
+                kgemm_pack_a(Int32(m), Int32(k), a.data, Int32(k), ap)
+                kgemm_block(0, 0, 0, Int32(m), 0, Int32(n), Int32(k), 1.5, a.data, Int32(k), b.data, Int32(n), beta, x.data, Int32(n))
+                kgemm_block_packed_a(0, Int32(m), 0, Int32(n), Int32(k), 1.5, ap, Int32(m), b.data, Int32(n), beta, y.data, Int32(n))
+            } else {
+                kgemm_avx2_pack_a(Int32(m), Int32(k), a.data, Int32(k), ap)
+                kgemm_avx2_block(0, 0, 0, Int32(m), 0, Int32(n), Int32(k), 1.5, a.data, Int32(k), b.data, Int32(n), beta, x.data, Int32(n))
+                kgemm_avx2_block_packed_a(0, Int32(m), 0, Int32(n), Int32(k), 1.5, ap, Int32(m), b.data, Int32(n), beta, y.data, Int32(n))
+            }
+            let differing = (0..<x.count).filter { x.data[$0].bitPattern != y.data[$0].bitPattern }.count
+            #expect(differing == 0, "\(path) \(m)×\(n)×\(k): \(differing) of \(x.count) differ")
+            let scale = (0..<x.count).map { abs(x.data[$0]) }.max() ?? 0
+            #expect(scale > 0.1, "the product is not trivially zero")
+        }
     }
 
     @Test(arguments: paths)

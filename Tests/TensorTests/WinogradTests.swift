@@ -218,9 +218,11 @@ struct WinogradTests {
             #expect(!g.usesWinograd(images: 3, h: 14, w: 14), "Winograd is on, so the weights transform")
             return
         }
+        // F(4×4) with kgemm: U kept packed for the GEMM (the same bits as packing it in each product).
+        #expect((t.packedStride != nil) == (t.tile == 4 && Engine.useKGEMM))
         let reused = Tensor(shape: plain.shape)
         try conv2dForward(out: reused, input: x, weight: wt, bias: bias, geometry: g, workspace: ws, relu: true, transformed: t)
-        #expect((0..<plain.count).allSatisfy { plain.data[$0] == reused.data[$0] })
+        #expect((0..<plain.count).allSatisfy { plain.data[$0].bitPattern == reused.data[$0].bitPattern })
         // Once the workspace's slot has been given to something else, they are not taken.
         let reusedAfter = Tensor(shape: plain.shape)
         ws.buffer(4, count: 1).update(repeating: .nan, count: 1)
@@ -333,6 +335,30 @@ struct WinogradTests {
         print("Winograd F(\(tile)×\(tile), 3×3) at [8, 256, 14, 14]: worst error \(c.maxAbsError) of outputs up to \(c.maxExpectedMagnitude) (\(relative) relative)")
         #expect(relative <= (tile == 4 ? 2e-5 : 4e-6), "tile \(tile): \(c)")
         #expect(c.maxExpectedMagnitude > 0.1)
+    }
+
+    /// A batch of several F(4×4) chunks (U packed once for all of them) gives, image for image, the
+    /// bits of the same images in batches of one chunk each (U packed by each product).
+    @Test func severalChunksGiveTheOneChunkBits() throws {
+        guard Engine.vectorISA != nil else { return }
+        let g = ConvGeometry(24, 20, kernel: 3, padding: 1)
+        let n = 3 * winograd4ChunkTiles / 16 + 5  // 14×14 planes: 16 tiles each, four chunks
+        let x = randomTensor([n, 24, 14, 14], seed: 31), wt = randomTensor([20, 24, 3, 3], seed: 32, scale: 0.2)
+        let bias = randomTensor([20], seed: 33)
+        let ws = Workspace()
+        let whole = Tensor(shape: [n, 20, 14, 14])
+        try conv2dForward(out: whole, input: x, weight: wt, bias: bias, geometry: g, workspace: ws, winograd: true, winogradTile: 4)
+        let per = winograd4ChunkTiles / 16, plane = 24 * 196, outPlane = 20 * 196
+        var first = 0, differing = 0
+        while first < n {
+            let count = min(per, n - first)
+            let part = Tensor(shape: [count, 24, 14, 14]), out = Tensor(shape: [count, 20, 14, 14])
+            part.data.update(from: x.data + first * plane, count: count * plane)
+            try conv2dForward(out: out, input: part, weight: wt, bias: bias, geometry: g, workspace: ws, winograd: true, winogradTile: 4)
+            for i in 0..<count * outPlane where out.data[i].bitPattern != whole.data[first * outPlane + i].bitPattern { differing += 1 }
+            first += count
+        }
+        #expect(differing == 0, "\(differing) of \(whole.count) differ")
     }
 
     @Test func otherGeometriesKeepIm2col() {
