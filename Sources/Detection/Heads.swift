@@ -253,7 +253,12 @@ public final class MaskPredictor: Module {
         let h = x.shape[2], w = x.shape[3], plane = h * w, side = k * k
         let width = range.count * plane  // one (ky, kx) row's columns; a channel's k·k rows are k·k·width floats
         let all = Tensor(uninitializedShape: [classes, side * width])
-        if Engine.kgemmAvailable {
+        if Engine.useKGEMM {
+            // conv_mask's product a block of columns at a time on each thread, the logits (bias and
+            // ReLU applied as they are read) from it while it is in the caches: the same bits as below.
+            try convTransposeReluLogits(try swapLeadingAxes(x), weight: convMask.weight.value, bias: convMask.bias.map { UnsafePointer($0.value.data) },
+                                        logits: logits.weight.value.data, classes: classes, out: all.data)
+        } else if Engine.kgemmAvailable {
             // [channels·k·k, R, h, w] before conv_mask's bias and ReLU, which the logits' product
             // applies as it reads (`reluBiasedProduct`: the same bits, one pass fewer).
             let cols = try tiledConvTranspose2dForward(try swapLeadingAxes(x), weight: convMask.weight.value, bias: nil)

@@ -230,6 +230,66 @@ private func addRowBias(_ y: UnsafeMutablePointer<Float>, rows: Int, width: Int,
     }
 }
 
+/// A mask predictor's logits straight from its input: out[i, q·width + j] = Σ_c logits[i, c] ·
+/// max(0, (W·x)[c·k·k + q, j] + bias[c]) for every class i < `classes`, tap q < k·k and column j of
+/// the channels-first images x [cin, N, h, w] (width = N·h·w), W the k×k, stride-k transposed
+/// convolution's weight [cin, cout, k, k] — what `tiledConvTranspose2dForward` followed by
+/// `reluBiasedProduct` gives, bit for bit, without the [cout·k·k, width] product in memory: each
+/// thread takes its share of the columns a block at a time, the transposed convolution's product of
+/// the block (W's packed panels made once, not for every block) into a buffer of its own that stays
+/// in the caches, then the logits from that buffer.
+/// - Precondition: `Engine.useKGEMM`; logits [classes, cout]; out [classes, k·k·width]; bias [cout] or nil.
+public func convTransposeReluLogits(_ x: Tensor, weight: Tensor, bias: UnsafePointer<Float>?, logits: UnsafePointer<Float>,
+                                    classes: Int, out: UnsafeMutablePointer<Float>) throws {
+    let op = "conv_transpose_relu_logits"
+    let (cout, kk, width) = try checkTiledTranspose(op, x: x, weight: weight, bias: nil)
+    precondition(Engine.useKGEMM && classes >= 1)
+    let cin = x.shape[0], rows = cout * kk
+    guard rows <= Int(Int32.max), width <= Int(Int32.max), cin <= Int(Int32.max) else {
+        throw TensorError.invalidArgument(op: op, detail: "\(rows) × \(width) × \(cin) is too large for one product")
+    }
+    let path = Engine.kgemmPath
+    // A = Wᵀ [cout·k·k, cin], packed whole once (the values a transposed A's packing reads).
+    let wt = Tensor(uninitializedShape: [rows, cin])
+    let w = UnsafePointer(weight.data)
+    parallelFor(rows, minChunk: 64) { r in for c in 0..<cin { wt.data[r * cin + c] = w[c * rows + r] } }
+    let packedFloats = path == .avx512 ? kgemm_packed_a_floats(Int32(rows), Int32(cin)) : kgemm_avx2_packed_a_floats(Int32(rows), Int32(cin))
+    let packed = Tensor(uninitializedShape: [packedFloats])
+    if path == .avx512 { kgemm_pack_a(Int32(rows), Int32(cin), wt.data, Int32(cin), packed.data) }
+    else { kgemm_avx2_pack_a(Int32(rows), Int32(cin), wt.data, Int32(cin), packed.data) }
+    // Column blocks of 768 (a multiple of both B panels, 16 and 32 columns, and of the logits'
+    // 24-column steps), split over the threads in units of 96.
+    let unit = 96, block = 768, units = (width + unit - 1) / unit
+    let chunks = max(1, min(Engine.threads, units))
+    let xs = UnsafePointer(x.data), ap = UnsafePointer(packed.data)
+    parallelFor(chunks) { t in
+        let n0 = min(width, units * t / chunks * unit), n1 = min(width, units * (t + 1) / chunks * unit)
+        guard n0 < n1 else { return }
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: rows * min(block, n1 - n0))
+        defer { buffer.deallocate() }
+        var j0 = n0
+        while j0 < n1 {
+            let jb = min(block, n1 - j0)
+            MultiplyAdds.add(rows, jb, cin)
+            if path == .avx512 {
+                kgemm_block_packed_a(0, Int32(rows), 0, Int32(jb), Int32(cin), 1, ap, Int32(rows), xs + j0, Int32(width), 0, buffer, Int32(jb))
+            } else {
+                kgemm_avx2_block_packed_a(0, Int32(rows), 0, Int32(jb), Int32(cin), 1, ap, Int32(rows), xs + j0, Int32(width), 0, buffer, Int32(jb))
+            }
+            // Tap q's rows of the block are rows c·k·k + q: a [cout, jb] matrix of row stride k·k·jb.
+            for q in 0..<kk {
+                for i0 in stride(from: 0, to: classes, by: Int(KGEMM_SMALL_M)) {
+                    let m = min(Int(KGEMM_SMALL_M), classes - i0)
+                    MultiplyAdds.add(m, jb, cout)
+                    kgemm_avx2_relu_bias_rows(Int32(m), Int32(cout), 0, Int32(jb), logits + i0 * cout, Int32(cout), buffer + q * jb, Int32(kk * jb),
+                                              bias, out + i0 * kk * width + q * width + j0, Int32(kk * width))
+                }
+            }
+            j0 += jb
+        }
+    }
+}
+
 /// out[i, j] = Σ_r weight[i, r] · max(0, x[r, j] + bias[r]) for i < m ≤ 4 (0 for NaN): a few rows
 /// times a biased, ReLU'd matrix read as it goes (`kgemm_avx2_relu_bias_rows`), never written; the
 /// same bits as `sgemm` (kgemm's small-row product) over the biased, ReLU'd matrix. A mask

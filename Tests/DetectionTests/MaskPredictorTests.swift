@@ -9,7 +9,7 @@ import Testing
 import TestSupport
 
 @Suite struct MaskPredictorTests {
-    @Test(arguments: [(2, 5), (3, 1), (2, 24), (6, 3)])
+    @Test(arguments: [(2, 5), (3, 1), (2, 24), (6, 3), (5, 9)])
     func fusedProbabilitiesMatchTheLayers(classes: Int, count: Int) throws {
         let predictor = MaskPredictor("roi_heads.mask_predictor", channels: 16, classes: classes)
         var rng = SeededGenerator(seed: 9)
