@@ -89,6 +89,10 @@ public enum Engine {
     /// `AFFINITY_GEMM=openblas`. The machine's OpenBLAS is pinned to its AVX2 kernels, and its own
     /// threads spin (sched_yield) beside the Swift loops' between products: on the 2-core Zen 3 EPYC
     /// a fifth of the inference's CPU time.
+    /// Parallel loops on the engine's own spinning worker threads (`runConcurrently`) rather than
+    /// Dispatch's, unless `AFFINITY_POOL=0`.
+    nonisolated(unsafe) public static var usePool: Bool = ProcessInfo.processInfo.environment["AFFINITY_POOL"] != "0"
+
     nonisolated(unsafe) public static var useKGEMM: Bool = kgemmAvailable && ProcessInfo.processInfo.environment["AFFINITY_GEMM"] != "openblas"
 
     /// Keeps freed tensors' memory in the process for the next ones (up to 512 MiB of it) instead
@@ -119,6 +123,24 @@ public enum MultiplyAdds {
     @inline(__always) static func add(_ m: Int, _ n: Int, _ k: Int) { affinity_macs_add(Int64(m &* n &* k)) }
 }
 
+/// Runs `body(c)` for c in 0..<chunks concurrently and returns when all have returned: on the
+/// engine's spinning workers (`affinity_pool_run`, Sources/CKernels/pool.c) when they are free,
+/// else (another thread's loop has them) by Dispatch. `AFFINITY_POOL=0` always uses Dispatch.
+@inline(__always)
+func runConcurrently(_ chunks: Int, _ body: (Int) -> Void) {
+    if Engine.usePool {
+        let ran = withoutActuallyEscaping(body) { body in
+            withUnsafePointer(to: body) { p in
+                affinity_pool_run(chunks, Int32(clamping: Engine.threads), { raw, c in
+                    raw!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(c)
+                }, UnsafeMutableRawPointer(mutating: p))
+            }
+        }
+        if ran != 0 { return }
+    }
+    DispatchQueue.concurrentPerform(iterations: chunks, execute: body)
+}
+
 /// Runs `body(i)` for i in 0..<n, split into contiguous chunks over `Engine.threads` threads.
 /// Small loops (fewer than 2 · `minChunk` items) run inline, and so does a loop started inside
 /// another loop's chunk (the outer loop has every thread busy already: a product of a batch of
@@ -135,7 +157,7 @@ public func parallelFor(_ n: Int, minChunk: Int = 1, _ body: (Int) -> Void) {
     // its own count back to where it was and leaves the difference here.
     withUnsafeTemporaryAllocation(of: Int64.self, capacity: chunks) { found in
         withoutActuallyEscaping(body) { body in
-            DispatchQueue.concurrentPerform(iterations: chunks) { c in
+            runConcurrently(chunks) { c in
                 let before = affinity_macs_get(), wasInside = affinity_set_in_parallel(1)
                 let lo = n * c / chunks, hi = n * (c + 1) / chunks
                 for i in lo..<hi { body(i) }
@@ -163,7 +185,7 @@ public func parallelChunks(_ n: Int, chunks: Int, _ body: (Int, Range<Int>) -> V
         return
     }
     withoutActuallyEscaping(body) { body in
-        DispatchQueue.concurrentPerform(iterations: chunks) { c in
+        runConcurrently(chunks) { c in
             let wasInside = affinity_set_in_parallel(1)
             body(c, (n * c / chunks)..<(n * (c + 1) / chunks))
             affinity_set_in_parallel(wasInside)
