@@ -71,7 +71,8 @@ static void *worker_main(void *arg) {
         int spins = 0;
         while ((g = atomic_load_explicit(&futex_word, memory_order_acquire)) == seen) {
             _mm_pause();
-            if (!spin || (++spins % 256 == 0 && now_ns() - start > SPIN_NS)) {
+            if (spin && ++spins % 256 == 0) sched_yield();  // a thread waiting for this processor gets it
+            if (!spin || (spins % 256 == 0 && now_ns() - start > SPIN_NS)) {
                 atomic_fetch_add(&sleepers, 1);
                 syscall(SYS_futex, &futex_word, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
                 atomic_fetch_sub(&sleepers, 1);

@@ -5,6 +5,7 @@
 import CKernels
 import Dispatch
 import Foundation
+import Synchronization
 @testable import Tensor
 import Testing
 
@@ -36,18 +37,17 @@ private func runOnPool(_ chunks: Int, threads: Int, _ body: (Int) -> Void) -> Bo
 
     @Test func chunksRunAtTheSameTimeOnDifferentThreads() {
         // Chunk 0 waits (up to 10 s) for chunk 1 to start: only a second thread can start it.
-        let started = UnsafeMutablePointer<Int32>.allocate(capacity: 2)
+        let started = Atomic<Int>(0)
         let threadOf = UnsafeMutablePointer<pthread_t>.allocate(capacity: 2)
-        started.initialize(repeating: 0, count: 2)
-        defer { started.deallocate(); threadOf.deallocate() }
+        defer { threadOf.deallocate() }
         var sawOther = false
         #expect(runOnPool(2, threads: 2) { c in
             threadOf[c] = pthread_self()
-            started[c] = 1
+            if c == 1 { started.store(1, ordering: .releasing) }
             if c == 0 {
                 let end = Date().addingTimeInterval(10)
-                while Date() < end {  // usleep, an opaque call, makes each test read memory again
-                    if started[1] != 0 { sawOther = true; break }
+                while Date() < end {
+                    if started.load(ordering: .acquiring) != 0 { sawOther = true; break }
                     usleep(50)
                 }
             }
