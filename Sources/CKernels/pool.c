@@ -63,6 +63,7 @@ static void work(uint32_t g) {
 // loops on more threads than it does now keeps those workers asleep).
 static void *worker_main(void *arg) {
     const int index = (int)(intptr_t)arg;
+    pthread_setname_np(pthread_self(), "affinity-worker");  // what top -H and gdb show
     uint32_t seen = 0;  // no loop: a worker started while its first loop is being handed out joins it
     int spin = 1;
     for (;;) {
