@@ -285,5 +285,6 @@ static void pack_b_conv(const kgemm_conv *cv, int kc, int nc, int p0, int c0, fl
 #define KGEMM_CONVT_BLOCK kgemm_convt_block
 #define KGEMM_PACKED_A_FLOATS kgemm_packed_a_floats
 #define KGEMM_PACK_A kgemm_pack_a
+#define KGEMM_PACK_AT kgemm_pack_at
 #define KGEMM_BLOCK_PACKED_A kgemm_block_packed_a
 #include "kgemm_driver.h"

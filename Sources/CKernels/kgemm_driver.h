@@ -133,6 +133,14 @@ void KGEMM_PACK_A(int m, int k, const float *a, int lda, float *ap) {
     }
 }
 
+void KGEMM_PACK_AT(int m, int k, const float *a, int lda, float *ap) {
+    const size_t mpad = (size_t)((m + MR - 1) / MR) * MR;
+    for (int pc = 0; pc < k; pc += KC) {
+        int kc = k - pc < KC ? k - pc : KC;
+        pack_a(1, m, kc, a, lda, 0, pc, ap + (size_t)pc * mpad);
+    }
+}
+
 void KGEMM_BLOCK_PACKED_A(int m0, int m1, int n0, int n1, int k, float alpha, const float *ap, int m,
                           const float *b, int ldb, float beta, float *c, int ldc) {
     gemm(0, 0, m0, m1, n0, n1, k, alpha, NULL, 0, ap, (m + MR - 1) / MR * MR, b, ldb, NULL, beta, c, ldc);

@@ -249,14 +249,11 @@ public func convTransposeReluLogits(_ x: Tensor, weight: Tensor, bias: UnsafePoi
         throw TensorError.invalidArgument(op: op, detail: "\(rows) × \(width) × \(cin) is too large for one product")
     }
     let path = Engine.kgemmPath
-    // A = Wᵀ [cout·k·k, cin], packed whole once (the values a transposed A's packing reads).
-    let wt = Tensor(uninitializedShape: [rows, cin])
-    let w = UnsafePointer(weight.data)
-    parallelFor(rows, minChunk: 64) { r in for c in 0..<cin { wt.data[r * cin + c] = w[c * rows + r] } }
+    // A = Wᵀ [cout·k·k, cin], packed whole once, straight from W (A stored transposed).
     let packedFloats = path == .avx512 ? kgemm_packed_a_floats(Int32(rows), Int32(cin)) : kgemm_avx2_packed_a_floats(Int32(rows), Int32(cin))
     let packed = Tensor(uninitializedShape: [packedFloats])
-    if path == .avx512 { kgemm_pack_a(Int32(rows), Int32(cin), wt.data, Int32(cin), packed.data) }
-    else { kgemm_avx2_pack_a(Int32(rows), Int32(cin), wt.data, Int32(cin), packed.data) }
+    if path == .avx512 { kgemm_pack_at(Int32(rows), Int32(cin), weight.data, Int32(rows), packed.data) }
+    else { kgemm_avx2_pack_at(Int32(rows), Int32(cin), weight.data, Int32(rows), packed.data) }
     // Column blocks of 768 (a multiple of both B panels, 16 and 32 columns, and of the logits'
     // 24-column steps), split over the threads in units of 96.
     let unit = 96, block = 768, units = (width + unit - 1) / unit

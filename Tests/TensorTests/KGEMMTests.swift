@@ -123,6 +123,23 @@ struct KGEMMTests {
             #expect(differing == 0, "\(path) \(m)×\(n)×\(k): \(differing) of \(x.count) differ")
             let scale = (0..<x.count).map { abs(x.data[$0]) }.max() ?? 0
             #expect(scale > 0.1, "the product is not trivially zero")
+            // Packed from A stored transposed (k × m, a wider row stride m + 3): the same packed
+            // floats, panel padding aside — the product from it the same bits.
+            let at = Tensor(shape: [k, m + 3])
+            for i in 0..<m { for p in 0..<k { at.data[p * (m + 3) + i] = a.data[i * k + p] } }
+            let apt = UnsafeMutablePointer<Float>.allocate(capacity: floats)
+            defer { apt.deallocate() }
+            let z = Tensor(shape: [m, n])
+            for i in 0..<z.count { z.data[i] = c0.data[i] }
+            if path == .avx512 {
+                kgemm_pack_at(Int32(m), Int32(k), at.data, Int32(m + 3), apt)
+                kgemm_block_packed_a(0, Int32(m), 0, Int32(n), Int32(k), 1.5, apt, Int32(m), b.data, Int32(n), beta, z.data, Int32(n))
+            } else {
+                kgemm_avx2_pack_at(Int32(m), Int32(k), at.data, Int32(m + 3), apt)
+                kgemm_avx2_block_packed_a(0, Int32(m), 0, Int32(n), Int32(k), 1.5, apt, Int32(m), b.data, Int32(n), beta, z.data, Int32(n))
+            }
+            let differingT = (0..<x.count).filter { x.data[$0].bitPattern != z.data[$0].bitPattern }.count
+            #expect(differingT == 0, "\(path) \(m)×\(n)×\(k), A packed from Aᵀ: \(differingT) of \(x.count) differ")
         }
     }
 

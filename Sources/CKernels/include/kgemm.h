@@ -54,12 +54,16 @@ void kgemm_convt_block(int m0, int m1, int n0, int n1, float alpha, const float 
 /// instruction set's own (14-row panels for kgemm, 6-row for kgemm_avx2).
 size_t kgemm_packed_a_floats(int m, int k);
 void kgemm_pack_a(int m, int k, const float *a, int lda, float *ap);
+/// kgemm_pack_a of A stored transposed (k × m, row stride lda ≥ m): the same packed values as
+/// kgemm_pack_a of the transposed copy, without making the copy.
+void kgemm_pack_at(int m, int k, const float *a, int lda, float *ap);
 /// kgemm_block (no transposes) with A from kgemm_pack_a (m: A's rows): the same kernels on the same
 /// packed values, so the same bits as kgemm_block. m0 must be a multiple of the panel height (0).
 void kgemm_block_packed_a(int m0, int m1, int n0, int n1, int k, float alpha, const float *ap, int m,
                           const float *b, int ldb, float beta, float *c, int ldc);
 size_t kgemm_avx2_packed_a_floats(int m, int k);
 void kgemm_avx2_pack_a(int m, int k, const float *a, int lda, float *ap);
+void kgemm_avx2_pack_at(int m, int k, const float *a, int lda, float *ap);
 void kgemm_avx2_block_packed_a(int m0, int m1, int n0, int n1, int k, float alpha, const float *ap, int m,
                                const float *b, int ldb, float beta, float *c, int ldc);
 
