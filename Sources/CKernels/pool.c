@@ -89,9 +89,12 @@ static void *worker_main(void *arg) {
 }
 
 // Starts workers until there are `want` (under start_lock); 0 if one could not be started.
+static atomic_int start_failed;  // once a worker could not be started, no more tries
+
 static int ensure_workers(int want) {
     if (want > MAX_WORKERS) want = MAX_WORKERS;
     if (atomic_load_explicit(&workers, memory_order_acquire) >= want) return 1;
+    if (atomic_load(&start_failed)) return 0;
     pthread_mutex_lock(&start_lock);
     int ok = 1;
     while (atomic_load(&workers) < want) {
@@ -102,7 +105,7 @@ static int ensure_workers(int want) {
         pthread_attr_setstacksize(&attr, 8 << 20);  // as a main thread's: the chunks run Swift code
         int rc = pthread_create(&t, &attr, worker_main, (void *)(intptr_t)atomic_load(&workers));
         pthread_attr_destroy(&attr);
-        if (rc != 0) { ok = 0; break; }
+        if (rc != 0) { ok = 0; atomic_store(&start_failed, 1); break; }
         atomic_fetch_add(&workers, 1);
     }
     pthread_mutex_unlock(&start_lock);
@@ -112,6 +115,7 @@ static int ensure_workers(int want) {
 // A forked child has none of the parent's threads: it starts its own workers if it needs them.
 static void after_fork_in_child(void) {
     atomic_store(&workers, 0);
+    atomic_store(&start_failed, 0);
     atomic_store(&sleepers, 0);
     atomic_store(&busy, 0);
     pthread_mutex_init(&start_lock, NULL);
@@ -126,14 +130,20 @@ int affinity_pool_run(long chunks, int threads, affinity_pool_task task, void *c
     pthread_once(&fork_once, register_fork_handler);
     int expected = 0;
     if (!atomic_compare_exchange_strong(&busy, &expected, 1)) return 0;
-    if (!ensure_workers(threads - 1)) {
-        atomic_store_explicit(&busy, 0, memory_order_release);
-        return 0;
+    // Fewer workers than asked for (a thread could not be started: a limit on tasks) still help;
+    // none at all, and the caller's loop goes elsewhere.
+    int helpers = threads - 1;
+    if (!ensure_workers(helpers)) {
+        helpers = atomic_load(&workers);
+        if (helpers == 0) {
+            atomic_store_explicit(&busy, 0, memory_order_release);
+            return 0;
+        }
     }
     atomic_store_explicit(&task_fn, task, memory_order_relaxed);
     atomic_store_explicit(&task_context, context, memory_order_relaxed);
     atomic_store_explicit(&task_chunks, chunks, memory_order_relaxed);
-    atomic_store_explicit(&task_workers, threads - 1, memory_order_relaxed);
+    atomic_store_explicit(&task_workers, helpers, memory_order_relaxed);
     atomic_store_explicit(&done, 0, memory_order_relaxed);
     uint32_t g = ++generation;
     if (g == 0) g = ++generation;  // 0 never names a loop

@@ -14,7 +14,8 @@ typedef void (*affinity_pool_task)(void *context, long chunk);
 /// Runs task(context, c) for every c in 0 ..< chunks on the calling thread and the pool's workers
 /// (up to threads − 1 of them, started the first time they are needed and kept) and returns when
 /// all have returned: 1. Returns 0 at once, having run nothing, when another thread's loop has the
-/// workers (the caller runs its loop some other way) or a worker cannot be started.
+/// workers (the caller runs its loop some other way) or no worker could be started (with some
+/// started, those help).
 /// Chunks are handed out one at a time, first come first served.
 int affinity_pool_run(long chunks, int threads, affinity_pool_task task, void *context);
 
