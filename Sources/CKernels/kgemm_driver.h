@@ -2,7 +2,7 @@
 // once by each, after the including file has defined MR, NR, KC, MC, NC, its static kernel, pack_a,
 // pack_b and pack_b_conv, and KGEMM_BLOCK / KGEMM_CONV_BLOCK, the names of its two entry points
 // (see include/kgemm.h), KGEMM_CONVT_BLOCK, the weight gradient's, and KGEMM_PACKED_A_FLOATS,
-// KGEMM_PACK_A, KGEMM_BLOCK_PACKED_A, the prepacked A's. Private to CKernels.
+// KGEMM_PACK_A, KGEMM_PACK_AT, KGEMM_BLOCK_PACKED_A, the prepacked A's. Private to CKernels.
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,21 +125,18 @@ void KGEMM_BLOCK(int transA, int transB, int m0, int m1, int n0, int n1, int k, 
 
 size_t KGEMM_PACKED_A_FLOATS(int m, int k) { return (size_t)((m + MR - 1) / MR) * MR * (size_t)k + 16; }
 
-void KGEMM_PACK_A(int m, int k, const float *a, int lda, float *ap) {
+// A (m × k, or with transA stored k × m) packed whole: each k block's panels, block pc at ap + pc·mpad.
+static void pack_a_whole(int transA, int m, int k, const float *a, int lda, float *ap) {
     const size_t mpad = (size_t)((m + MR - 1) / MR) * MR;
     for (int pc = 0; pc < k; pc += KC) {
         int kc = k - pc < KC ? k - pc : KC;
-        pack_a(0, m, kc, a, lda, 0, pc, ap + (size_t)pc * mpad);
+        pack_a(transA, m, kc, a, lda, 0, pc, ap + (size_t)pc * mpad);
     }
 }
 
-void KGEMM_PACK_AT(int m, int k, const float *a, int lda, float *ap) {
-    const size_t mpad = (size_t)((m + MR - 1) / MR) * MR;
-    for (int pc = 0; pc < k; pc += KC) {
-        int kc = k - pc < KC ? k - pc : KC;
-        pack_a(1, m, kc, a, lda, 0, pc, ap + (size_t)pc * mpad);
-    }
-}
+void KGEMM_PACK_A(int m, int k, const float *a, int lda, float *ap) { pack_a_whole(0, m, k, a, lda, ap); }
+
+void KGEMM_PACK_AT(int m, int k, const float *a, int lda, float *ap) { pack_a_whole(1, m, k, a, lda, ap); }
 
 void KGEMM_BLOCK_PACKED_A(int m0, int m1, int n0, int n1, int k, float alpha, const float *ap, int m,
                           const float *b, int ldb, float beta, float *c, int ldc) {

@@ -88,9 +88,9 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-// Starts workers until there are `want` (under start_lock); 0 if one could not be started.
 static atomic_int start_failed;  // once a worker could not be started, no more tries
 
+// Starts workers until there are `want` (under start_lock); 0 if one could not be started.
 static int ensure_workers(int want) {
     if (want > MAX_WORKERS) want = MAX_WORKERS;
     if (atomic_load_explicit(&workers, memory_order_acquire) >= want) return 1;

@@ -277,13 +277,12 @@ public func transformForWinograd(weight: Tensor, geometry g: ConvGeometry, image
         // U in the transformed input's scratch slot (5, written again by the convolution), packed
         // into slot 4: the same floats as U, a few more for the panels' padding.
         let path = Engine.kgemmPath
-        let stride = path == .avx512 ? kgemm_packed_a_floats(Int32(K), Int32(C)) : kgemm_avx2_packed_a_floats(Int32(K), Int32(C))
+        let stride = kgemmPackedAFloats(m: K, k: C, path: path)
         let u = workspace.buffer(5, count: count)
         winogradTransformWeights(weight.data, outChannels: K, inChannels: C, flipped: false, u: u, tile: tile)
         let packed = workspace.buffer(4, count: 36 * stride)
         parallelFor(36) { xi in
-            if path == .avx512 { kgemm_pack_a(Int32(K), Int32(C), u + xi * K * C, Int32(C), packed + xi * stride) }
-            else { kgemm_avx2_pack_a(Int32(K), Int32(C), u + xi * K * C, Int32(C), packed + xi * stride) }
+            kgemmPackA(m: K, k: C, a: u + xi * K * C, lda: C, into: packed + xi * stride, path: path)
         }
         return WinogradWeights(u: packed, tile: tile, weight: weight, geometry: g, workspace: workspace, packedStride: stride)
     }

@@ -89,11 +89,11 @@ public enum Engine {
     /// `AFFINITY_GEMM=openblas`. The machine's OpenBLAS is pinned to its AVX2 kernels, and its own
     /// threads spin (sched_yield) beside the Swift loops' between products: on the 2-core Zen 3 EPYC
     /// a fifth of the inference's CPU time.
+    nonisolated(unsafe) public static var useKGEMM: Bool = kgemmAvailable && ProcessInfo.processInfo.environment["AFFINITY_GEMM"] != "openblas"
+
     /// Parallel loops on the engine's own spinning worker threads (`runConcurrently`) rather than
     /// Dispatch's, unless `AFFINITY_POOL=0`.
     nonisolated(unsafe) public static var usePool: Bool = ProcessInfo.processInfo.environment["AFFINITY_POOL"] != "0"
-
-    nonisolated(unsafe) public static var useKGEMM: Bool = kgemmAvailable && ProcessInfo.processInfo.environment["AFFINITY_GEMM"] != "openblas"
 
     /// Keeps freed tensors' memory in the process for the next ones (up to 512 MiB of it) instead
     /// of unmapping it, so that the same sizes allocated again do not fault their pages in anew
@@ -291,6 +291,36 @@ func kgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: 
         return
     }
     splitGEMM(m: m, n: n, k: k, threads: t, path: path, block)
+}
+
+/// kgemm with A packed whole once for several products (`kgemm_pack_a` and friends of `path`):
+/// the floats the packed copy of an m × k matrix takes.
+func kgemmPackedAFloats(m: Int, k: Int, path: VectorISA = Engine.kgemmPath) -> Int {
+    path == .avx512 ? kgemm_packed_a_floats(Int32(m), Int32(k)) : kgemm_avx2_packed_a_floats(Int32(m), Int32(k))
+}
+
+/// Packs the m × k matrix A (row stride lda) into `ap`, or with `transposed` A stored as its k × m
+/// transpose (row stride lda ≥ m): the same packed floats either way.
+func kgemmPackA(m: Int, k: Int, a: UnsafePointer<Float>, lda: Int, transposed: Bool = false, into ap: UnsafeMutablePointer<Float>,
+                path: VectorISA = Engine.kgemmPath) {
+    switch (path, transposed) {
+    case (.avx512, false): kgemm_pack_a(Int32(m), Int32(k), a, Int32(lda), ap)
+    case (.avx512, true): kgemm_pack_at(Int32(m), Int32(k), a, Int32(lda), ap)
+    case (.avx2, false): kgemm_avx2_pack_a(Int32(m), Int32(k), a, Int32(lda), ap)
+    case (.avx2, true): kgemm_avx2_pack_at(Int32(m), Int32(k), a, Int32(lda), ap)
+    }
+}
+
+/// C[m × n] (row stride ldc) = A · B on this thread, A packed by `kgemmPackA` (m rows), B k × n
+/// (row stride ldb): the same bits as `kgemm` of the unpacked A. Counted in `MultiplyAdds`.
+func kgemmPackedA(m: Int, n: Int, k: Int, ap: UnsafePointer<Float>, b: UnsafePointer<Float>, ldb: Int,
+                  c: UnsafeMutablePointer<Float>, ldc: Int, path: VectorISA = Engine.kgemmPath) {
+    MultiplyAdds.add(m, n, k)
+    if path == .avx512 {
+        kgemm_block_packed_a(0, Int32(m), 0, Int32(n), Int32(k), 1, ap, Int32(m), b, Int32(ldb), 0, c, Int32(ldc))
+    } else {
+        kgemm_avx2_block_packed_a(0, Int32(m), 0, Int32(n), Int32(k), 1, ap, Int32(m), b, Int32(ldb), 0, c, Int32(ldc))
+    }
 }
 
 /// Calls `block(m0, m1, n0, n1)` over a split of C[m×n] among `threads`: one block when the

@@ -250,10 +250,8 @@ public func convTransposeReluLogits(_ x: Tensor, weight: Tensor, bias: UnsafePoi
     }
     let path = Engine.kgemmPath
     // A = Wᵀ [cout·k·k, cin], packed whole once, straight from W (A stored transposed).
-    let packedFloats = path == .avx512 ? kgemm_packed_a_floats(Int32(rows), Int32(cin)) : kgemm_avx2_packed_a_floats(Int32(rows), Int32(cin))
-    let packed = Tensor(uninitializedShape: [packedFloats])
-    if path == .avx512 { kgemm_pack_at(Int32(rows), Int32(cin), weight.data, Int32(rows), packed.data) }
-    else { kgemm_avx2_pack_at(Int32(rows), Int32(cin), weight.data, Int32(rows), packed.data) }
+    let packed = Tensor(uninitializedShape: [kgemmPackedAFloats(m: rows, k: cin, path: path)])
+    kgemmPackA(m: rows, k: cin, a: weight.data, lda: rows, transposed: true, into: packed.data, path: path)
     // Column blocks of 768 (a multiple of both B panels, 16 and 32 columns, and of the logits'
     // 24-column steps), split over the threads in units of 96.
     let unit = 96, block = 768, units = (width + unit - 1) / unit
@@ -267,12 +265,7 @@ public func convTransposeReluLogits(_ x: Tensor, weight: Tensor, bias: UnsafePoi
         var j0 = n0
         while j0 < n1 {
             let jb = min(block, n1 - j0)
-            MultiplyAdds.add(rows, jb, cin)
-            if path == .avx512 {
-                kgemm_block_packed_a(0, Int32(rows), 0, Int32(jb), Int32(cin), 1, ap, Int32(rows), xs + j0, Int32(width), 0, buffer, Int32(jb))
-            } else {
-                kgemm_avx2_block_packed_a(0, Int32(rows), 0, Int32(jb), Int32(cin), 1, ap, Int32(rows), xs + j0, Int32(width), 0, buffer, Int32(jb))
-            }
+            kgemmPackedA(m: rows, n: jb, k: cin, ap: ap, b: xs + j0, ldb: width, c: buffer, ldc: jb, path: path)
             // Tap q's rows of the block are rows c·k·k + q: a [cout, jb] matrix of row stride k·k·jb.
             for q in 0..<kk {
                 for i0 in stride(from: 0, to: classes, by: Int(KGEMM_SMALL_M)) {

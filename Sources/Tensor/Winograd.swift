@@ -402,13 +402,8 @@ func winograd4Convolve(input: UnsafePointer<Float>, images n: Int, inChannels C:
         }
         parallelFor(36) { xi in  // whole GEMMs over the threads, as in F(2×2)
             if let (ap, stride) = packedA {
-                MultiplyAdds.add(K, tiles, C)
-                let a = ap + xi * stride, b = v + xi * vStride, c = m + xi * mStride
-                if gemmPath == .avx512 {
-                    kgemm_block_packed_a(0, Int32(K), 0, Int32(tiles), Int32(C), 1, a, Int32(K), b, Int32(tiles), 0, c, Int32(tiles))
-                } else {
-                    kgemm_avx2_block_packed_a(0, Int32(K), 0, Int32(tiles), Int32(C), 1, a, Int32(K), b, Int32(tiles), 0, c, Int32(tiles))
-                }
+                kgemmPackedA(m: K, n: tiles, k: C, ap: ap + xi * stride, b: v + xi * vStride, ldb: tiles, c: m + xi * mStride, ldc: tiles,
+                             path: gemmPath)
             } else {
                 sgemm(m: K, n: tiles, k: C, a: u + xi * K * C, lda: C, b: v + xi * vStride, ldb: tiles, c: m + xi * mStride, ldc: tiles)
             }
